@@ -1,0 +1,26 @@
+"""causalscope: causal interpretability for any PyTorch model.
+
+>>> import causalscope as cs
+>>> m = cs.load("tiny-gpt2")
+>>> clean = m.run("the cat sat on the mat", cache=["layers.1"])
+>>> clean.cache["layers.1"].shape
+torch.Size([1, 6, 64])
+>>> rows = [{cs.Site("layers.1", positions=t): cs.Patch(clean)} for t in range(6)]
+>>> m.run("the dog sat on the mat", rows).output.shape       # 6 patch locations, one batched pass
+torch.Size([6, 6, 72])
+"""
+from . import zoo
+from ._engine import ActivationCache, Run
+from ._errors import CausalScopeError, InputError, InterventionError, PlanError, SiteError
+from ._interventions import Add, Intervention, Mean, Noise, Patch, Project, Resample, Scale, Set, Zero
+from ._load import load
+from ._model import Model
+from ._results import LabelledArray, load_result
+from ._sites import Site
+from ._version import __version__
+
+__all__ = [
+    "ActivationCache", "Add", "CausalScopeError", "InputError", "Intervention", "InterventionError",
+    "LabelledArray", "Mean", "Model", "Noise", "Patch", "PlanError", "Project", "Resample", "Run", "Scale",
+    "Set", "Site", "SiteError", "Zero", "__version__", "load", "load_result", "zoo",
+]

@@ -1,0 +1,92 @@
+"""The wrapped model: one object that knows its sites and runs plans."""
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._engine import Engine, Run
+from ._guard import preserved
+from ._sites import Site
+from .adapters import Adapter
+
+
+class Model:
+    """A model wrapped for causal work. Get one from :func:`causalscope.load`.
+
+    The wrapped ``nn.Module`` is never changed: every call leaves its parameters, buffers, hooks and
+    train/eval mode as they were (also when the call raises). Runs happen in eval mode.
+
+    >>> m = causalscope.load("tiny-gpt2")
+    >>> clean = m.run("the cat sat on the mat", cache=["layers.1"])
+    >>> rows = [{Site("layers.1", positions=t): Patch(clean)} for t in range(6)]
+    >>> m.run("the dog sat on the mat", rows, metric=lambda logits: logits[:, -1].softmax(-1)[:, 7]).metric
+    """
+
+    def __init__(self, adapter: Adapter, name: str | None = None) -> None:
+        self.adapter = adapter
+        self.name = name or adapter.name
+        self.engine = Engine(adapter)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.adapter.module
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.adapter.tokenizer
+
+    @property
+    def n_layers(self) -> int | None:
+        return getattr(self.adapter, "n_layers", None)
+
+    def __repr__(self) -> str:
+        return f"causalscope.Model({self.name!r}, adapter={self.adapter.kind!r})"
+
+    def site_names(self, pattern: str | None = None) -> list[str]:
+        """Every site name (canonical names first), optionally filtered by a glob: ``m.site_names("layers.*.mlp")``."""
+        names = self.adapter.site_names()
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` as strings (for labelling plots)."""
+        ids = self.adapter.prepare(text).kwargs.get("input_ids")
+        if ids is None or self.tokenizer is None:
+            raise TypeError("tokens() needs a language model with a tokenizer.")
+        return [self.tokenizer.decode([int(i)]) for i in ids[0]]
+
+    def run(self, inputs: Any, edits: Any = None, *, cache: Sequence[Site | str] = (),
+            grads: Sequence[Site | str] = (), metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            input_index: Sequence[int] | None = None, chunk_size: int | None = None,
+            keep_output: bool | None = None, keep_kv: bool = False, progress: bool | None = None) -> Run:
+        """Run the model on ``inputs`` with per-row interventions, caching and activation gradients.
+
+        >>> m.run("the cat sat")                                        # plain run: run.output == model logits
+        >>> m.run("the cat sat", {"layers.0.mlp": Zero()})               # the same edit on every input row
+        >>> m.run("the cat sat", [{Site("layers.0", positions=t): Zero()} for t in range(3)])  # 3 rows, 1 pass
+        >>> m.run(x, cache=["layers.2"], grads=["layers.1"], metric=lambda y: y[:, -1, 5])
+
+        ``edits``: ``None``; a dict ``{site: intervention}`` applied to every input row; or a list of such
+        dicts, one per plan row. With one input, every row runs on it; with B inputs and B rows, row i runs
+        on input i; ``input_index`` names each row's input otherwise. Rows are executed in batched passes
+        of ``chunk_size`` rows (chosen from free memory when omitted); results do not depend on it.
+        ``cache``: sites whose (post-intervention) activations to keep. ``grads``: sites whose gradient of
+        ``metric(output).sum()`` to return (gradients with respect to activations only; parameters get no
+        ``.grad``). ``metric``: a function of the output tensor returning one value per row.
+        ``keep_kv``: keep Hugging Face key/value caches (for segmented forwards).
+        """
+        return self.engine.run(inputs, edits, cache=cache, grads=grads, metric=metric, input_index=input_index,
+                               chunk_size=chunk_size, keep_output=keep_output, keep_kv=keep_kv, progress=progress)
+
+    def forward_from(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: Any = None,
+                     stop: int | None = None, head: bool = True, last_only: bool = False) -> torch.Tensor:
+        """Segmented forward (transformer LMs): see ``HFCausalLMAdapter.forward_from``."""
+        fn = getattr(self.adapter, "forward_from", None)
+        if fn is None:
+            raise TypeError(f"{self.adapter.kind} models have no segmented forward; it needs a transformer LM "
+                            f"adapter (Hugging Face GPT-2 / GPT-NeoX / Llama family).")
+        with preserved(self.module), torch.inference_mode():
+            return fn(hidden, layer=layer, pos=pos, past=past, stop=stop, head=head, last_only=last_only)

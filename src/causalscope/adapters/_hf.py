@@ -1,0 +1,228 @@
+"""Hugging Face causal LMs: canonical site names and a segmented forward on the model's own modules."""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InputError, SiteError
+from ._base import Adapter, Batch, primary
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Where one architecture keeps its parts (module paths relative to the LM)."""
+
+    embed: str
+    layers: str
+    attn: str
+    mlp: str
+    out_proj: str  # per-head outputs are this module's input
+    final_norm: str
+    unembed: str
+    pos_embed: str | None = None
+    rotary: str | None = None
+    dropout: str | None = None
+    past_kw: str = "past_key_values"
+    n_heads_attr: str = "num_attention_heads"
+
+
+_LLAMA = Arch("model.embed_tokens", "model.layers", "self_attn", "mlp", "self_attn.o_proj", "model.norm", "lm_head",
+              rotary="model.rotary_emb")
+ARCHS: dict[str, Arch] = {
+    "gpt2": Arch("transformer.wte", "transformer.h", "attn", "mlp", "attn.c_proj", "transformer.ln_f", "lm_head",
+                 pos_embed="transformer.wpe", dropout="transformer.drop", n_heads_attr="n_head"),
+    "gpt_neox": Arch("gpt_neox.embed_in", "gpt_neox.layers", "attention", "mlp", "attention.dense",
+                     "gpt_neox.final_layer_norm", "embed_out", rotary="gpt_neox.rotary_emb",
+                     dropout="gpt_neox.emb_dropout", past_kw="layer_past"),
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA,
+}
+
+
+class HFCausalLMAdapter(Adapter):
+    """A Hugging Face ``*ForCausalLM`` (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3).
+
+    Canonical sites: ``embed``, ``pos_embed`` (GPT-2), ``layers.i`` (block output; ``io="input"`` is the
+    block input), ``layers.i.attn``, ``layers.i.mlp``, ``layers.i.attn.z`` (per-head outputs, the input
+    of the output projection, split into heads), ``final_norm``, ``unembed`` (logits).
+
+    >>> a = HFCausalLMAdapter(GPT2LMHeadModel(GPT2Config(n_layer=2)), tokenizer)
+    >>> h = a.embed(ids)                             # input of block 0
+    >>> logits = a.forward_from(h, layer=0)          # equals model(ids).logits
+    """
+
+    kind = "hf-causal-lm"
+
+    def __init__(self, module: nn.Module, tokenizer: Any = None, name: str | None = None) -> None:
+        super().__init__(module, tokenizer, name or getattr(getattr(module, "config", None), "_name_or_path", None)
+                         or type(module).__name__)
+        config = getattr(module, "config", None)
+        mtype = getattr(config, "model_type", None)
+        if mtype not in ARCHS:
+            raise InputError(f"causalscope has no canonical site map for Hugging Face model_type {mtype!r} "
+                             f"(known: {', '.join(sorted(ARCHS))}). Wrap it as a plain module instead: "
+                             f"causalscope.load(model, generic=True), and name sites by module path.")
+        self.config = config
+        self.arch = ARCHS[mtype]
+        self.layers: nn.ModuleList = self._modules[self.arch.layers]  # type: ignore[assignment]
+        self.n_layers = len(self.layers)
+        self.n_heads = int(getattr(config, self.arch.n_heads_attr))
+        self.d_model = int(config.hidden_size)
+        head = module.get_output_embeddings()
+        self.unembed_path = next((n for n, m in self._modules.items() if m is head), self.arch.unembed)
+
+    def _part(self, path: str | None) -> nn.Module | None:
+        return None if path is None else self._modules[path]
+
+    @functools.cached_property
+    def _aliases(self) -> dict[str, tuple[str, str, int | None]]:
+        a = self.arch
+        out: dict[str, tuple[str, str, int | None]] = {"embed": (a.embed, "output", None)}
+        if a.pos_embed:
+            out["pos_embed"] = (a.pos_embed, "output", None)
+        for i in range(self.n_layers):
+            base = f"{a.layers}.{i}"
+            out[f"layers.{i}"] = (base, "output", None)
+            out[f"layers.{i}.attn"] = (f"{base}.{a.attn}", "output", None)
+            out[f"layers.{i}.attn.z"] = (f"{base}.{a.out_proj}", "input", self.n_heads)
+            out[f"layers.{i}.mlp"] = (f"{base}.{a.mlp}", "output", None)
+        out["final_norm"] = (a.final_norm, "output", None)
+        out["unembed"] = (self.unembed_path, "output", None)
+        return out
+
+    def aliases(self) -> Mapping[str, tuple[str, str, int | None]]:
+        return self._aliases
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def tokenize(self, text: str | Sequence[str]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise InputError("This model has no tokenizer: pass token ids (a LongTensor), or load it with "
+                             "causalscope.load(model, tokenizer=...).")
+        texts = [text] if isinstance(text, str) else list(text)
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        lengths = sorted({len(i) for i in ids})
+        if len(lengths) > 1:
+            raise InputError(f"The prompts tokenize to different lengths {lengths}; causalscope batches "
+                             f"equal-length prompts. Pad them yourself and pass token ids, or run them separately.")
+        if lengths[0] == 0:
+            raise InputError(f"Prompt {texts[0]!r} tokenizes to no tokens.")
+        return torch.tensor(ids, dtype=torch.long)
+
+    def prepare(self, inputs: Any) -> Batch:
+        if isinstance(inputs, Batch):
+            return inputs
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and
+                                       all(isinstance(s, str) for s in inputs)):
+            inputs = self.tokenize(inputs)
+        if isinstance(inputs, Mapping):
+            kwargs = dict(inputs)
+            ids = kwargs.get("input_ids")
+        else:
+            ids, kwargs = inputs, {}
+        if not isinstance(ids, torch.Tensor):
+            raise InputError(f"Expected a prompt, a list of prompts or token ids for {self.name}; "
+                             f"got {type(inputs).__name__}.")
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise InputError(f"Token ids must be an integer tensor; got dtype {ids.dtype}.")
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise InputError(f"Token ids must be shaped (batch, tokens); got {tuple(ids.shape)}.")
+        vocab = self.config.vocab_size
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise InputError(f"Token ids must lie in [0, {vocab}); got values from {int(ids.min())} "
+                             f"to {int(ids.max())}.")
+        kwargs["input_ids"] = ids.to(self.device)
+        kwargs.setdefault("use_cache", False)
+        return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def describe(self) -> dict[str, Any]:
+        return {"adapter": self.kind, "model": self.name, "model_type": self.config.model_type,
+                "n_layers": self.n_layers, "n_heads": self.n_heads, "d_model": self.d_model}
+
+    # -- segmented forward -------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        """The input of block 0 for ``input_ids`` placed at positions ``start_pos, start_pos+1, ...``."""
+        h = self._modules[self.arch.embed](input_ids)
+        if self.arch.pos_embed:
+            pos = torch.arange(start_pos, start_pos + input_ids.shape[1], device=input_ids.device)[None]
+            h = h + self._modules[self.arch.pos_embed](pos)
+        drop = self._part(self.arch.dropout)
+        return drop(h) if drop is not None else h
+
+    def kv_cache(self, out: Any) -> KV:
+        """Per-layer (keys, values), each (batch, kv_heads, tokens, d_head), from a run with use_cache=True."""
+        cache = getattr(out, "past_key_values", None)
+        if cache is None:
+            raise InputError("The output holds no key/value cache; run with use_cache=True.")
+        layers = getattr(cache, "layers", None)
+        if layers is not None:
+            return [(layer.keys, layer.values) for layer in layers[: self.n_layers]]
+        return [(cache[i][0], cache[i][1]) for i in range(self.n_layers)]
+
+    def forward_from(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
+                     stop: int | None = None, head: bool = True, last_only: bool = False) -> torch.Tensor:
+        """Run blocks ``layer .. stop-1`` on ``hidden`` (the input of block ``layer`` at positions
+        ``pos .. pos+len-1``) and, with ``head``, the final norm and unembedding.
+
+        With ``pos > 0`` the positions before ``pos`` are not recomputed: their keys and values come
+        from ``past`` (a :meth:`kv_cache` of a run over the whole prompt; only ``[..., :pos, :]`` is read).
+        Hooks the engine registered on these modules fire as in a full forward.
+
+        >>> full = model(ids, use_cache=True)
+        >>> h3 = run.cache["layers.2"]                    # block 2 output = block 3 input
+        >>> a.forward_from(h3[:, 4:], layer=3, pos=4, past=a.kv_cache(full))   # == full.logits[:, 4:]
+        """
+        stop = self.n_layers if stop is None else stop
+        if not 0 <= layer <= stop <= self.n_layers:
+            raise SiteError(f"forward_from needs 0 <= layer <= stop <= {self.n_layers}; got layer={layer}, "
+                            f"stop={stop}.")
+        if pos < 0:
+            raise SiteError(f"forward_from needs pos >= 0, got {pos}.")
+        if pos > 0 and past is None:
+            raise InputError(f"forward_from(pos={pos}) needs past=kv_cache(...) for the positions before {pos}.")
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask
+
+        cache = None
+        if pos > 0:
+            assert past is not None
+            cache = DynamicCache(config=self.config)
+            for i, (k, v) in enumerate(past):
+                if k.shape[0] != hidden.shape[0]:
+                    raise InputError(f"past has batch {k.shape[0]} but hidden has batch {hidden.shape[0]}.")
+                if k.shape[2] < pos:
+                    raise InputError(f"past covers {k.shape[2]} positions, fewer than pos={pos}.")
+                cache.update(k[:, :, :pos], v[:, :, :pos], i)
+        position_ids = torch.arange(pos, pos + hidden.shape[1], device=hidden.device)[None]
+        mask = create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=None,
+                                  past_key_values=cache, position_ids=position_ids)
+        kw: dict[str, Any] = {"attention_mask": mask, "position_ids": position_ids, self.arch.past_kw: cache,
+                              "use_cache": cache is not None}
+        rotary = self._part(self.arch.rotary)
+        if rotary is not None:
+            kw["position_embeddings"] = rotary(hidden, position_ids=position_ids)
+        for i in range(layer, stop):
+            hidden = primary(self.layers[i](hidden, **kw))
+        if not head:
+            return hidden
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self._modules[self.unembed_path](self._modules[self.arch.final_norm](hidden))
+
+
+def is_hf_causal_lm(obj: Any) -> bool:
+    config = getattr(obj, "config", None)
+    return isinstance(obj, nn.Module) and config is not None and hasattr(config, "model_type") and \
+        hasattr(obj, "get_output_embeddings")

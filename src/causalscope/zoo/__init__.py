@@ -1,0 +1,30 @@
+"""Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
+
+>>> causalscope.zoo.names()
+['mlp', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
+
+REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
+    "tiny-gpt2": (lambda: build_tiny_lm("gpt2"), "GPT-2 architecture, 4 layers, d=64, 4 heads, random weights "
+                                                 "(seed 0), word-level tokenizer: exercises the machinery"),
+    "tiny-neox": (lambda: build_tiny_lm("gpt_neox"), "GPT-NeoX architecture, same size, random weights (seed 0)"),
+    "tiny-llama": (lambda: build_tiny_lm("llama"), "Llama architecture (GQA), same size, random weights (seed 0)"),
+    "mlp": (lambda: (build_mlp(), None), "MLP 16-32-32-4 with ReLU, random weights (seed 0): a plain nn.Module"),
+}
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def describe() -> dict[str, str]:
+    return {k: REGISTRY[k][1] for k in names()}
+
+
+__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer"]
