@@ -1,0 +1,46 @@
+"""Shared fixtures: small models built from configs with random weights (no downloads)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import causalscope as cs  # noqa: E402
+from causalscope.zoo import build_mlp, build_tiny_lm  # noqa: E402
+
+LM_ARCHS = ["gpt2", "gpt_neox", "llama"]
+
+
+@pytest.fixture(params=LM_ARCHS)
+def lm(request) -> cs.Model:
+    """A wrapped tiny random-weight LM of each architecture."""
+    model, tok = build_tiny_lm(request.param)
+    return cs.load(model, tok, name=f"tiny-{request.param}")
+
+
+@pytest.fixture
+def gpt2() -> cs.Model:
+    model, tok = build_tiny_lm("gpt2")
+    return cs.load(model, tok, name="tiny-gpt2")
+
+
+@pytest.fixture
+def mlp() -> cs.Model:
+    return cs.load(build_mlp())
+
+
+def hooked_transformer():
+    """A small random-weight TransformerLens HookedTransformer (TransformerLens 3.x)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, n_ctx=16, d_vocab=50,
+                                  act_fn="gelu", normalization_type="LN", seed=0)
+    return HookedTransformer(cfg).eval()
+
+
+PROMPTS = ["the cat sat on the mat", "a dog ran by the tree", "the old king saw a river"]
