@@ -225,6 +225,9 @@ class Engine:
         grad_sites = [as_site(s) for s in grads]
         if grad_sites and metric is None:
             raise PlanError("grads=[...] needs a metric: the gradients are of metric(output) (one scalar per row).")
+        if keep_kv and not hasattr(self.adapter, "kv_cache"):
+            raise PlanError(f"keep_kv=True needs a Hugging Face causal LM (it keeps its key/value cache); "
+                            f"{self.adapter.kind} models have none.")
         cache_res = [(s, self.adapter.resolve(s)) for s in cache_sites]
         grad_res = [(s, self.adapter.resolve(s)) for s in grad_sites]
         for s, r in cache_res + grad_res:
@@ -438,7 +441,7 @@ def _check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.
         if lo < -T or hi >= T:
             raise SiteError(f"Site {site.name!r}: positions out of range for {T} positions "
                             f"(got {lo} .. {hi}; valid {-T} .. {T - 1}).")
-    split = site.heads is not None and n_heads is not None and act.ndim == 3
+    split = site.heads is not None and n_heads is not None and act.ndim in (2, 3)
     last = act.shape[-1] // n_heads if split and n_heads else act.shape[-1]
     if split and act.shape[-1] % n_heads:  # type: ignore[operator]
         raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
@@ -463,7 +466,7 @@ def _index(sel: tuple[int, ...] | slice, size: int, device: torch.device) -> tor
 
 
 def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site, n_heads: int | None):
-    v = t.unflatten(-1, (n_heads, -1)) if site.heads is not None and n_heads is not None and t.ndim == 3 else t
+    v = t.unflatten(-1, (n_heads, -1)) if site.heads is not None and n_heads is not None and t.ndim in (2, 3) else t
     x = v[rows]
     ar = None
     if site.positions is not None:

@@ -30,6 +30,9 @@ def _check_tensor(name: str, t: Any) -> torch.Tensor:
 
 
 def _broadcast(name: str, value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if value.is_complex() and not x.is_complex():
+        raise InterventionError(f"{name} is complex ({value.dtype}) but the activation is real ({x.dtype}); "
+                                f"pass a real tensor.")
     value = value.to(device=x.device, dtype=x.dtype)
     try:
         return torch.broadcast_to(value, x.shape[1:]) if value.ndim < x.ndim else torch.broadcast_to(value, x.shape)

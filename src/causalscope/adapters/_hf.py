@@ -184,6 +184,11 @@ class HFCausalLMAdapter(Adapter):
         >>> h3 = run.cache["layers.2"]                    # block 2 output = block 3 input
         >>> a.forward_from(h3[:, 4:], layer=3, pos=4, past=a.kv_cache(full))   # == full.logits[:, 4:]
         """
+        if not isinstance(hidden, torch.Tensor) or not hidden.is_floating_point() or hidden.ndim != 3 \
+                or hidden.shape[-1] != self.d_model:
+            raise InputError(f"forward_from needs hidden states shaped (batch, tokens, {self.d_model}) (float); got "
+                             f"{type(hidden).__name__} {tuple(getattr(hidden, 'shape', ()))} "
+                             f"{getattr(hidden, 'dtype', '')}.")
         stop = self.n_layers if stop is None else stop
         if not 0 <= layer <= stop <= self.n_layers:
             raise SiteError(f"forward_from needs 0 <= layer <= stop <= {self.n_layers}; got layer={layer}, "
