@@ -313,3 +313,40 @@ def test_segmented_forward_fires_engine_hooks_path_counts_blocks(gpt2):
         for h in hs:
             h.remove()
     assert calls == [(2, 2), (3, 2)]  # blocks 2 and 3 only, on the 2 positions from 4 on
+
+
+@pytest.mark.parametrize("layer,pos", [(1, 0), (2, 3), (3, 4)])
+def test_edits_inside_a_segmented_run_equal_the_full_run(lm, layer, pos):
+    """Interventions at absolute positions >= pos inside forward_from equal the same edits in a full run."""
+    base_ids, src_ids = ids_of(lm, PROMPTS[1]), ids_of(lm, PROMPTS[0])
+    src = lm.run(src_ids, cache=["layers.2", "layers.3.mlp"])
+    base = lm.run(base_ids, cache=[f"layers.{layer - 1}"], keep_kv=True)
+    rows = [
+        {cs.Site("layers.3.mlp", positions=[pos, 5]): cs.Patch(src)},
+        {cs.Site("layers.3", positions=5): cs.Zero(), cs.Site("layers.3.mlp", positions=slice(pos, None)): cs.Scale(2.0)},
+        {cs.Site("layers.3.attn.z", positions=-1, heads=1): cs.Zero()},
+    ]
+    if layer <= 2:
+        rows.append({cs.Site("layers.2", positions=pos): cs.Patch(src)})
+    full = lm.run(base_ids, rows).output[:, pos:]
+    seg = lm.adapter.segment(base.cache[f"layers.{layer - 1}"][:, pos:], layer=layer, pos=pos, past=base.kv)
+    got = lm.run(seg, rows, chunk_size=2).output
+    torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+
+
+def test_segmented_run_rejects_positions_before_the_segment(gpt2):
+    ids = ids_of(gpt2, PROMPTS[0])
+    base = gpt2.run(ids, cache=["layers.0"], keep_kv=True)
+    seg = gpt2.adapter.segment(base.cache["layers.0"][:, 3:], layer=1, pos=3, past=base.kv)
+    with pytest.raises(cs.SiteError, match="before the segment"):
+        gpt2.run(seg, {cs.Site("layers.2", positions=1): cs.Zero()})
+
+
+def test_a_site_that_never_runs_is_an_error_not_a_silent_no_op(gpt2):
+    ids = ids_of(gpt2, PROMPTS[0])
+    base = gpt2.run(ids, cache=["layers.1"], keep_kv=True)
+    seg = gpt2.adapter.segment(base.cache["layers.1"], layer=2, pos=0, past=base.kv)
+    with pytest.raises(cs.SiteError, match="did not run"):
+        gpt2.run(seg, {cs.Site("layers.0.mlp"): cs.Zero()})
+    with pytest.raises(cs.SiteError, match="did not run"):
+        gpt2.run(seg, cache=["layers.1"])

@@ -134,12 +134,16 @@ class Engine:
                 raise PlanError(f"input_index entry {i!r} is not an input row (the inputs have {batch.size} rows).")
         return list(zip(input_index, edits_list))
 
-    def _check_site(self, site: Site, res: Resolved, seq_len: int | None) -> None:
+    def _check_site(self, site: Site, res: Resolved, seq_len: int | None, offset: int = 0) -> None:
         if seq_len is not None and isinstance(site.positions, tuple):
             bad = [p for p in site.positions if not -seq_len <= p < seq_len]
             if bad:
                 raise SiteError(f"Site {site.name!r}: positions {bad} are out of range for {seq_len} tokens "
                                 f"(valid: {-seq_len} .. {seq_len - 1}).")
+            early = [p for p in site.positions if p % seq_len < offset]
+            if early:
+                raise SiteError(f"Site {site.name!r}: positions {early} lie before the segment, which starts at "
+                                f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
 
     def _compile(self, batch: Batch, rows: list[tuple[int, dict]]) -> dict[Key, list[_Op]]:
         groups: dict[tuple, _Op] = {}
@@ -151,7 +155,7 @@ class Engine:
                 res = resolved.get(site)
                 if res is None:
                     res = resolved[site] = self.adapter.resolve(site)
-                    self._check_site(site, res, batch.seq_len)
+                    self._check_site(site, res, batch.seq_len, batch.pos_offset)
                 k = (res.key, site.key(), _pos_kind(site), iv.key())
                 slot = seen[k] = seen.get(k, -1) + 1
                 op = groups.get((k, slot))
@@ -231,7 +235,7 @@ class Engine:
         cache_res = [(s, self.adapter.resolve(s)) for s in cache_sites]
         grad_res = [(s, self.adapter.resolve(s)) for s in grad_sites]
         for s, r in cache_res + grad_res:
-            self._check_site(s, r, batch.seq_len)
+            self._check_site(s, r, batch.seq_len, batch.pos_offset)
         n = len(rows)
         chunk = self._chunk_size(chunk_size, n, batch, len(cache_res))
         keep_output = metric is None if keep_output is None else keep_output
@@ -261,13 +265,20 @@ class Engine:
             for c0 in bar:
                 c1 = min(n, c0 + chunk)
                 idx = input_index_t[c0:c1]
-                state.update(c0=c0, c1=c1, input_index=idx, counts={}, acts={})
+                state.update(c0=c0, c1=c1, input_index=idx, counts={}, acts={}, seq_len=batch.seq_len,
+                             offset=batch.pos_offset)
                 sub = batch.take(idx)
                 if keep_kv:
                     sub.kwargs["use_cache"] = True
                 ctx = torch.no_grad() if want_grad else torch.inference_mode()
                 with ctx:
                     out = self.adapter.call(sub)
+                    missed = [k for k in keys if k not in state["counts"]]
+                    if missed:
+                        raise SiteError(
+                            f"Site module(s) {', '.join(f'{p!r} ({io})' for p, io in missed)} did not run in this "
+                            f"forward pass, so their interventions / cache / grads would silently do nothing. "
+                            f"(A segmented run only executes the blocks from its start layer on.)")
                     y = self.adapter.output(out)
                     m = metric(y) if metric is not None else None
                     if m is not None:
@@ -342,6 +353,7 @@ class Engine:
         pos = None
         if isinstance(site.positions, tuple):
             pos = torch.tensor(site.positions).expand(full.shape[0], -1)
+        _check_shape(full, site, res.n_heads, pos)
         return _select(full, rows, pos, site, res.n_heads)
 
     def _make_hook(self, key: Key, ops: list[_Op], do_cache: bool, do_grad: bool, state: dict) -> Callable:
@@ -359,7 +371,7 @@ class Engine:
             if ops:
                 act = act.clone()
                 for op in ops:
-                    _apply_op(act, op, c0, c1, state["input_index"])
+                    _apply_op(act, op, state)
             if do_grad:
                 if not torch.is_grad_enabled():
                     torch.set_grad_enabled(True)
@@ -367,7 +379,8 @@ class Engine:
                     act = act.detach().requires_grad_(True)
                 state["acts"][key] = act
             if do_cache:
-                state.setdefault("cache", {})[key] = act.detach()
+                # a copy: the model may later change this tensor in place (e.g. ReLU(inplace=True))
+                state.setdefault("cache", {})[key] = act.detach().clone()
             return act
 
         if io == "output":
@@ -393,15 +406,22 @@ class Engine:
         return pre_hook
 
 
-def _apply_op(act: torch.Tensor, op: _Op, c0: int, c1: int, input_index: torch.Tensor) -> None:
+def _apply_op(act: torch.Tensor, op: _Op, state: dict) -> None:
     """Apply ``op`` to the rows of this chunk, writing into ``act`` (a fresh clone) in place."""
     assert op.rows_t is not None
+    c0, c1, input_index, offset = state["c0"], state["c1"], state["input_index"], state["offset"]
     lo, hi = (int(v) for v in torch.searchsorted(op.rows_t, torch.tensor([c0, c1])))
     if lo == hi:
         return
     rows = op.rows_t[lo:hi] - c0
     pos = op.pos_t[lo:hi] if op.pos_t is not None else None
     site, n_heads = op.site, op.res.n_heads
+    if offset and act.ndim >= 3:  # segmented run: absolute positions -> positions of this segment
+        T = state["seq_len"]
+        if pos is None and isinstance(site.positions, slice):
+            pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)
+        if pos is not None:
+            pos = pos % T - offset
     _check_shape(act, site, n_heads, pos)
     dev = act.device
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
@@ -409,6 +429,8 @@ def _apply_op(act: torch.Tensor, op: _Op, c0: int, c1: int, input_index: torch.T
     src = None
     if op.source is not None:
         full = op.source.tensors[op.res.key]
+        if offset and full.ndim >= 3 and full.shape[1] == state["seq_len"]:
+            full = full[:, offset:]
         if full.shape[1:] != act.shape[1:]:
             raise InterventionError(f"Shape mismatch at {site.name!r}: the source activation is "
                                     f"{tuple(full.shape[1:])} per row, the run's is {tuple(act.shape[1:])} per row "

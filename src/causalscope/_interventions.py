@@ -246,11 +246,10 @@ class Noise(Intervention):
                 raise InterventionError(f"Noise draws cover {self.draws.shape[0]} inputs, but the run has "
                                         f"input index {int(idx.max())}.")
             return x + self.draws[idx].to(device=x.device, dtype=x.dtype)
-        rows = []
-        for i in ctx.input_index.tolist():
-            g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(i))
-            rows.append(torch.randn(x.shape[1:], generator=g, dtype=torch.float32))
-        return x + float(self.std) * torch.stack(rows).to(device=x.device, dtype=x.dtype)
+        uniq, inv = torch.unique(ctx.input_index, return_inverse=True)
+        draws = [torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(i)),
+                             dtype=torch.float32) for i in uniq.tolist()]
+        return x + float(self.std) * torch.stack(draws)[inv].to(device=x.device, dtype=x.dtype)
 
 
 @dataclass(eq=False)

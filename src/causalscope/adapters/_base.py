@@ -34,15 +34,19 @@ class Batch:
     kwargs: dict = field(default_factory=dict)
     size: int = 1
     seq_len: int | None = None
+    #: a segmented run covers positions pos_offset .. seq_len-1 only (site positions stay absolute)
+    pos_offset: int = 0
 
     def take(self, index: torch.Tensor) -> Batch:
         """The rows ``index`` (with repeats), as a new Batch."""
         def pick(v: Any) -> Any:
             if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == self.size:
                 return v.index_select(0, index.to(v.device))
+            if isinstance(v, (list, tuple)):
+                return type(v)(pick(x) for x in v)
             return v
         return Batch(tuple(pick(a) for a in self.args), {k: pick(v) for k, v in self.kwargs.items()},
-                     int(index.numel()), self.seq_len)
+                     int(index.numel()), self.seq_len, self.pos_offset)
 
 
 class Adapter:

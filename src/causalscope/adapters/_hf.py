@@ -143,6 +143,28 @@ class HFCausalLMAdapter(Adapter):
         kwargs.setdefault("use_cache", False)
         return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]))
 
+    def segment(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
+                stop: int | None = None, last_only: bool = False) -> Batch:
+        """A batch that makes the engine run :meth:`forward_from` instead of the full model.
+
+        >>> m.run(adapter.segment(h, layer=3, pos=4, past=kv), edits)   # site positions stay absolute
+        """
+        if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3 or hidden.shape[-1] != self.d_model:
+            raise InputError(f"segment() needs hidden states shaped (batch, positions, {self.d_model}); "
+                             f"got {tuple(getattr(hidden, 'shape', ()))}.")
+        if past is not None:
+            past = [(k, v) for k, v in past]
+            if past[0][0].shape[0] != hidden.shape[0]:
+                raise InputError(f"past has batch {past[0][0].shape[0]} but hidden has batch {hidden.shape[0]}.")
+        kw = {"hidden": hidden, "past": past, "layer": layer, "pos": pos, "stop": stop, "last_only": last_only}
+        return Batch((), kw, int(hidden.shape[0]), pos + int(hidden.shape[1]), pos)
+
+    def call(self, batch: Batch) -> Any:
+        if "hidden" in batch.kwargs:
+            kw = dict(batch.kwargs)
+            return self.forward_from(kw.pop("hidden"), **kw)
+        return self.module(*batch.args, **batch.kwargs)
+
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
