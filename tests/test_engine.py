@@ -350,3 +350,24 @@ def test_a_site_that_never_runs_is_an_error_not_a_silent_no_op(gpt2):
         gpt2.run(seg, {cs.Site("layers.0.mlp"): cs.Zero()})
     with pytest.raises(cs.SiteError, match="did not run"):
         gpt2.run(seg, cache=["layers.1"])
+
+
+def test_token_layer_count_equals_block_calls_counted_with_plain_hooks(lm):
+    ids = ids_of(lm, PROMPTS)
+    blocks = lm.adapter.layers
+    counted = []
+    hs = [b.register_forward_hook(lambda m, a, o: counted.append(
+        (a[0] if a else None).shape[0] * (a[0] if a else None).shape[1])) for b in blocks]
+    try:
+        base = lm.run(ids, cache=["layers.0"], keep_kv=True, chunk_size=2)
+        full_count = sum(counted)
+        counted.clear()
+        seg = lm.adapter.segment(base.cache["layers.0"][:, 2:], layer=1, pos=2, past=base.kv)
+        rows = [{cs.Site("layers.2", positions=t): cs.Zero()} for t in range(2, 6)]
+        run = lm.run(seg, rows, input_index=[0, 1, 2, 0], chunk_size=3)
+        seg_count = sum(counted)
+    finally:
+        for h in hs:
+            h.remove()
+    assert base.meta["token_layers"] == full_count == 4 * 6 * 3
+    assert run.meta["token_layers"] == seg_count == 3 * 4 * 4  # blocks 1..3, positions 2..5, 4 rows

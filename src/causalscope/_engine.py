@@ -37,7 +37,8 @@ class Run:
     """What :meth:`Model.run` returns.
 
     ``output``: the model's output tensor per row (logits for LMs), unless ``keep_output=False``;
-    ``metric``: ``metric(output)`` per row if a metric was given; ``cache`` / ``grads``: activations and
+    ``metric``: ``metric(output)`` per row if a metric was given; ``meta["token_layers"]``: transformer
+    blocks x positions x rows executed (the unit of the compute floor); ``cache`` / ``grads``: activations and
     gradients of ``metric`` with respect to them, by site name; ``input_index``: each row's base input.
     """
 
@@ -243,6 +244,7 @@ class Engine:
 
         keys = set(ops) | {r.key for _, r in cache_res} | {r.key for _, r in grad_res}
         state: dict[str, Any] = {}
+        token_layers: int | None = None
         outs: list[torch.Tensor] = []
         mets: list[torch.Tensor] = []
         kvs: list[list] = []
@@ -268,6 +270,8 @@ class Engine:
                 state.update(c0=c0, c1=c1, input_index=idx, counts={}, acts={}, seq_len=batch.seq_len,
                              offset=batch.pos_offset)
                 sub = batch.take(idx)
+                tl = self.adapter.token_layers(sub)
+                token_layers = None if tl is None else (token_layers or 0) + tl
                 if keep_kv:
                     sub.kwargs["use_cache"] = True
                 ctx = torch.no_grad() if want_grad else torch.inference_mode()
@@ -312,7 +316,7 @@ class Engine:
             kv = [(torch.cat([c[i][0] for c in kvs]), torch.cat([c[i][1] for c in kvs])) for i in range(len(kvs[0]))]
         return Run(torch.cat(outs) if keep_output and outs else None, torch.cat(mets) if mets else None,
                    run_cache, run_grads, input_index_t, kv,
-                   {"n_rows": n, "chunk_size": chunk, **self.adapter.describe()})
+                   {"n_rows": n, "chunk_size": chunk, "token_layers": token_layers, **self.adapter.describe()})
 
     @staticmethod
     def _check_metric(m: Any, n: int) -> torch.Tensor:

@@ -118,6 +118,10 @@ class Adapter:
     def call(self, batch: Batch) -> Any:
         return self.module(*batch.args, **batch.kwargs)
 
+    def token_layers(self, batch: Batch) -> int | None:
+        """Transformer blocks x positions x rows this batch's call executes (None where not a transformer)."""
+        return None
+
     def output(self, out: Any) -> torch.Tensor:
         """The tensor a metric sees (logits for LMs)."""
         return primary(out)

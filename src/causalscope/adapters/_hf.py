@@ -159,6 +159,13 @@ class HFCausalLMAdapter(Adapter):
         kw = {"hidden": hidden, "past": past, "layer": layer, "pos": pos, "stop": stop, "last_only": last_only}
         return Batch((), kw, int(hidden.shape[0]), pos + int(hidden.shape[1]), pos)
 
+    def token_layers(self, batch: Batch) -> int | None:
+        kw = batch.kwargs
+        if "hidden" in kw:
+            stop = self.n_layers if kw.get("stop") is None else kw["stop"]
+            return (stop - kw["layer"]) * int(kw["hidden"].shape[1]) * batch.size
+        return self.n_layers * int(batch.seq_len or 0) * batch.size
+
     def call(self, batch: Batch) -> Any:
         if "hidden" in batch.kwargs:
             kw = dict(batch.kwargs)

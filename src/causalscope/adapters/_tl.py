@@ -70,6 +70,9 @@ class TransformerLensAdapter(Adapter):
             raise InputError(f"Token ids must lie in [0, {self.cfg.d_vocab}).")
         return Batch((inputs,), {}, int(inputs.shape[0]), int(inputs.shape[1]))
 
+    def token_layers(self, batch: Batch) -> int | None:
+        return self.n_layers * int(batch.seq_len or 0) * batch.size
+
     def describe(self) -> dict[str, Any]:
         return {"adapter": self.kind, "model": self.name, "n_layers": self.n_layers, "n_heads": self.n_heads}
 
