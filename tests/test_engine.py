@@ -371,3 +371,35 @@ def test_token_layer_count_equals_block_calls_counted_with_plain_hooks(lm):
             h.remove()
     assert base.meta["token_layers"] == full_count == 4 * 6 * 3
     assert run.meta["token_layers"] == seg_count == 3 * 4 * 4  # blocks 1..3, positions 2..5, 4 rows
+
+
+def test_input_index_without_edits_and_cache_lookup_by_site(gpt2):
+    ids = ids_of(gpt2, PROMPTS[:2])
+    site = cs.Site("layers.0", positions=1)
+    r = gpt2.run(ids, input_index=[0, 0, 1], cache=[site])
+    with torch.no_grad():
+        ref = gpt2.module(input_ids=ids[[0, 0, 1]]).logits
+    assert torch.equal(r.output, ref)
+    assert site in r.cache and r.cache[site].shape == (3, 1, 64)
+
+
+def test_hooked_transformer_tokens_and_unique_site_names():
+    from transformers import PreTrainedTokenizerFast  # noqa: F401
+    m = cs.load(hooked_transformer())
+    names = m.site_names()
+    assert len(names) == len(set(names))
+    assert {"layers.0", "blocks.0.hook_resid_pre", "embed"} <= set(names)
+
+
+def test_activation_whose_dim0_is_not_the_batch_is_refused():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.att = torch.nn.MultiheadAttention(8, 2)  # expects (T, B, d)
+
+        def forward(self, x):
+            y = x.transpose(0, 1)
+            return self.att(y, y, y)[0].transpose(0, 1)
+
+    with pytest.raises(cs.SiteError, match="dim 0 is not the batch"):
+        cs.load(Net()).run(torch.randn(3, 5, 8), cache=["att"])

@@ -27,6 +27,12 @@ class ActivationCache(dict):
         super().__init__()
         self.by_key: dict[Key, torch.Tensor] = {}
 
+    def __getitem__(self, name: "str | Site") -> torch.Tensor:
+        return super().__getitem__(name.name if isinstance(name, Site) else name)
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name.name if isinstance(name, Site) else name)
+
     def __missing__(self, name: str) -> torch.Tensor:
         raise KeyError(f"{name!r} was not cached in this run; cached: {sorted(self)}. "
                        f"Pass cache=[{name!r}, ...] to run().")
@@ -99,9 +105,9 @@ class Engine:
     # -- planning ----------------------------------------------------------------------------------
     def _rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, dict]]:
         if edits is None:
-            edits_list: list[Mapping] = [{}] * batch.size
             if input_index is None:
                 input_index = range(batch.size)
+            edits_list: list[Mapping] = [{}] * len(input_index)
         elif isinstance(edits, Mapping):
             edits_list = [edits] * (batch.size if input_index is None else len(input_index))
             if input_index is None:
@@ -178,6 +184,8 @@ class Engine:
                 if op.intervention.source_mode is not None:
                     src = op.intervention.source
                     needs.setdefault(id(src), (src, set()))[1].add(key)
+        if not needs:  # no intervention reads another run: nothing below applies
+            return
         resolved: dict[int, _Source] = {}
         for sid, (src, keys) in needs.items():
             if isinstance(src, Run):
@@ -262,8 +270,9 @@ class Engine:
                 else:
                     handles.append(res.module.register_forward_pre_hook(hook, with_kwargs=True))
             starts = range(0, n, chunk)
-            bar = tqdm(starts, desc="causalscope run", unit="chunk", disable=not (progress if progress is not None
-                                                                                   else len(starts) > 3))
+            show = progress if progress is not None else len(starts) > 3
+            # (a disabled tqdm still costs ~30 µs to build; iterate the range directly when it is off)
+            bar = tqdm(starts, desc="causalscope run", unit="chunk") if show else starts
             for c0 in bar:
                 c1 = min(n, c0 + chunk)
                 idx = input_index_t[c0:c1]
@@ -333,9 +342,11 @@ class Engine:
             if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
                 raise PlanError(f"chunk_size must be a positive int, got {chunk_size!r}.")
             return chunk_size
+        if n <= 1:  # the answer below is max(1, min(n, ...)) = 1: skip the parameter walk
+            return 1
         model = self.adapter.module
-        params = sum(p.numel() for p in model.parameters())
-        width = getattr(self.adapter, "d_model", None) or max(1, int(math.sqrt(max(params, 1))))
+        width = getattr(self.adapter, "d_model", None) or \
+            max(1, int(math.sqrt(max(sum(p.numel() for p in model.parameters()), 1))))
         layers = getattr(self.adapter, "n_layers", 4)
         seq = batch.seq_len or 1
         vocab = getattr(getattr(self.adapter, "config", None), "vocab_size", width)
@@ -372,6 +383,10 @@ class Engine:
             if not isinstance(act, torch.Tensor):
                 raise SiteError(f"Site {path!r} ({io}) carries {type(act).__name__}, not a tensor.")
             c0, c1 = state["c0"], state["c1"]
+            if act.ndim == 0 or act.shape[0] != c1 - c0:
+                raise SiteError(f"The activation at {path!r} ({io}) is {tuple(act.shape)}, whose dim 0 is not the "
+                                f"batch of {c1 - c0} rows (the module flattens or transposes the batch). Choose a "
+                                f"site whose activation is (batch, ...).")
             if ops:
                 act = act.clone()
                 for op in ops:

@@ -21,11 +21,12 @@ def preserved(model: nn.Module, eval_mode: bool = True) -> Iterator[list[Removab
     flags = [(m, m.training) for m in model.modules()]
     handles: list[RemovableHandle] = []
     try:
-        if eval_mode:
+        if eval_mode and any(flag for _, flag in flags):  # already all in eval mode: nothing to switch
             model.eval()
         yield handles
     finally:
         for h in handles:
             h.remove()
         for m, flag in flags:
-            m.training = flag
+            if m.training is not flag:  # Module.__setattr__ is slow; write back only what changed
+                m.training = flag

@@ -53,7 +53,8 @@ class Model:
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` as strings (for labelling plots)."""
-        ids = self.adapter.prepare(text).kwargs.get("input_ids")
+        batch = self.adapter.prepare(text)
+        ids = batch.kwargs.get("input_ids", batch.args[0] if batch.args else None)
         if ids is None or self.tokenizer is None:
             raise TypeError("tokens() needs a language model with a tokenizer.")
         return [self.tokenizer.decode([int(i)]) for i in ids[0]]

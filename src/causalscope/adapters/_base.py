@@ -73,7 +73,8 @@ class Adapter:
         return {}
 
     def site_names(self) -> list[str]:
-        return list(self.aliases()) + [p for p in self._modules if p]
+        aliases = self.aliases()
+        return list(aliases) + [p for p in self._modules if p and p not in aliases]
 
     def resolve(self, site: Site) -> Resolved:
         alias = self.aliases().get(site.module)
