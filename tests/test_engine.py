@@ -403,3 +403,20 @@ def test_activation_whose_dim0_is_not_the_batch_is_refused():
 
     with pytest.raises(cs.SiteError, match="dim 0 is not the batch"):
         cs.load(Net()).run(torch.randn(3, 5, 8), cache=["att"])
+
+
+def test_hooks_are_registered_once_per_run_not_per_row(gpt2, monkeypatch):
+    ids = ids_of(gpt2, PROMPTS[0])
+    calls = []
+    orig = torch.nn.Module.register_forward_hook
+
+    def counting(self, *a, **k):
+        calls.append(self)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "register_forward_hook", counting)
+    clean = gpt2.run(ids, cache=["layers.1"])
+    calls.clear()
+    rows = [{cs.Site("layers.1", positions=t % 6): cs.Patch(clean)} for t in range(60)]
+    gpt2.run(ids, rows, chunk_size=7)
+    assert len(calls) == 1  # one module touched, 60 rows in 9 chunks: one registration
