@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,7 +249,9 @@ class Engine:
         n = len(rows)
         chunk = self._chunk_size(chunk_size, n, batch, len(cache_res))
         keep_output = metric is None if keep_output is None else keep_output
-        input_index_t = torch.tensor([i for i, _ in rows], dtype=torch.long)
+        in_order = [i for i, _ in rows]
+        identity = in_order == list(range(batch.size))
+        input_index_t = torch.arange(n) if identity else torch.tensor(in_order, dtype=torch.long)
 
         keys = set(ops) | {r.key for _, r in cache_res} | {r.key for _, r in grad_res}
         state: dict[str, Any] = {}
@@ -278,11 +281,11 @@ class Engine:
                 idx = input_index_t[c0:c1]
                 state.update(c0=c0, c1=c1, input_index=idx, counts={}, acts={}, seq_len=batch.seq_len,
                              offset=batch.pos_offset)
-                sub = batch.take(idx)
+                sub = batch if identity and c1 - c0 == n else batch.take(idx)
                 tl = self.adapter.token_layers(sub)
                 token_layers = None if tl is None else (token_layers or 0) + tl
                 if keep_kv:
-                    sub.kwargs["use_cache"] = True
+                    sub = dataclasses.replace(sub, kwargs={**sub.kwargs, "use_cache": True})
                 ctx = torch.no_grad() if want_grad else torch.inference_mode()
                 with ctx:
                     out = self.adapter.call(sub)
