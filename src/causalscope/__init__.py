@@ -24,3 +24,6 @@ __all__ = [
     "LabelledArray", "Mean", "Model", "Noise", "Patch", "PlanError", "Project", "Resample", "Run", "Scale",
     "Set", "Site", "SiteError", "Zero", "__version__", "load", "load_result", "zoo",
 ]
+from ._tracing import TraceResult, causal_trace, embedding_std, subject_range
+
+__all__ += ["TraceResult", "causal_trace", "embedding_std", "subject_range"]

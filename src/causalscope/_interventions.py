@@ -214,7 +214,8 @@ class Noise(Intervention):
     Draws are made per base input from a generator seeded with ``(seed, input index)``: rows that
     share a base input get the same draw (so a corrupted run is the same in every patching cell),
     and chunking does not change them. ``draws`` gives explicit noise shaped (inputs, *selection),
-    e.g. to match another implementation noise-for-noise.
+    e.g. to match another implementation noise-for-noise. ``replace=True`` replaces the selection by
+    the noise instead of adding it (ROME's ``replace`` mode).
 
     >>> Noise(0.3, seed=1)
     """
@@ -222,6 +223,7 @@ class Noise(Intervention):
     std: float = 1.0
     seed: int = 0
     draws: Any = None
+    replace: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -234,7 +236,7 @@ class Noise(Intervention):
             self.draws = _check_tensor("Noise draws", self.draws)
 
     def key(self) -> tuple:
-        return ("Noise", float(self.std), int(self.seed), id(self.draws))
+        return ("Noise", float(self.std), int(self.seed), id(self.draws), bool(self.replace))
 
     def __call__(self, x, src, ctx):
         if self.draws is not None:
@@ -245,11 +247,12 @@ class Noise(Intervention):
             if int(idx.max()) >= self.draws.shape[0]:
                 raise InterventionError(f"Noise draws cover {self.draws.shape[0]} inputs, but the run has "
                                         f"input index {int(idx.max())}.")
-            return x + self.draws[idx].to(device=x.device, dtype=x.dtype)
+            return (0 if self.replace else x) + self.draws[idx].to(device=x.device, dtype=x.dtype)
         uniq, inv = torch.unique(ctx.input_index, return_inverse=True)
         draws = [torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(i)),
                              dtype=torch.float32) for i in uniq.tolist()]
-        return x + float(self.std) * torch.stack(draws)[inv].to(device=x.device, dtype=x.dtype)
+        noise = float(self.std) * torch.stack(draws)[inv].to(device=x.device, dtype=x.dtype)
+        return noise if self.replace else x + noise
 
 
 @dataclass(eq=False)

@@ -23,11 +23,12 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<unk>")
 
 
-def lm_config(arch: str, vocab_size: int, n_layers: int = 4, d_model: int = 64, n_heads: int = 4):
+def lm_config(arch: str, vocab_size: int, n_layers: int = 4, d_model: int = 64, n_heads: int = 4,
+              init_std: float = 0.02):
     """A small config of ``arch`` ('gpt2', 'gpt_neox' or 'llama')."""
     import transformers as tf
 
-    ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init_std)
     if arch == "gpt2":
         return tf.GPT2Config(**ids, vocab_size=vocab_size, n_positions=64, n_embd=d_model, n_layer=n_layers,
                              n_head=n_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

@@ -1,0 +1,312 @@
+"""ROME causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT") at the compute floor."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from ._errors import InputError, PlanError
+from ._interventions import Noise, Patch
+from ._load import load
+from ._model import Model
+from ._results import LabelledArray
+from ._sites import Site
+
+Kind = Literal["hidden", "mlp", "attn"]
+_COLORS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+
+
+def _lm(model: Any) -> Model:
+    m = load(model)
+    if not hasattr(m.adapter, "forward_from") or m.tokenizer is None:
+        raise InputError(f"causal tracing needs a Hugging Face causal LM with a tokenizer (GPT-2, GPT-NeoX, Llama "
+                         f"family); got a {m.adapter.kind} model{'' if m.tokenizer else ' without a tokenizer'}.")
+    return m
+
+
+def subject_range(model: Any, prompt: str, subject: str) -> tuple[int, int]:
+    """Token range ``[b, e)`` of ``subject`` in ``prompt`` (the first occurrence).
+
+    >>> subject_range(m, "the capital of france is", "france")
+    (3, 4)
+    """
+    m = _lm(model)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("The prompt is empty: give the text whose next token states the fact.")
+    if not isinstance(subject, str) or not subject.strip():
+        raise InputError("The subject is empty: give the words of the prompt to corrupt.")
+    tok = m.tokenizer
+    ids = m.adapter.tokenize(prompt)[0].tolist()
+    tokens = [tok.decode([i]) for i in ids]
+    start = prompt.find(subject)
+    if start >= 0:
+        try:
+            enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+        except (NotImplementedError, TypeError, KeyError):
+            offsets = None
+        if offsets is not None and len(offsets) == len(ids):
+            end = start + len(subject)
+            hit = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+            if hit:
+                return hit[0], hit[-1] + 1
+    for variant in (subject, " " + subject, subject.strip()):
+        sub = tok(variant, add_special_tokens=False)["input_ids"]
+        for b in range(len(ids) - len(sub) + 1):
+            if sub and ids[b:b + len(sub)] == sub:
+                return b, b + len(sub)
+    raise InputError(f"Subject {subject!r} is not in the prompt. The prompt's tokens are {tokens}; give a subject "
+                     f"that is a contiguous run of them.")
+
+
+def embedding_std(model: Any, subjects: Sequence[str]) -> float:
+    """Standard deviation of the input embeddings of the subjects' tokens (ROME's noise scale unit).
+
+    ROME corrupts with Gaussian noise of 3 x this value, measured over all subjects of the data set.
+
+    >>> noise = 3 * causalscope.embedding_std(m, ["paris", "tomas veldran"])
+    """
+    m = _lm(model)
+    if isinstance(subjects, str):
+        subjects = [subjects]
+    ids = [m.adapter.tokenize(s)[0] for s in subjects]
+    if not ids:
+        raise InputError("embedding_std needs at least one subject.")
+    emb = m.module.get_input_embeddings()
+    with torch.inference_mode():
+        vecs = torch.cat([emb(i.to(m.adapter.device)) for i in ids])
+    return float(vecs.float().std())
+
+
+def _window(layer: int, n_layers: int, window: int) -> range:
+    """ROME's window of restored layers centred on ``layer``."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+class TraceResult(LabelledArray):
+    """A causal trace: ``scores`` (tokens x layers) plus the clean / corrupted scores and the settings.
+
+    >>> r = causalscope.causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran")
+    >>> r.scores.shape, r.high_score, r.low_score, r.answer
+    >>> r.plot()
+    """
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return self.values
+
+    @property
+    def high_score(self) -> float:
+        return float(self.meta["high_score"])
+
+    @property
+    def low_score(self) -> float:
+        return float(self.meta["low_score"])
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.meta["tokens"])
+
+    @property
+    def subject_range(self) -> tuple[int, int]:
+        b, e = self.meta["subject_range"]
+        return int(b), int(e)
+
+    @property
+    def answer(self) -> str:
+        return str(self.meta["answer"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @classmethod
+    def from_array(cls, a: LabelledArray) -> TraceResult:
+        return cls(a.values, a.dims, a.coords, a.meta, a.name)
+
+    def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
+        """ROME-style heatmap: tokens down, layers across; purple / green / red for hidden / mlp / attn."""
+        labels = [t + ("*" if self.subject_range[0] <= i < self.subject_range[1] else "")
+                  for i, t in enumerate(self.tokens)]
+        kind = self.kind
+        what = {"hidden": "single restored layer", "mlp": f"center of {self.meta['window']} restored MLP layers",
+                "attn": f"center of {self.meta['window']} restored attention layers"}[kind]
+        title = {"hidden": "Impact of restoring state after corrupted input",
+                 "mlp": "Impact of restoring MLP after corrupted input",
+                 "attn": "Impact of restoring attention after corrupted input"}[kind]
+        if backend == "plotly":
+            import plotly.graph_objects as go
+
+            fig = go.Figure(go.Heatmap(z=self.numpy(), x=list(range(self.shape[1])), y=labels,
+                                       colorscale=_COLORS[kind], zmin=self.low_score,
+                                       colorbar={"title": f"p({self.answer.strip()})"}))
+            fig.update_yaxes(autorange="reversed", type="category")
+            fig.update_layout(title=title, xaxis_title=what, height=max(300, 28 * len(labels) + 120))
+            return fig
+        from matplotlib.figure import Figure
+
+        if ax is None:
+            fig = Figure(figsize=(5, 0.3 * len(labels) + 1.2))
+            ax = fig.add_subplot()
+        else:
+            fig = ax.figure
+        h = ax.pcolor(self.numpy(), cmap=_COLORS[kind], vmin=self.low_score)
+        ax.invert_yaxis()
+        ax.set_yticks([0.5 + i for i in range(len(labels))])
+        ax.set_yticklabels(labels)
+        ax.set_xticks([0.5 + i for i in range(self.shape[1])])
+        ax.set_xticklabels(list(range(self.shape[1])))
+        ax.set_title(title)
+        ax.set_xlabel(what)
+        cb = fig.colorbar(h, ax=ax)
+        cb.ax.set_title(f"p({self.answer.strip()})", fontsize=9)
+        return fig
+
+
+def _noise_draws(m: Model, noise: Any, samples: int, n_sub: int, subject: str, seed: int) -> tuple[torch.Tensor, float]:
+    d = int(m.adapter.d_model)  # type: ignore[attr-defined]
+    if isinstance(noise, torch.Tensor):
+        if noise.ndim != 3 or noise.shape[1:] != (n_sub, d):
+            raise InputError(f"An explicit noise tensor must be shaped (samples, subject tokens, d_model) = "
+                             f"(samples, {n_sub}, {d}); got {tuple(noise.shape)}.")
+        return noise.float(), float("nan")
+    if isinstance(noise, str):
+        try:
+            mult = float(noise.lower().rstrip("x"))
+        except ValueError:
+            raise InputError(f"noise={noise!r}: use a float (absolute std), a multiple of the subject embedding "
+                             f"std such as '3x', or an explicit tensor of draws.") from None
+        std = mult * embedding_std(m, [subject])
+    else:
+        try:
+            std = float(noise)
+        except (TypeError, ValueError):
+            raise InputError(f"noise must be a float, a string like '3x' or a tensor; got {type(noise).__name__}.") from None
+    if not std >= 0:
+        raise InputError(f"noise std must be >= 0, got {std}.")
+    g = torch.Generator().manual_seed(int(seed))
+    return std * torch.randn(samples, n_sub, d, generator=g), std
+
+
+def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden", window: int = 10,
+                 samples: int = 10, noise: Any = "3x", seed: int = 0, target: str | int | None = None,
+                 replace: bool = False, sever: Literal["mlp", "attn"] | None = None,
+                 progress: bool | None = None) -> TraceResult:
+    """ROME causal tracing of one fact, at the compute floor.
+
+    >>> r = causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran", kind="mlp")
+    >>> r.scores[r.subject_range[1] - 1]      # restoring MLPs at the last subject token, per layer
+    >>> r.plot()
+
+    Semantics are ROME's ``calculate_hidden_flow``: ``samples`` copies of the prompt get Gaussian noise
+    on the subject tokens' input embeddings (added, or with ``replace=True`` substituted); restoring the
+    clean value at (token t, layer l) — the block output for ``kind="hidden"``, the MLP / attention
+    outputs of the ``window`` layers centred on l for ``"mlp"`` / ``"attn"`` — and scoring the probability
+    of the clean prediction (or ``target``) at the last position, averaged over the corrupted copies.
+    ``sever="mlp"`` / ``"attn"`` restores a state while keeping that kind's outputs at the restored token
+    at their corrupted values in every layer (ROME's ``trace_with_repatch``).
+
+    ``noise``: a float (absolute std), ``"3x"`` (a multiple of the std of this subject's token
+    embeddings; ROME uses 3 x the std over all subjects of a data set: pass
+    ``3 * embedding_std(model, subjects)``), or a tensor of draws shaped (samples, subject tokens,
+    d_model) to match another implementation noise-for-noise. Draws come from a ``torch.Generator``
+    seeded with ``seed``.
+
+    Cost: one clean and one corrupted pass (cached), then for every cell only the blocks above the
+    restored layer (from the window's first layer for mlp / attn) on the positions from t on, against
+    the corrupted run's cached keys and values; cells before the subject equal the corrupted score and
+    cost nothing. ``result.meta["token_layers"]`` counts what ran. The model is not changed.
+    """
+    m = _lm(model)
+    if kind not in ("hidden", "mlp", "attn"):
+        raise InputError(f"kind must be 'hidden', 'mlp' or 'attn', got {kind!r}.")
+    if sever not in (None, "mlp", "attn"):
+        raise InputError(f"sever must be None, 'mlp' or 'attn', got {sever!r}.")
+    if sever is not None and kind != "hidden":
+        raise InputError("sever applies to kind='hidden' (restore a state, freeze a kind of module above it).")
+    if not isinstance(window, int) or window < 1:
+        raise InputError(f"window must be an int >= 1, got {window!r}.")
+    if isinstance(noise, torch.Tensor):
+        samples = int(noise.shape[0]) if noise.ndim == 3 else samples
+    if not isinstance(samples, int) or samples < 1:
+        raise InputError(f"samples must be an int >= 1, got {samples!r}.")
+    b, e = subject_range(m, prompt, subject)
+    ids = m.adapter.tokenize(prompt).to(m.adapter.device)
+    T, L = ids.shape[1], int(m.n_layers or 0)
+    tokens = [m.tokenizer.decode([int(i)]) for i in ids[0]]
+    draws, std = _noise_draws(m, noise, samples, e - b, subject, seed)
+
+    block_in = [Site(f"layers.{i}", io="input") for i in range(L)]
+    kind_sites = [f"layers.{i}.{kind}" for i in range(L)] if kind != "hidden" else []
+    sever_sites = [f"layers.{i}.{sever}" for i in range(L)] if sever else []
+    clean = m.run(ids, cache=[f"layers.{i}" for i in range(L)] + kind_sites)
+    logits = clean.output[0, -1]
+    answer_id = _target_id(m, target) if target is not None else int(logits.argmax())
+    high = float(logits.softmax(-1)[answer_id])
+    metric = lambda y: y[:, -1].float().softmax(-1)[:, answer_id]  # noqa: E731
+
+    corrupt_edit = {Site("embed", positions=range(b, e)): Noise(draws=draws, replace=replace)}
+    corrupted = m.run(ids.expand(samples, -1), corrupt_edit, metric=metric,
+                      cache=block_in + [f"layers.{L - 1}"] + sever_sites, keep_kv=True)
+    low = float(corrupted.metric.mean())
+
+    scores = torch.full((T, L), low)
+    token_layers = 0
+    cells = [(t, l) for t in range(b, T) for l in range(L)]
+    bar = tqdm(cells, desc=f"causal trace ({kind})", unit="cell",
+               disable=not (progress if progress is not None else len(cells) > 200))
+    groups: dict[tuple[int, int], list[tuple[int, dict]]] = {}
+    for t, l in bar:
+        if kind == "hidden":
+            if l == L - 1:
+                continue  # handled below: only the head runs
+            start, edit = l + 1, {}
+            if sever:
+                edit = {Site(f"layers.{j}.{sever}", positions=t): Patch(corrupted) for j in range(start, L)}
+        else:
+            win = _window(l, L, window)
+            start = win.start
+            edit = {Site(f"layers.{j}.{kind}", positions=t): Patch(clean) for j in win}
+        groups.setdefault((t, start), []).append((l, edit))
+    for (t, start), items in groups.items():
+        h = corrupted.cache[block_in[start].name][:, t:]
+        if kind == "hidden":
+            h = h.clone()
+            h[:, 0] = clean.cache[f"layers.{start - 1}"][0, t]
+        seg = m.adapter.segment(h, layer=start, pos=t, past=corrupted.kv, last_only=True)  # type: ignore[attr-defined]
+        rows = [edit for _, edit in items for _ in range(samples)]
+        run = m.run(seg, rows, input_index=[i for _ in items for i in range(samples)], metric=metric)
+        token_layers += int(run.meta["token_layers"] or 0)
+        per = run.metric.view(len(items), samples).mean(1)
+        for (l, _), v in zip(items, per.tolist()):
+            scores[t, l] = v
+    if kind == "hidden" and b <= T - 1:
+        # restoring the last block's output changes the output only at its own position: run the head alone
+        scores[T - 1, L - 1] = float(metric(_head(m, clean.cache[f"layers.{L - 1}"][:, -1:]))[0])
+    meta = {"method": "causal_trace", "model": m.name, "prompt": prompt, "subject": subject, "kind": kind,
+            "window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
+            "seed": seed, "replace": replace, "sever": sever, "high_score": high, "low_score": low,
+            "answer": m.tokenizer.decode([answer_id]), "answer_id": answer_id, "tokens": tokens,
+            "subject_range": [b, e], "token_layers": token_layers,
+            "title": f"causal trace ({kind}) of {prompt!r} -> {m.tokenizer.decode([answer_id])!r}"}
+    return TraceResult(scores, ["token", "layer"], {"token": list(range(T)), "layer": list(range(L))}, meta,
+                       name="p(answer)")
+
+
+def _head(m: Model, h: torch.Tensor) -> torch.Tensor:
+    a = m.adapter
+    with torch.inference_mode():
+        return a.forward_from(h, layer=a.n_layers, pos=0)  # type: ignore[attr-defined]
+
+
+def _target_id(m: Model, target: str | int) -> int:
+    if isinstance(target, int):
+        return target
+    ids = m.tokenizer(target, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        ids = m.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise InputError(f"target {target!r} is not a single token (tokens: {ids}); give one token or its id.")
+    return int(ids[0])
