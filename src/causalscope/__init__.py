@@ -27,3 +27,6 @@ __all__ = [
 from ._tracing import TraceResult, causal_trace, embedding_std, subject_range
 
 __all__ += ["TraceResult", "causal_trace", "embedding_std", "subject_range"]
+from ._trace_average import TOKEN_CLASSES, TraceAverage, token_classes, trace_average
+
+__all__ += ["TOKEN_CLASSES", "TraceAverage", "token_classes", "trace_average"]
