@@ -255,10 +255,8 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     scores = torch.full((T, L), low)
     token_layers = 0
     cells = [(t, l) for t in range(b, T) for l in range(L)]
-    bar = tqdm(cells, desc=f"causal trace ({kind})", unit="cell",
-               disable=not (progress if progress is not None else len(cells) > 200))
     groups: dict[tuple[int, int], list[tuple[int, dict]]] = {}
-    for t, l in bar:
+    for t, l in cells:
         if kind == "hidden":
             if l == L - 1:
                 continue  # handled below: only the head runs
@@ -270,7 +268,9 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
             start = win.start
             edit = {Site(f"layers.{j}.{kind}", positions=t): Patch(clean) for j in win}
         groups.setdefault((t, start), []).append((l, edit))
-    for (t, start), items in groups.items():
+    bar = tqdm(groups.items(), desc=f"causal trace ({kind})", unit="segment", total=len(groups),
+               disable=not (progress if progress is not None else len(cells) > 200))
+    for (t, start), items in bar:
         h = corrupted.cache[block_in[start].name][:, t:]
         if kind == "hidden":
             h = h.clone()
