@@ -8,7 +8,8 @@ import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# tiny models gain nothing from intra-op threads, and 2 xdist workers x 2 threads on 2 cores stall each other
+torch.set_num_threads(1)
 
 import causalscope as cs  # noqa: E402
 from causalscope.zoo import build_mlp, build_tiny_lm  # noqa: E402
