@@ -144,7 +144,7 @@ class HFCausalLMAdapter(Adapter):
         return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]))
 
     def segment(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
-                stop: int | None = None, last_only: bool = False) -> Batch:
+                stop: int | None = None, last_only: bool = False, head: bool = True) -> Batch:
         """A batch that makes the engine run :meth:`forward_from` instead of the full model.
 
         >>> m.run(adapter.segment(h, layer=3, pos=4, past=kv), edits)   # site positions stay absolute
@@ -156,7 +156,8 @@ class HFCausalLMAdapter(Adapter):
             past = [(k, v) for k, v in past]
             if past[0][0].shape[0] != hidden.shape[0]:
                 raise InputError(f"past has batch {past[0][0].shape[0]} but hidden has batch {hidden.shape[0]}.")
-        kw = {"hidden": hidden, "past": past, "layer": layer, "pos": pos, "stop": stop, "last_only": last_only}
+        kw = {"hidden": hidden, "past": past, "layer": layer, "pos": pos, "stop": stop, "last_only": last_only,
+              "head": head}
         return Batch((), kw, int(hidden.shape[0]), pos + int(hidden.shape[1]), pos)
 
     def token_layers(self, batch: Batch) -> int | None:
@@ -233,15 +234,18 @@ class HFCausalLMAdapter(Adapter):
         if pos > 0:
             assert past is not None
             cache = DynamicCache(config=self.config)
-            for i, (k, v) in enumerate(past):
+            # only the layers that run read the cache (older transformers size the mask from layer 0)
+            for i in (range(layer, stop) if _mask_takes_layer_idx() else range(len(past))):
+                k, v = past[i]
                 if k.shape[0] != hidden.shape[0]:
                     raise InputError(f"past has batch {k.shape[0]} but hidden has batch {hidden.shape[0]}.")
                 if k.shape[2] < pos:
                     raise InputError(f"past covers {k.shape[2]} positions, fewer than pos={pos}.")
                 cache.update(k[:, :, :pos], v[:, :, :pos], i)
         position_ids = torch.arange(pos, pos + hidden.shape[1], device=hidden.device)[None]
+        extra = {"layer_idx": min(layer, self.n_layers - 1)} if _mask_takes_layer_idx() else {}
         mask = create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=None,
-                                  past_key_values=cache, position_ids=position_ids)
+                                  past_key_values=cache, position_ids=position_ids, **extra)
         kw: dict[str, Any] = {"attention_mask": mask, "position_ids": position_ids, self.arch.past_kw: cache,
                               "use_cache": cache is not None}
         rotary = self._part(self.arch.rotary)
@@ -254,6 +258,13 @@ class HFCausalLMAdapter(Adapter):
         if last_only:
             hidden = hidden[:, -1:]
         return self._modules[self.unembed_path](self._modules[self.arch.final_norm](hidden))
+
+
+@functools.lru_cache(maxsize=1)
+def _mask_takes_layer_idx() -> bool:
+    from transformers.masking_utils import create_causal_mask
+
+    return "layer_idx" in inspect.signature(create_causal_mask).parameters
 
 
 def is_hf_causal_lm(obj: Any) -> bool:
