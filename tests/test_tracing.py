@@ -125,12 +125,19 @@ def test_hidden_trace_runs_exactly_the_compute_floor(lm):
     assert naive / floor > 4
 
 
-def test_window_trace_token_layers_start_at_the_window(gpt2):
-    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind="mlp", window=2, samples=2, noise=1.0)
+@pytest.mark.parametrize("window", [1, 2, 3, 10])
+def test_window_trace_shares_prefixes(gpt2, window):
+    """Window cells at token t run block j once per distinct restore pattern over blocks 0..j among the
+    cells already restored somewhere at or below j (cells not yet restored are the cached corrupted run)."""
+    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind="mlp", window=window, samples=2, noise=1.0)
     b, _ = r.subject_range
     T, L, N = len(r.tokens), 4, 2
-    starts = [max(0, l - 1) for l in range(L)]
-    assert r.meta["token_layers"] == N * sum(L - s for s in starts) * sum(T - t for t in range(b, T))
+    wins = [range(max(0, l - window // 2), min(L, l - (-window // 2))) for l in range(L)]
+    per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L) if wins[l].start <= j})
+                for j in range(L))
+    assert r.meta["token_layers"] == N * per_t * sum(T - t for t in range(b, T))
+    start_at_window = N * sum(L - w.start for w in wins) * sum(T - t for t in range(b, T))
+    assert r.meta["token_layers"] <= start_at_window
 
 
 def test_restoring_last_layer_at_last_token_gives_clean_score_and_cells_before_subject_are_low(lm):

@@ -255,26 +255,25 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     scores = torch.full((T, L), low)
     token_layers = 0
     cells = [(t, l) for t in range(b, T) for l in range(L)]
+    show = progress if progress is not None else len(cells) > 200
+    if kind != "hidden":
+        for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
+            per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric)
+            scores[t] = torch.tensor(per_layer)
+            token_layers += tl
     groups: dict[tuple[int, int], list[tuple[int, dict]]] = {}
-    for t, l in cells:
-        if kind == "hidden":
-            if l == L - 1:
-                continue  # handled below: only the head runs
-            start, edit = l + 1, {}
-            if sever:
-                edit = {Site(f"layers.{j}.{sever}", positions=t): Patch(corrupted) for j in range(start, L)}
-        else:
-            win = _window(l, L, window)
-            start = win.start
-            edit = {Site(f"layers.{j}.{kind}", positions=t): Patch(clean) for j in win}
+    for t, l in cells if kind == "hidden" else []:
+        if l == L - 1:
+            continue  # handled below: only the head runs
+        start, edit = l + 1, {}
+        if sever:
+            edit = {Site(f"layers.{j}.{sever}", positions=t): Patch(corrupted) for j in range(start, L)}
         groups.setdefault((t, start), []).append((l, edit))
     bar = tqdm(groups.items(), desc=f"causal trace ({kind})", unit="segment", total=len(groups),
-               disable=not (progress if progress is not None else len(cells) > 200))
+               disable=not show or not groups)
     for (t, start), items in bar:
-        h = corrupted.cache[block_in[start].name][:, t:]
-        if kind == "hidden":
-            h = h.clone()
-            h[:, 0] = clean.cache[f"layers.{start - 1}"][0, t]
+        h = corrupted.cache[block_in[start].name][:, t:].clone()
+        h[:, 0] = clean.cache[f"layers.{start - 1}"][0, t]
         seg = m.adapter.segment(h, layer=start, pos=t, past=corrupted.kv, last_only=True)  # type: ignore[attr-defined]
         rows = [edit for _, edit in items for _ in range(samples)]
         run = m.run(seg, rows, input_index=[i for _ in items for i in range(samples)], metric=metric)
@@ -293,6 +292,58 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
             "title": f"causal trace ({kind}) of {prompt!r} -> {m.tokenizer.decode([answer_id])!r}"}
     return TraceResult(scores, ["token", "layer"], {"token": list(range(T)), "layer": list(range(L))}, meta,
                        name="p(answer)")
+
+
+def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: Any, corrupted: Any,
+                block_in: list[Site], metric: Any) -> tuple[list[float], int]:
+    """Scores of every window cell at token ``t`` with shared prefixes computed once.
+
+    Cells whose restore sets agree on blocks ``0..j`` have identical states after block ``j``, so they
+    form one group until their sets first differ (a prefix tree over layers). Groups not yet restored
+    are the cached corrupted run and cost nothing. Every block call batches all groups that need it.
+    """
+    from .adapters._hf import _mask_takes_layer_idx
+
+    L = int(m.n_layers or 0)
+    wins = [_window(l, L, window) for l in range(L)]
+    patch = Patch(clean)
+    groups: list[tuple[torch.Tensor | None, list[int]]] = [(None, list(range(L)))]
+    token_layers = 0
+    for j in range(L):
+        nxt: list[tuple[torch.Tensor | None, list[int]]] = []
+        jobs: list[tuple[torch.Tensor, bool, list[int]]] = []
+        for h, members in groups:
+            on = [l for l in members if j in wins[l]]
+            off = [l for l in members if j not in wins[l]]
+            if off:
+                if h is None:
+                    nxt.append((None, off))
+                else:
+                    jobs.append((h, False, off))
+            if on:
+                jobs.append((corrupted.cache[block_in[j].name][:, t:] if h is None else h, True, on))
+        if jobs:
+            g = len(jobs)
+            past = list(corrupted.kv)
+            for i in ([j] if _mask_takes_layer_idx() else range(L)):
+                k, v = past[i]
+                past[i] = (k.repeat(g, 1, 1, 1), v.repeat(g, 1, 1, 1))
+            seg = m.adapter.segment(torch.cat([h for h, _, _ in jobs]), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
+                                    past=past, head=False)
+            site = Site(f"layers.{j}.{kind}", positions=t)
+            rows = [{site: patch} if restore else {} for _, restore, _ in jobs for _ in range(samples)]
+            run = m.run(seg, rows)
+            token_layers += int(run.meta["token_layers"] or 0)
+            for (_, _, members), out in zip(jobs, run.output.split(samples)):
+                nxt.append((out, members))
+        groups = nxt
+    scores = [0.0] * L
+    live = [(h, members) for h, members in groups if h is not None]
+    probs = metric(_head(m, torch.cat([h[:, -1:] for h, _ in live]))).view(len(live), samples).mean(1)
+    for (_, members), p in zip(live, probs.tolist()):
+        for l in members:
+            scores[l] = p
+    return scores, token_layers
 
 
 def _head(m: Model, h: torch.Tensor) -> torch.Tensor:

@@ -154,8 +154,9 @@ class HFCausalLMAdapter(Adapter):
                              f"got {tuple(getattr(hidden, 'shape', ()))}.")
         if past is not None:
             past = [(k, v) for k, v in past]
-            if past[0][0].shape[0] != hidden.shape[0]:
-                raise InputError(f"past has batch {past[0][0].shape[0]} but hidden has batch {hidden.shape[0]}.")
+            first = past[min(layer, len(past) - 1)][0]
+            if first.shape[0] != hidden.shape[0]:
+                raise InputError(f"past has batch {first.shape[0]} but hidden has batch {hidden.shape[0]}.")
         kw = {"hidden": hidden, "past": past, "layer": layer, "pos": pos, "stop": stop, "last_only": last_only,
               "head": head}
         return Batch((), kw, int(hidden.shape[0]), pos + int(hidden.shape[1]), pos)
