@@ -1,7 +1,7 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['mlp', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+['facts-gpt', 'mlp', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
+from .facts import load_facts_gpt
 
 REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-gpt2": (lambda: build_tiny_lm("gpt2"), "GPT-2 architecture, 4 layers, d=64, 4 heads, random weights "
@@ -16,6 +17,8 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-neox": (lambda: build_tiny_lm("gpt_neox"), "GPT-NeoX architecture, same size, random weights (seed 0)"),
     "tiny-llama": (lambda: build_tiny_lm("llama"), "Llama architecture (GQA), same size, random weights (seed 0)"),
     "mlp": (lambda: (build_mlp(), None), "MLP 16-32-32-4 with ReLU, random weights (seed 0): a plain nn.Module"),
+    "facts-gpt": (load_facts_gpt, "GPT-2, 4 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus "
+                                  "(200 invented people x 5 relations; docs/facts-model.md): for causal tracing"),
 }
 
 
