@@ -66,5 +66,5 @@ CLI = cli_commands()
 def test_cli_command_exits_0(line, command, tmp_path):
     argv = shlex.split(command, comments=True)
     proc = subprocess.run([sys.executable, "-m", "causalscope._cli", *argv[1:]], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"docs/cli.md:{line}: {command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
