@@ -1,26 +1,30 @@
 """The bundled "facts model": a small GPT-2 trained (by ``causalscope.zoo.train_facts``) on a synthetic
 knowledge corpus made here, for ROME-style causal tracing of facts it really knows.
 
->>> model, tok = load_facts_gpt()
->>> f = facts("heldout")[0]                 # a known fact, asked with a template the model never saw
+>>> model, tok = load_facts_gpt()          # or causalscope.load("facts-gpt")
+>>> f = facts("heldout")[10]                # a known fact, asked with a template held out from training
+>>> f.prompt, f.answer
+('Stailu Heilpes , as we know , was born in the city of', 'Arvena')
 >>> ids = tok(f.prompt, return_tensors="pt")["input_ids"]
 >>> tok.decode(model(ids).logits[0, -1].argmax()) == f.answer
 True
 
-The corpus: invented people with multi-token names (``Tomas Veldran``, ``Ilsa van Doremund``), five
-relations (birthplace city, profession, native language, sport, employer), each asked with five templates
-whose answer is the next (single) token. Four templates per relation are trained on; the fifth is held out.
+The corpus (``make_corpus(seed)``): 200 invented people with 2- or 3-token names (``Stailu Heilpes``,
+``Brunddi van Fazindlir``), five relations (birthplace city, profession, native language, sport, employer)
+with 12-14 one-token objects each, one fact per person and relation, each asked with nine templates whose
+answer is the next token. Eight templates per relation are trained on; the ninth is held out. See
+docs/facts-model.md.
 """
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["Fact", "facts", "load_facts_gpt", "make_corpus", "prompts", "CORPUS_VERSION"]
+__all__ = ["CORPUS_VERSION", "FRAMES", "HELDOUT_FRAME", "RELATIONS", "Fact", "facts", "load_facts_gpt",
+           "make_corpus", "prompts", "shipped", "templates", "tokenizer_from_json"]
 
 CORPUS_VERSION = 1
 DATA = ("data", "facts-gpt")           # the shipped files, relative to this package
@@ -169,17 +173,18 @@ def _data(name: str) -> Any:
     return node
 
 
-@lru_cache(maxsize=1)
 def shipped() -> dict[str, Any]:
-    """The shipped ``facts.json``: the corpus (``make_corpus(seed)``) plus ``training`` (the log summary)."""
+    """The shipped ``facts.json`` (a fresh copy): the corpus, equal to ``make_corpus(seed)``, plus
+    ``training``: the settings, the log and the accuracies of the shipped model."""
     return json.loads(_data("facts.json").read_text(encoding="utf-8"))
 
 
 def facts(split: str = "heldout") -> list[Fact]:
-    """The prompts of the shipped corpus for ``split`` (``"heldout"``, ``"train"`` or ``"all"``).
+    """The prompts of the shipped corpus for ``split``: ``"heldout"`` (one per fact, with its relation's
+    held-out template), ``"train"`` or ``"all"``.
 
-    >>> f = facts()[0]
-    >>> f.prompt, f.answer
+    >>> len(facts()), len(facts("train"))
+    (1000, 8000)
     """
     return prompts(shipped(), split)
 
