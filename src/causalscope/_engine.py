@@ -1,7 +1,6 @@
 """The engine: one batched pass (per chunk) for a plan of per-row interventions; hooks live only here."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ._errors import InterventionError, PlanError, SiteError
 from ._guard import preserved
-from ._interventions import ApplyContext, Intervention, as_intervention
+from ._interventions import ApplyContext, Intervention, Resample, as_intervention
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, primary
 
@@ -209,7 +208,7 @@ class Engine:
                 op.source = s = resolved[id(iv.source)]
                 if iv.source_mode == "all":
                     continue
-                if type(iv).__name__ == "Resample":
+                if isinstance(iv, Resample):
                     g = torch.Generator().manual_seed(int(iv.seed))
                     draws = torch.randint(s.size, (len(rows),), generator=g)
                     op.src_rows = draws[op.rows_t]

@@ -58,11 +58,14 @@ class TraceAverage(LabelledArray):
     >>> avg.plot()                          # ROME Fig. 2 style: one panel per kind
     """
 
-    traces: list = []
+    #: the individual TraceResults (set by trace_average; not saved)
+    traces: list
 
     @classmethod
     def from_array(cls, a: LabelledArray) -> TraceAverage:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
+        out = cls(a.values, a.dims, a.coords, a.meta, a.name)
+        out.traces = []
+        return out
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         kinds = list(self.coords["kind"])

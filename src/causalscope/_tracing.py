@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ._errors import InputError, PlanError
+from ._errors import InputError
 from ._interventions import Noise, Patch
 from ._load import load
 from ._model import Model
