@@ -25,9 +25,11 @@ For every kind (hidden, mlp, attn; window 10 as in ROME):
   cells over atol are recomputed in float64 both ways and must agree to 1e-5 there; the output says so.
 - Token-layers (one token through one block, per batch row). For ours: ``result.meta["token_layers"]`` plus
   the two cached passes ((1 + N) * L * T). For naive: (N+1) * L * T per cell times L * T cells. For the
-  floor: N * sum_l (L-1-l) * sum_{t>=b} (T-t) for hidden; for mlp / attn, N * sum_{t>=b} (T-t) times the
-  number of distinct restore patterns over blocks 0..j summed over j (cells whose windows agree up to block
-  j share that block: the prefix-tree schedule).
+  floor: N * sum_l (L-1-l) * sum_{t>=b} (T-t) for hidden; for mlp / attn, the prefix-tree schedule: at
+  token t, N * (T-t) per distinct restore pattern over blocks 0..j among cells restored below j, summed
+  over j (cells whose windows agree up to block j share that block), plus N * (T-b) per distinct first
+  restored layer (a cell's first restored block runs once for all tokens: inside one block, restoring
+  position t changes only position t). In the last block only the last position's MLP runs.
 - Speedup = naive wall time / ours wall time. Target: >= 4x for each kind (PASS / FAIL).
 
 If one naive forward is slow (busy CPU), ``--naive-layers auto`` (the default) times the naive loop on every
@@ -173,12 +175,19 @@ def token_layer_counts(kind: str, L: int, T: int, N: int, b: int, window: int, o
     if kind == "hidden":
         floor = N * sum(L - 1 - l for l in range(L)) * tail
     else:
-        # prefix tree: at block j, one computation per distinct restore pattern over blocks 0..j among the
-        # cells whose window starts at or below j (the others are still the cached corrupted run)
-        wins = [range(window_start(l, L, window), min(L, l - (-window // 2))) for l in range(L)]
-        per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L) if wins[l].start <= j})
-                    for j in range(L))
-        floor = N * per_t * tail
+        # prefix tree: at token t, block j runs once per distinct restore pattern over blocks 0..j among the
+        # cells restored somewhere below j (cells not yet restored are the cached corrupted run); a cell's
+        # first restored block runs once for all tokens (positions b..T-1) per distinct first layer; a
+        # last-layer restore at t < T-1 cannot reach the last position and is dropped
+        floor, firsts = 0, set()
+        for t in range(b, T):
+            top = L if t == T - 1 else L - 1
+            wins = [set(range(window_start(l, L, window), min(top, l - (-window // 2)))) for l in range(L)]
+            firsts |= {min(w) for w in wins if w}
+            per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L)
+                             if min(wins[l], default=L) < j}) for j in range(L))
+            floor += N * per_t * (T - t)
+        floor += N * (T - b) * len(firsts)
     cached = (1 + N) * L * T
     naive = (N + 1) * L * T * L * T
     ours = ours_meta + cached

@@ -127,17 +127,29 @@ def test_hidden_trace_runs_exactly_the_compute_floor(lm):
 
 @pytest.mark.parametrize("window", [1, 2, 3, 10])
 def test_window_trace_shares_prefixes(gpt2, window):
-    """Window cells at token t run block j once per distinct restore pattern over blocks 0..j among the
-    cells already restored somewhere at or below j (cells not yet restored are the cached corrupted run)."""
+    """Token-layers of the window schedule, in closed form.
+
+    At token t, block j runs once per distinct restore pattern over blocks 0..j among the cells restored
+    somewhere below j (cells not yet restored are the cached corrupted run). A cell's first restored
+    block runs once for all tokens: one pass over positions b..T-1 per distinct first layer. Restoring
+    the last layer's module at t < T-1 cannot reach the last position, so it is not a restore."""
     r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind="mlp", window=window, samples=2, noise=1.0)
     b, _ = r.subject_range
     T, L, N = len(r.tokens), 4, 2
-    wins = [range(max(0, l - window // 2), min(L, l - (-window // 2))) for l in range(L)]
-    per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L) if wins[l].start <= j})
-                for j in range(L))
-    assert r.meta["token_layers"] == N * per_t * sum(T - t for t in range(b, T))
-    start_at_window = N * sum(L - w.start for w in wins) * sum(T - t for t in range(b, T))
-    assert r.meta["token_layers"] <= start_at_window
+    total, firsts = 0, set()
+    for t in range(b, T):
+        top = L if t == T - 1 else L - 1
+        wins = [set(range(max(0, l - window // 2), min(top, l - (-window // 2)))) for l in range(L)]
+        firsts |= {min(w) for w in wins if w}
+        per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L) if min(wins[l], default=L) < j})
+                    for j in range(L))
+        total += N * per_t * (T - t)
+    total += N * (T - b) * len(firsts)
+    assert r.meta["token_layers"] == total
+    start_at_window = N * sum(L - max(0, l - window // 2) for l in range(L)) * sum(T - t for t in range(b, T))
+    assert r.meta["token_layers"] < start_at_window
+    if window == 1:  # a window of one restores nothing else: the last layer's column is the corrupted score
+        assert (r.scores[b:-1, L - 1] == r.low_score).all()
 
 
 def test_restoring_last_layer_at_last_token_gives_clean_score_and_cells_before_subject_are_low(lm):

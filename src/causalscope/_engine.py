@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ._errors import InterventionError, PlanError, SiteError
@@ -271,6 +272,9 @@ class Engine:
                     handles.append(res.module.register_forward_hook(hook))
                 else:
                     handles.append(res.module.register_forward_pre_hook(hook, with_kwargs=True))
+            for path, scope in self.adapter.last_position_cuts(batch):
+                if not any(k[0] == scope or k[0].startswith(scope + ".") for k in keys):
+                    handles.append(self.adapter.module.get_submodule(path).register_forward_pre_hook(_last_position))
             starts = range(0, n, chunk)
             show = progress if progress is not None else len(starts) > 3
             # (a disabled tqdm still costs ~30 µs to build; iterate the range directly when it is off)
@@ -425,6 +429,11 @@ class Engine:
                     return args, {**kwargs, k: apply(v)}
             raise SiteError(f"The input of {path!r} holds no tensor to read.")
         return pre_hook
+
+
+def _last_position(module: nn.Module, args: tuple) -> tuple:
+    """Pre-hook: feed ``module`` only the last position (the caller reads nothing else downstream)."""
+    return (args[0][:, -1:], *args[1:])
 
 
 def _apply_op(act: torch.Tensor, op: _Op, state: dict) -> None:

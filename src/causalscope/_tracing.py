@@ -254,36 +254,15 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
 
     scores = torch.full((T, L), low)
     token_layers = 0
-    cells = [(t, l) for t in range(b, T) for l in range(L)]
-    show = progress if progress is not None else len(cells) > 200
-    if kind != "hidden":
-        for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
-            per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric)
-            scores[t] = torch.tensor(per_layer)
-            token_layers += tl
-    groups: dict[tuple[int, int], list[tuple[int, dict]]] = {}
-    for t, l in cells if kind == "hidden" else []:
-        if l == L - 1:
-            continue  # handled below: only the head runs
-        start, edit = l + 1, {}
-        if sever:
-            edit = {Site(f"layers.{j}.{sever}", positions=t): Patch(corrupted) for j in range(start, L)}
-        groups.setdefault((t, start), []).append((l, edit))
-    bar = tqdm(groups.items(), desc=f"causal trace ({kind})", unit="segment", total=len(groups),
-               disable=not show or not groups)
-    for (t, start), items in bar:
-        h = corrupted.cache[block_in[start].name][:, t:].clone()
-        h[:, 0] = clean.cache[f"layers.{start - 1}"][0, t]
-        seg = m.adapter.segment(h, layer=start, pos=t, past=corrupted.kv, last_only=True)  # type: ignore[attr-defined]
-        rows = [edit for _, edit in items for _ in range(samples)]
-        run = m.run(seg, rows, input_index=[i for _ in items for i in range(samples)], metric=metric)
-        token_layers += int(run.meta["token_layers"] or 0)
-        per = run.metric.view(len(items), samples).mean(1)
-        for (l, _), v in zip(items, per.tolist()):
-            scores[t, l] = v
-    if kind == "hidden" and b <= T - 1:
-        # restoring the last block's output changes the output only at its own position: run the head alone
-        scores[T - 1, L - 1] = float(metric(_head(m, clean.cache[f"layers.{L - 1}"][:, -1:]))[0])
+    entries: dict[int, torch.Tensor] = {}
+    show = progress if progress is not None else (T - b) * L > 200
+    for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
+        if kind == "hidden":
+            per_layer, tl = _states_at(m, t, sever, samples, clean, corrupted, block_in, metric)
+        else:
+            per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric, entries, b)
+        scores[t] = torch.tensor(per_layer)
+        token_layers += tl
     meta = {"method": "causal_trace", "model": m.name, "prompt": prompt, "subject": subject, "kind": kind,
             "window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
             "seed": seed, "replace": replace, "sever": sever, "high_score": high, "low_score": low,
@@ -294,18 +273,72 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                        name="p(answer)")
 
 
+def _past(kv: list, layer: int, groups: int, pos: int) -> list:
+    """The corrupted run's keys / values before ``pos``, repeated for ``groups`` stacked copies of the
+    samples (only the layer that runs, where transformers sizes the mask from it)."""
+    from .adapters._hf import _mask_takes_layer_idx
+
+    past = list(kv)
+    for i in ([layer] if _mask_takes_layer_idx() else range(len(past))):
+        k, v = past[i]
+        past[i] = (k[:, :, :pos].repeat(groups, 1, 1, 1), v[:, :, :pos].repeat(groups, 1, 1, 1))
+    return past
+
+
+def _states_at(m: Model, t: int, sever: str | None, samples: int, clean: Any, corrupted: Any,
+               block_in: list[Site], metric: Any) -> tuple[list[float], int]:
+    """Scores of restoring the block output at token ``t`` in every layer: a staircase over blocks.
+
+    Cell l's state enters at block l+1 (the corrupted block input with position t set to the clean
+    block-l output); block j then runs once on the stacked states of all cells l < j, on positions
+    t..T-1 only, against the corrupted run's cached keys / values. The last block runs only what the
+    last position needs, and the restored last layer needs the head alone.
+    """
+    L, T = int(m.n_layers or 0), int(corrupted.cache[block_in[0].name].shape[1])
+    states: list[torch.Tensor] = []
+    token_layers = 0
+    scores = [0.0] * L
+    frozen = [Patch(corrupted, row=i) for i in range(samples)]  # sample i's corrupted value, in every copy
+    for j in range(1, L):
+        h = corrupted.cache[block_in[j].name][:, t:].clone()
+        h[:, 0] = clean.cache[f"layers.{j - 1}"][0, t]
+        states.append(h)
+        last = j == L - 1
+        seg = m.adapter.segment(torch.cat(states), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
+                                past=_past(corrupted.kv, j, len(states), t), head=last, last_only=last)
+        rows: list[dict] = [{}] * (len(states) * samples)
+        if sever and not (last and t < T - 1):  # at the last layer only the last position is read
+            site = Site(f"layers.{j}.{sever}", positions=t)
+            rows = [{site: frozen[i]} for _ in states for i in range(samples)]
+        run = m.run(seg, rows, metric=metric if last else None)
+        token_layers += int(run.meta["token_layers"] or 0)
+        if last:
+            scores[: L - 1] = run.metric.view(len(states), samples).mean(1).tolist()
+        else:
+            states = list(run.output.split(samples))
+    # restoring the last block's output changes the output only at its own position: run the head alone
+    scores[L - 1] = float(metric(_head(m, clean.cache[f"layers.{L - 1}"][:, -1:]))[0]) if t == T - 1 else \
+        float(corrupted.metric.mean())
+    return scores, token_layers
+
+
 def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: Any, corrupted: Any,
-                block_in: list[Site], metric: Any) -> tuple[list[float], int]:
+                block_in: list[Site], metric: Any, entries: dict[int, torch.Tensor], b: int) -> tuple[list[float], int]:
     """Scores of every window cell at token ``t`` with shared prefixes computed once.
 
     Cells whose restore sets agree on blocks ``0..j`` have identical states after block ``j``, so they
     form one group until their sets first differ (a prefix tree over layers). Groups not yet restored
     are the cached corrupted run and cost nothing. Every block call batches all groups that need it.
-    """
-    from .adapters._hf import _mask_takes_layer_idx
 
-    L = int(m.n_layers or 0)
-    wins = [_window(l, L, window) for l in range(L)]
+    A group's first restored block j has the corrupted input, and inside one block restoring the module
+    output at position t changes that block's output at position t only (attention reads keys / values
+    of the block input). So one pass of block j over the corrupted input, restoring every position
+    from the subject on at once, gives every token's entry state (``entries[j]``, shared by all t).
+    """
+    L, T = int(m.n_layers or 0), int(corrupted.cache[block_in[0].name].shape[1])
+    # restoring the last layer's module at t < T-1 changes only position t of the output: no effect
+    top = L if t == T - 1 else L - 1
+    wins = [range(w.start, min(w.stop, top)) for w in (_window(l, L, window) for l in range(L))]
     patch = Patch(clean)
     groups: list[tuple[torch.Tensor | None, list[int]]] = [(None, list(range(L)))]
     token_layers = 0
@@ -320,16 +353,19 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
                     nxt.append((None, off))
                 else:
                     jobs.append((h, False, off))
-            if on:
-                jobs.append((corrupted.cache[block_in[j].name][:, t:] if h is None else h, True, on))
+            if on and h is None:  # entering: the corrupted block output with position t from entries[j]
+                if j not in entries:
+                    entries[j], tl = _entry(m, j, kind, b, samples, clean, corrupted, block_in)
+                    token_layers += tl
+                out = (corrupted.cache[block_in[j + 1].name] if j + 1 < L else
+                       corrupted.cache[f"layers.{L - 1}"])[:, t:].clone()
+                out[:, 0] = entries[j][:, t - b]
+                nxt.append((out, on))
+            elif on:
+                jobs.append((h, True, on))
         if jobs:
-            g = len(jobs)
-            past = list(corrupted.kv)
-            for i in ([j] if _mask_takes_layer_idx() else range(L)):
-                k, v = past[i]
-                past[i] = (k.repeat(g, 1, 1, 1), v.repeat(g, 1, 1, 1))
             seg = m.adapter.segment(torch.cat([h for h, _, _ in jobs]), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
-                                    past=past, head=False)
+                                    past=_past(corrupted.kv, j, len(jobs), t), head=False, last_only=j == L - 1)
             site = Site(f"layers.{j}.{kind}", positions=t)
             rows = [{site: patch} if restore else {} for _, restore, _ in jobs for _ in range(samples)]
             run = m.run(seg, rows)
@@ -337,13 +373,25 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
             for (_, _, members), out in zip(jobs, run.output.split(samples)):
                 nxt.append((out, members))
         groups = nxt
-    scores = [0.0] * L
+    scores = [float(corrupted.metric.mean())] * L  # cells never restored (an empty window) stay corrupted
     live = [(h, members) for h, members in groups if h is not None]
+    if not live:
+        return scores, token_layers
     probs = metric(_head(m, torch.cat([h[:, -1:] for h, _ in live]))).view(len(live), samples).mean(1)
     for (_, members), p in zip(live, probs.tolist()):
         for l in members:
             scores[l] = p
     return scores, token_layers
+
+
+def _entry(m: Model, j: int, kind: str, b: int, samples: int, clean: Any, corrupted: Any,
+           block_in: list[Site]) -> tuple[torch.Tensor, int]:
+    """Block j's output on the corrupted input with its ``kind`` output restored at every position >= b."""
+    T = int(corrupted.cache[block_in[0].name].shape[1])
+    seg = m.adapter.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b,  # type: ignore[attr-defined]
+                            past=corrupted.kv, head=False)
+    run = m.run(seg, {Site(f"layers.{j}.{kind}", positions=range(b, T)): Patch(clean)})
+    return run.output, int(run.meta["token_layers"] or 0)
 
 
 def _head(m: Model, h: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,16 @@ class Adapter:
         """Transformer blocks x positions x rows this batch's call executes (None where not a transformer)."""
         return None
 
+    def last_position_cuts(self, batch: Batch) -> list[tuple[str, str]]:
+        """Modules whose input the engine may cut to the last position for this batch.
+
+        Each entry is ``(module path, scope path)``: when only the last position of a run's output is
+        read (a segment with ``last_only``), the final block's MLP needs only that position; its output
+        broadcasts back over the block's residual sum. The engine makes the cut only when no site of the
+        plan lies in ``scope`` (the final block), so every value a plan reads is exact.
+        """
+        return []
+
     def output(self, out: Any) -> torch.Tensor:
         """The tensor a metric sees (logits for LMs)."""
         return primary(out)

@@ -168,6 +168,14 @@ class HFCausalLMAdapter(Adapter):
             return (stop - kw["layer"]) * int(kw["hidden"].shape[1]) * batch.size
         return self.n_layers * int(batch.seq_len or 0) * batch.size
 
+    def last_position_cuts(self, batch: Batch) -> list[tuple[str, str]]:
+        kw = batch.kwargs
+        if not kw.get("last_only") or kw.get("stop") not in (None, self.n_layers) \
+                or int(kw["hidden"].shape[1]) < 2 or kw["layer"] >= self.n_layers:
+            return []
+        block = f"{self.arch.layers}.{self.n_layers - 1}"
+        return [(f"{block}.{self.arch.mlp}", block)]
+
     def call(self, batch: Batch) -> Any:
         if "hidden" in batch.kwargs:
             kw = dict(batch.kwargs)
@@ -205,7 +213,8 @@ class HFCausalLMAdapter(Adapter):
     def forward_from(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
                      stop: int | None = None, head: bool = True, last_only: bool = False) -> torch.Tensor:
         """Run blocks ``layer .. stop-1`` on ``hidden`` (the input of block ``layer`` at positions
-        ``pos .. pos+len-1``) and, with ``head``, the final norm and unembedding.
+        ``pos .. pos+len-1``) and, with ``head``, the final norm and unembedding. ``last_only`` returns
+        the last position only (and lets the engine run the final block's MLP on that position alone).
 
         With ``pos > 0`` the positions before ``pos`` are not recomputed: their keys and values come
         from ``past`` (a :meth:`kv_cache` of a run over the whole prompt; only ``[..., :pos, :]`` is read).
@@ -254,10 +263,10 @@ class HFCausalLMAdapter(Adapter):
             kw["position_embeddings"] = rotary(hidden, position_ids=position_ids)
         for i in range(layer, stop):
             hidden = primary(self.layers[i](hidden, **kw))
-        if not head:
-            return hidden
         if last_only:
             hidden = hidden[:, -1:]
+        if not head:
+            return hidden
         return self._modules[self.unembed_path](self._modules[self.arch.final_norm](hidden))
 
 
