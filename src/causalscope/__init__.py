@@ -30,3 +30,11 @@ __all__ += ["TraceResult", "causal_trace", "embedding_std", "subject_range"]
 from ._trace_average import TOKEN_CLASSES, TraceAverage, token_classes, trace_average
 
 __all__ += ["TOKEN_CLASSES", "TraceAverage", "token_classes", "trace_average"]
+from ._metrics import logit, logit_diff, output_value, prob
+from ._patching import activation_patching
+from ._patching_result import PatchingResult
+
+__all__ += ["PatchingResult", "activation_patching", "logit", "logit_diff", "output_value", "prob"]
+from ._attribution_patching import AttributionPatchingResult, attribution_patching
+
+__all__ += ["AttributionPatchingResult", "attribution_patching"]
