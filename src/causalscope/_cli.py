@@ -188,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     ta.add_argument("--out", default=None, help="write the plot to this image file")
     ta.add_argument("--json", action="store_true")
     ta.set_defaults(fn=_cmd_trace_average)
+    from ._cli_attribution import add_parsers
+
+    add_parsers(sub)
     return p
 
 

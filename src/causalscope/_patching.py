@@ -233,7 +233,7 @@ def _rows(m: Model, cells: list[_Cell], base_in: Any, source: Any, P: int, metri
     patch = Patch(source)
     rows = [{c.site: patch} for c in cells for _ in range(P)]
     run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
-                chunk_size=chunk_size, progress=progress)
+                chunk_size=chunk_size, progress=progress if progress is False else None)
     return run.metric.float().view(len(cells), P).mean(1), int(run.meta["token_layers"] or 0)
 
 

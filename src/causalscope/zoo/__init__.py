@@ -1,7 +1,7 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['facts-gpt', 'mlp', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+['and-gate', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
 from .facts import load_facts_gpt
+from .gates import build_gate, train_gate
 
 REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-gpt2": (lambda: build_tiny_lm("gpt2"), "GPT-2 architecture, 4 layers, d=64, 4 heads, random weights "
@@ -17,6 +18,9 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-neox": (lambda: build_tiny_lm("gpt_neox"), "GPT-NeoX architecture, same size, random weights (seed 0)"),
     "tiny-llama": (lambda: build_tiny_lm("llama"), "Llama architecture (GQA), same size, random weights (seed 0)"),
     "mlp": (lambda: (build_mlp(), None), "MLP 16-32-32-4 with ReLU, random weights (seed 0): a plain nn.Module"),
+    "and-gate": (lambda: (build_gate("and"), None), "Linear(2,1)+Sigmoid AND gate with the latent-circuits "
+                                                     "seed's trained weights (docs/patching.md)"),
+    "or-gate": (lambda: (build_gate("or"), None), "Linear(2,1)+Sigmoid OR gate with the seed's trained weights"),
     "facts-gpt": (load_facts_gpt, "GPT-2, 4 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus "
                                   "(200 invented people x 5 relations; docs/facts-model.md): for causal tracing"),
 }
@@ -30,4 +34,4 @@ def describe() -> dict[str, str]:
     return {k: REGISTRY[k][1] for k in names()}
 
 
-__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer"]
+__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate"]
