@@ -38,3 +38,8 @@ __all__ += ["PatchingResult", "activation_patching", "logit", "logit_diff", "out
 from ._attribution_patching import AttributionPatchingResult, attribution_patching
 
 __all__ += ["AttributionPatchingResult", "attribution_patching"]
+from ._integrated_gradients import IGResult, integrated_gradients
+__all__ += ["IGResult", "integrated_gradients"]
+from ._latent_circuits import LatentCircuits, latent_circuits
+
+__all__ += ["LatentCircuits", "latent_circuits"]
