@@ -248,7 +248,7 @@ CASES = [
     ("load-int", None, lambda _: cs.load(42),
      InputError, r"causalscope\.load takes a bundled model name, .*torch\.nn\.Module; got int"),
     ("load-unknown-name", None, lambda _: cs.load("no-such-model"),
-     InputError, r"'no-such-model' is neither a bundled model \(.*mlp, tiny-gpt2.*\) nor a local directory"),
+     InputError, r"'no-such-model' is neither a bundled model \(.*mlp.*tiny-gpt2.*\) nor a local directory"),
     ("load-list", None, lambda _: cs.load([nn.Linear(2, 2)]),
      InputError, r"got list"),
     # -- segmented forward ------------------------------------------------------------------------------
