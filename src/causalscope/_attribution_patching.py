@@ -45,8 +45,7 @@ class AttributionPatchingResult(PatchingResult):
             a = self.sel(direction=name).values.flatten().double()
             e = exact.sel(direction=name).values.flatten().double()
             out[f"{name} pearson"] = float(torch.corrcoef(torch.stack([a, e]))[0, 1])
-            ra, re = a.argsort().argsort().double(), e.argsort().argsort().double()
-            out[f"{name} spearman"] = float(torch.corrcoef(torch.stack([ra, re]))[0, 1])
+            out[f"{name} spearman"] = float(torch.corrcoef(torch.stack([_ranks(a), _ranks(e)]))[0, 1])
         return out
 
     def plot_against(self, exact: PatchingResult, backend: str = "matplotlib") -> Any:
@@ -134,3 +133,10 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
             "title": f"attribution patching ({', '.join(dirs)})"}
     return AttributionPatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
                                      name="attribution score")
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks with ties sharing their average rank (Spearman's definition)."""
+    values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - counts.double() + ends - 1) / 2)[inverse]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ._errors import InputError
+from ._errors import InputError, SiteError
 from ._interventions import Patch
 from ._load import load
 from ._metrics import is_last_only, resolve_metric
@@ -179,7 +179,10 @@ def _cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] | Non
     cells = [_Cell((str(s.name if isinstance(s, Site) else s),), s if isinstance(s, Site) else Site(str(s)))
              for s in sites]
     for c in cells:
-        m.adapter.resolve(c.site)  # unknown names fail here, with suggestions
+        try:
+            m.adapter.resolve(c.site)  # unknown names fail here, with suggestions
+        except SiteError as e:
+            raise SiteError(f"{e} (Or a sweep: {', '.join(_GRIDS)}.)") from None
     return ("site",), {"site": [c.label[0] for c in cells]}, cells
 
 
