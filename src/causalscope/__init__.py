@@ -43,3 +43,7 @@ __all__ += ["IGResult", "integrated_gradients"]
 from ._latent_circuits import LatentCircuits, latent_circuits
 
 __all__ += ["LatentCircuits", "latent_circuits"]
+from ._counterfactuals import CounterfactualDataset, counterfactuals
+from ._mediation import MediationResult, mediation
+
+__all__ += ["CounterfactualDataset", "MediationResult", "counterfactuals", "mediation"]

@@ -92,7 +92,7 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
             vals, tl = _staircase(m, cells, base, source, P, T, d, metric_fn, progress, name)
         else:
             vals, tl = _rows(m, cells, base_in, source, P, metric_fn, chunk_size, progress)
-        raw[i] = vals
+        raw[i] = vals.mean(1)
         token_layers += tl
     span = m_clean - m_corr
     scores = torch.stack([(raw[i] - m_corr) / span if n == "denoise" else (m_clean - raw[i]) / span
@@ -232,12 +232,12 @@ def _unique_full_sites(cells: list[_Cell]) -> list[Site]:
 # -- the two schedules -----------------------------------------------------------------------------------------------
 def _rows(m: Model, cells: list[_Cell], base_in: Any, source: Any, P: int, metric: Any, chunk_size: int | None,
           progress: bool | None) -> tuple[torch.Tensor, int]:
-    """Any model: one engine row per (cell, prompt), full forwards, chunked."""
+    """Any model: one engine row per (cell, prompt), full forwards, chunked. Returns (cells, prompts)."""
     patch = Patch(source)
     rows = [{c.site: patch} for c in cells for _ in range(P)]
     run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
                 chunk_size=chunk_size, progress=progress if progress is False else None)
-    return run.metric.float().view(len(cells), P).mean(1), int(run.meta["token_layers"] or 0)
+    return run.metric.float().view(len(cells), P), int(run.meta["token_layers"] or 0)
 
 
 def _block_of(m: Model, site: Site) -> int | None:
@@ -279,14 +279,14 @@ def _from(site: Site, p0: int, T: int) -> Site | None:
 def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: int, d: int, metric: Any,
                progress: bool | None, name: str) -> tuple[torch.Tensor, int]:
     """Hugging Face LMs: cells grouped by the first position they can change; within a group every block
-    call runs the stacked states of all cells already patched, on positions from that one on."""
+    call runs the stacked states of all cells already patched, on positions from that one on. Returns the
+    metric per (cell, prompt)."""
     from ._tracing import _past
 
     L = int(m.n_layers or 0)
     last_only = is_last_only(metric)
     patches = [Patch(source, row=p) for p in range(P)]
-    base_metric = float(base.metric.float().mean())
-    values = torch.full((len(cells),), base_metric)
+    values = base.metric.float()[None].repeat(len(cells), 1)  # cells that patch nothing keep the base value
     groups: dict[int, list[tuple[int, int, Site]]] = {}
     for i, c in enumerate(cells):
         p0 = max(d, _first_position(c.site, T))
@@ -323,5 +323,5 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
             else:  # the metric may read any position: put back the base run's logits before t
                 prefix = base.output[:, :t]
                 vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in run.output.split(P)])
-            values[order] = vals.view(len(order), P).mean(1)
+            values[order] = vals.view(len(order), P)
     return values, token_layers

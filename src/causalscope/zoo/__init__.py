@@ -1,7 +1,7 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['and-gate', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+['adder', 'adder-rotated', 'and-gate', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
 from .facts import load_facts_gpt
+from .adder import build_adder
 from .gates import build_gate, train_gate
 
 REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
@@ -18,6 +19,10 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-neox": (lambda: build_tiny_lm("gpt_neox"), "GPT-NeoX architecture, same size, random weights (seed 0)"),
     "tiny-llama": (lambda: build_tiny_lm("llama"), "Llama architecture (GQA), same size, random weights (seed 0)"),
     "mlp": (lambda: (build_mlp(), None), "MLP 16-32-32-4 with ReLU, random weights (seed 0): a plain nn.Module"),
+    "adder": (lambda: (build_adder(), None), "Linear(3,3)-Linear(3,3)-Linear(3,1) computing A+B+C (the causal-mediation "
+                                             "tutorial's toy network; h12 = A, h13 = B+C, h22 = A+B+C, h23 dead)"),
+    "adder-rotated": (lambda: (build_adder(rotated=True), None), "the adder with layer 1 rotated by a random "
+                                                                 "orthogonal matrix: no single neuron carries A (DAS)"),
     "and-gate": (lambda: (build_gate("and"), None), "Linear(2,1)+Sigmoid AND gate with the latent-circuits "
                                                      "seed's trained weights (docs/patching.md)"),
     "or-gate": (lambda: (build_gate("or"), None), "Linear(2,1)+Sigmoid OR gate with the seed's trained weights"),
@@ -34,4 +39,4 @@ def describe() -> dict[str, str]:
     return {k: REGISTRY[k][1] for k in names()}
 
 
-__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate"]
+__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate", "build_adder"]
