@@ -286,7 +286,9 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
     L = int(m.n_layers or 0)
     last_only = is_last_only(metric)
     patches = [Patch(source, row=p) for p in range(P)]
-    values = base.metric.float()[None].repeat(len(cells), 1)  # cells that patch nothing keep the base value
+    # cells that patch nothing keep the base run's value (of this metric: the base output, where kept)
+    own = metric(base.output).float() if base.output is not None else base.metric.float()
+    values = own[None].repeat(len(cells), 1)
     groups: dict[int, list[tuple[int, int, Site]]] = {}
     for i, c in enumerate(cells):
         p0 = max(d, _first_position(c.site, T))
