@@ -191,6 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._cli_attribution import add_parsers
 
     add_parsers(sub)
+    from ._cli_mediation import add_parser
+
+    add_parser(sub)
     return p
 
 
