@@ -76,32 +76,8 @@ SUBJECT = "old king"
 WINDOW = 10
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
-
-
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def _rule(title: str) -> None:
-    print(f"\n{title}\n{'-' * len(title)}", flush=True)
+from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
+from _common import timed as _timed  # noqa: E402
 
 
 def window_start(layer: int, n_layers: int, window: int) -> int:

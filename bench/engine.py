@@ -43,32 +43,12 @@ OVERHEAD_TARGET = 1.05     # benchmark 1: run time / plain forward time
 FIXED_COST_TARGET_US = 50  # benchmark 2: µs added per empty run
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
+from _common import timed  # noqa: E402
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def _rule(title: str) -> None:
-    print(f"\n{title}\n{'-' * len(title)}")
+    return timed(fn, device)[0]
 
 
 # -- 1. run overhead on a GPT-2-small-sized model --------------------------------------------------------------
