@@ -47,3 +47,11 @@ from ._counterfactuals import CounterfactualDataset, counterfactuals
 from ._mediation import MediationResult, mediation
 
 __all__ += ["CounterfactualDataset", "MediationResult", "counterfactuals", "mediation"]
+from ._graphs import CausalGraph, forward_graph, interchange_graph
+__all__ += ["CausalGraph", "forward_graph", "interchange_graph"]
+from ._abstraction import (AbstractionResult, CausalModel, InterchangeDataset, abstraction_iia, adder_causal_model,
+                           alignment_search)
+from ._das import DASResult, das
+
+__all__ += ["AbstractionResult", "CausalModel", "DASResult", "InterchangeDataset", "abstraction_iia",
+            "adder_causal_model", "alignment_search", "das"]

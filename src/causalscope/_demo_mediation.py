@@ -26,24 +26,24 @@ def mediation_section(rep: Report) -> None:
 
 
 def _optional_parts(rep: Report) -> None:
-    """The causal-graph pictures and DAS, where those modules are present."""
-    try:
-        from ._graphs import interchange_graph
-    except ImportError:
-        interchange_graph = None
-    if interchange_graph is not None:
-        g = interchange_graph("adder", [1, 2, 3], [4, 2, 3], ["h12"])
-        rep.figure(g.plot(backend="plotly"),
-                   caption="Interchange intervention: h12 from the source run (4 + 2 + 3) patched into the base run "
-                           "(1 + 2 + 3) turns the base output into the source output, 9.")
-    try:
-        from ._das import das
-        from ._abstraction import adder_causal_model
-    except ImportError:
-        return
+    """The causal-graph pictures, causal abstraction and DAS."""
+    from ._graphs import forward_graph, interchange_graph
+
+    rep.figure(forward_graph("adder", [1, 2, 3]).plot(backend="plotly"),
+               caption="The adder as a causal graph: one forward pass of 1 + 2 + 3, values on the nodes, edges = "
+                       "nonzero weights (h23 is disconnected: dead).")
+    rep.figure(interchange_graph("adder", [1, 2, 3], [4, 2, 3], ["h12"]).plot(backend="plotly"),
+               caption="Interchange intervention: h12 from the source run (4 + 2 + 3) patched into the base run "
+                       "(1 + 2 + 3) turns the base output into the source output, 9.")
+    das_section(rep)
+
+
+def das_section(rep: Report) -> None:
+    from ._abstraction import adder_causal_model
+    from ._das import das
+
     res = das("adder-rotated", adder_causal_model(), "A", "l1", k=1, seed=0)
     rep.section("Distributed alignment search on a rotated adder",
                 "The adder with layer 1 rotated by a random orthogonal matrix computes the same function, but no "
                 "single neuron of l1 carries A any more. DAS learns a rotation in which A lives in one coordinate.")
     rep.figure(res.plot(backend="plotly"), caption=f"DAS (k = 1): held-out IIA {res.meta.get('test_iia')}.")
-
