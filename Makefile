@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.causalscope-installed
 
-.PHONY: demo test test-fast bench chromium clean
+.PHONY: demo test test-fast bench chromium fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) chromium
+# tests/test_data.py reads the real Fashion-MNIST IDX files from Debian's package (it skips where they are absent).
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
+test: $(STAMP) chromium fashion-mnist
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
 
 test-fast: $(STAMP)

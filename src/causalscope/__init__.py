@@ -55,3 +55,15 @@ from ._das import DASResult, das
 
 __all__ += ["AbstractionResult", "CausalModel", "DASResult", "InterchangeDataset", "abstraction_iia",
             "adder_causal_model", "alignment_search", "das"]
+from . import data
+
+__all__ += ["data"]
+from ._probes import ProbeResult, SteeringCheck, probe, probe_steering
+
+__all__ += ["ProbeResult", "SteeringCheck", "probe", "probe_steering"]
+from ._directions import DirectionsResult, SimilarityMatrix, class_directions
+from ._restoration import RestorationResult, corrupt, corrupt_and_restore
+from ._steering import SteeringMatrix, SteeringResult, steer, steering_matrix
+
+__all__ += ["DirectionsResult", "RestorationResult", "SimilarityMatrix", "SteeringMatrix", "SteeringResult",
+            "class_directions", "corrupt", "corrupt_and_restore", "steer", "steering_matrix"]

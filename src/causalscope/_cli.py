@@ -194,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._cli_mediation import add_parser
 
     add_parser(sub)
+    from ._cli_directions import add_parsers as add_direction_parsers
+
+    add_direction_parsers(sub)
     return p
 
 

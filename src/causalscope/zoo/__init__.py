@@ -1,7 +1,7 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['adder', 'adder-rotated', 'and-gate', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+['adder', 'adder-rotated', 'and-gate', 'digits-mlp', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
 from .facts import load_facts_gpt
 from .adder import build_adder
 from .gates import build_gate, train_gate
+from .digits_mlp import DigitsMLP, build_digits_mlp
 
 REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-gpt2": (lambda: build_tiny_lm("gpt2"), "GPT-2 architecture, 4 layers, d=64, 4 heads, random weights "
@@ -26,6 +27,9 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "and-gate": (lambda: (build_gate("and"), None), "Linear(2,1)+Sigmoid AND gate with the latent-circuits "
                                                      "seed's trained weights (docs/patching.md)"),
     "or-gate": (lambda: (build_gate("or"), None), "Linear(2,1)+Sigmoid OR gate with the seed's trained weights"),
+    "digits-mlp": (lambda: (build_digits_mlp(), None), "MLP 64-256-128-64-10 (ReLU; sites fc1..fc4, act1..act3), "
+                                                       "TRAINED on scikit-learn's 8x8 digits (cs.data.digits): "
+                                                       "97.2% test accuracy (360 held-out images)"),
     "facts-gpt": (load_facts_gpt, "GPT-2, 4 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus "
                                   "(200 invented people x 5 relations; docs/facts-model.md): for causal tracing"),
 }
@@ -40,3 +44,4 @@ def describe() -> dict[str, str]:
 
 
 __all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate", "build_adder"]
+__all__ += ["DigitsMLP", "build_digits_mlp"]
