@@ -203,42 +203,12 @@ class SimilarityMatrix(LabelledArray):
         labels = [str(c) for c in self.coords["class_a"]]
         annotate = len(labels) <= 20 if annotate is None else annotate
         title = self.meta.get("title", "cosine similarity of class directions")
-        if backend == "plotly":
-            import plotly.graph_objects as go
+        from ._heatmap import annotated_heatmap
 
-            fig = go.Figure(go.Heatmap(z=data, x=labels, y=labels, zmin=-1, zmax=1, colorscale="RdBu",
-                                       reversescale=True,
-                                       text=np.round(data, 2) if annotate else None,
-                                       texttemplate="%{text}" if annotate else None,
-                                       colorbar={"title": {"text": "cosine"}}, **kw))
-            fig.update_yaxes(autorange="reversed", type="category", title_text="class")
-            fig.update_xaxes(type="category", title_text="class")
-            fig.update_layout(title=title, width=560, height=500)
-            return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-        from matplotlib.figure import Figure
-
-        if ax is None:
-            fig = Figure(figsize=(6.4, 5.4), layout="constrained")
-            ax = fig.add_subplot()
-        else:
-            fig = ax.figure
-        im = ax.imshow(data, cmap=kw.pop("cmap", "RdBu_r"), vmin=-1, vmax=1, interpolation="nearest", **kw)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=90 if len(labels) > 10 else 0)
-        ax.set_yticks(range(len(labels)))
-        ax.set_yticklabels(labels)
-        ax.set_xlabel("class")
-        ax.set_ylabel("class")
-        if annotate:
-            for i in range(len(labels)):
-                for j in range(len(labels)):
-                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(data[i, j]) > 0.5 else "black")
-        fig.colorbar(im, ax=ax, label="cosine similarity")
-        ax.set_title(title)
-        return fig
+        return annotated_heatmap(data, labels, labels, title=title, row_title="class", col_title="class",
+                                 value_title="cosine similarity", vmin=-1, vmax=1, cmap="RdBu_r", colorscale="RdBu",
+                                 reverse=True, text_dark=lambda v: abs(v) > 0.5, annotate=annotate, backend=backend,
+                                 ax=ax, size=(6.4, 5.4), plotly_size=(560, 500), **kw)
 
 
 class DirectionsResult(LabelledArray):

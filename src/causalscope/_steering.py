@@ -269,42 +269,12 @@ class SteeringMatrix(LabelledArray):
         tgt = [str(c) for c in self.targets]
         annotate = max(len(src), len(tgt)) <= 20 if annotate is None else annotate
         title = f"steering at {self.meta['site']}, strength {self.strength:g}: {stat}"
-        if backend == "plotly":
-            import plotly.graph_objects as go
+        from ._heatmap import annotated_heatmap
 
-            fig = go.Figure(go.Heatmap(z=data, x=tgt, y=src, zmin=0, zmax=1, colorscale="Viridis",
-                                       text=np.round(data, 2) if annotate else None,
-                                       texttemplate="%{text}" if annotate else None,
-                                       colorbar={"title": {"text": stat}}, **kw))
-            fig.update_yaxes(autorange="reversed", type="category", title_text="source class (inputs)")
-            fig.update_xaxes(type="category", title_text="target class (direction added)")
-            fig.update_layout(title=title, width=600, height=520)
-            return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-        from matplotlib.figure import Figure
-
-        if ax is None:
-            fig = Figure(figsize=(7, 6), layout="constrained")
-            ax = fig.add_subplot()
-        else:
-            fig = ax.figure
-        im = ax.imshow(data, cmap=kw.pop("cmap", "viridis"), vmin=0, vmax=1, aspect="auto", interpolation="nearest",
-                       **kw)
-        ax.set_xticks(range(len(tgt)))
-        ax.set_xticklabels(tgt)
-        ax.set_yticks(range(len(src)))
-        ax.set_yticklabels(src)
-        ax.set_xlabel("target class (direction added)")
-        ax.set_ylabel("source class (inputs)")
-        if annotate:
-            for i in range(len(src)):
-                for j in range(len(tgt)):
-                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if data[i, j] < 0.5 else "black")
-        fig.colorbar(im, ax=ax, label=stat)
-        ax.set_title(title, fontsize=10)
-        return fig
+        return annotated_heatmap(data, src, tgt, title=title, row_title="source class (inputs)",
+                                 col_title="target class (direction added)", value_title=stat, vmin=0, vmax=1,
+                                 cmap="viridis", colorscale="Viridis", text_dark=lambda v: v < 0.5,
+                                 annotate=annotate, backend=backend, ax=ax, **kw)
 
 
 # -- methods ----------------------------------------------------------------------------------------------------------
