@@ -44,21 +44,7 @@ def ref_logit_diff(logits: torch.Tensor) -> torch.Tensor:
     return logits[rows, -1, torch.tensor(CORRECT)] - logits[rows, -1, torch.tensor(WRONG)]
 
 
-def hook(module: nn.Module, io: str, fn):
-    """fn(x) -> replacement or None, on the module's first positional input or its (first) output."""
-    if io == "input":
-        def pre(mod, args):
-            new = fn(args[0])
-            return None if new is None else (new, *args[1:])
-        return module.register_forward_pre_hook(pre)
-
-    def post(mod, args, out):
-        x = out[0] if isinstance(out, tuple) else out
-        new = fn(x)
-        if new is None:
-            return None
-        return (new, *out[1:]) if isinstance(out, tuple) else new
-    return module.register_forward_hook(post)
+from plain_hooks import hook  # noqa: E402  (plain torch hooks for the naive reference)
 
 
 class Linearised:
