@@ -89,7 +89,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
-import json
 import os
 import platform
 import statistics
@@ -115,7 +114,8 @@ DIFF_POS = 4            # the one position where corrupted differs from clean
 
 
 # -- helpers (as in bench/causal_trace.py) -------------------------------------------------------------------------
-from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
+from _common import finish, set_threads  # noqa: E402
+from _common import rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed as _timed  # noqa: E402
 
 
@@ -474,15 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     captum_batch = args.captum_batch or P * steps
 
     t0 = time.perf_counter()
-    load = _loadavg()
-    busy = device.type == "cpu" and load is not None and load > 0.5 * (os.cpu_count() or 1)
-    threads_note = "torch default"
-    if args.threads == "auto" and busy and torch.get_num_threads() > 1:
-        torch.set_num_threads(1)
-        threads_note = "1 (auto: the CPU is busy)"
-    elif args.threads not in ("auto", "default"):
-        torch.set_num_threads(int(args.threads))
-        threads_note = f"{int(args.threads)} (--threads)"
+    threads_note, load, busy = set_threads(args.threads, device)
     env = {"causalscope": cs.__version__, "torch": torch.__version__, "transformers": _version("transformers"),
            "transformer_lens": _version("transformer-lens"), "captum": _version("captum"),
            "python": platform.python_version(),
@@ -563,16 +555,7 @@ def main(argv: list[str] | None = None) -> int:
               f"   (no target)   Pearson {g['denoise pearson']:.3f}, Spearman {g['denoise spearman']:.3f} "
               f"(live cells: {live['pearson']:.3f}, {live['spearman']:.3f})   "
               f"max|score error| {r['max_abs_score_error']:.2f}")
-    env["loadavg_end"] = _loadavg()
-    print(f"total wall time {results['wall_s']:.1f} s" +
-          (f"; load average at end {env['loadavg_end']:.2f}" if env["loadavg_end"] is not None else ""))
-    if not ok:
-        print("EXACTNESS CHECK FAILED: see above")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0 if ok else 1
+    return finish(results, env, args.json, ok)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ import argparse
 import copy
 import cProfile
 import io
-import json
 import math
 import os
 import platform
@@ -76,7 +75,8 @@ SUBJECT = "old king"
 WINDOW = 10
 
 
-from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
+from _common import finish, set_threads  # noqa: E402
+from _common import rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed as _timed  # noqa: E402
 
 
@@ -346,15 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--reps must be >= 1")
 
     t0 = time.perf_counter()
-    load = _loadavg()
-    busy = device.type == "cpu" and load is not None and load > 0.5 * (os.cpu_count() or 1)
-    threads_note = "torch default"
-    if args.threads == "auto" and busy and torch.get_num_threads() > 1:
-        torch.set_num_threads(1)
-        threads_note = "1 (auto: the CPU is busy)"
-    elif args.threads not in ("auto", "default"):
-        torch.set_num_threads(int(args.threads))
-        threads_note = f"{int(args.threads)} (--threads)"
+    threads_note, load, busy = set_threads(args.threads, device)
     env = {"causalscope": cs.__version__, "torch": torch.__version__, "python": platform.python_version(),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": threads_note,
@@ -423,14 +415,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(token-layer ratio {c['naive_over_ours']:.2f}x)   max|diff| {res['max_abs_diff']:.1e}"
               f"{'' if res['allclose_fp32'] else ' (fp64: %.1e)' % res['fp64_recheck']['max_abs_diff_fp64']}   "
               f"target >= {SPEEDUP_TARGET:.0f}x  {_verdict(res['pass'])}")
-    env["loadavg_end"] = _loadavg()
-    print(f"total wall time {results['wall_s']:.1f} s" +
-          (f"; load average at end {env['loadavg_end']:.2f}" if env["loadavg_end"] is not None else ""))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0
+    return finish(results, env, args.json)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -60,7 +59,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import causalscope as cs
 
-from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
+from _common import finish, set_threads  # noqa: E402
+from _common import rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed as _timed  # noqa: E402
 
 TARGET = 20.0
@@ -257,15 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
 
     t0 = time.perf_counter()
-    load = _loadavg()
-    busy = device.type == "cpu" and load is not None and load > 0.5 * (os.cpu_count() or 1)
-    threads_note = "torch default"
-    if args.threads == "auto" and busy and torch.get_num_threads() > 1:
-        torch.set_num_threads(1)
-        threads_note = "1 (auto: the CPU is busy)"
-    elif args.threads not in ("auto", "default"):
-        torch.set_num_threads(int(args.threads))
-        threads_note = f"{int(args.threads)} (--threads)"
+    threads_note, load, busy = set_threads(args.threads, device)
     env = {"causalscope": cs.__version__, "torch": torch.__version__, "python": platform.python_version(),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": threads_note,
@@ -348,16 +340,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{whole['speedup']:.1f}x   target >= {TARGET:.0f}x  {_verdict(whole['pass'])}")
     print(f"identical numbers: directions max|diff| {cmp['directions_max_abs_diff']:.1e}, sweep counts equal "
           f"{cmp['sweep_equal']}, matrix counts equal {cmp['matrix_equal']}  {_verdict(ok)}")
-    env["loadavg_end"] = _loadavg()
-    print(f"total wall time {results['wall_s']:.1f} s" +
-          (f"; load average at end {env['loadavg_end']:.2f}" if env["loadavg_end"] is not None else ""))
-    if not ok:
-        print("EXACTNESS CHECK FAILED: see above")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0 if ok else 1
+    return finish(results, env, args.json, ok)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import platform
 import pstats
@@ -43,6 +42,7 @@ OVERHEAD_TARGET = 1.05     # benchmark 1: run time / plain forward time
 FIXED_COST_TARGET_US = 50  # benchmark 2: µs added per empty run
 
 
+from _common import finish  # noqa: E402
 from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed  # noqa: E402
 
@@ -292,14 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"3. {pt['K']} patch locations  batched {pt['median_s']['batched']:.3f} s; "
           f"{pt['batched_speedup_over']['separate']:.1f}x faster than K runs, "
           f"{pt['batched_speedup_over']['hooks']:.1f}x faster than K hook passes")
-    env["loadavg_end"] = _loadavg()
-    print(f"total wall time {results['wall_s']:.1f} s" +
-          (f"; load average at end {env['loadavg_end']:.2f}" if env["loadavg_end"] is not None else ""))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0
+    return finish(results, env, args.json)
 
 
 if __name__ == "__main__":
