@@ -78,6 +78,15 @@ class HFCausalLMAdapter(Adapter):
         head = module.get_output_embeddings()
         self.unembed_path = next((n for n, m in self._modules.items() if m is head), self.arch.unembed)
 
+    @functools.cached_property
+    def _full_attention_only(self) -> bool:
+        """No layer uses sliding-window (or other non-full) attention, so the KV cache needs no config."""
+        c = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        types = getattr(c, "layer_types", None)
+        if types is not None:
+            return all(t == "full_attention" for t in types)
+        return not getattr(c, "sliding_window", None) or getattr(c, "use_sliding_window", True) is False
+
     def _part(self, path: str | None) -> nn.Module | None:
         return None if path is None else self._modules[path]
 
@@ -243,7 +252,8 @@ class HFCausalLMAdapter(Adapter):
         cache = None
         if pos > 0:
             assert past is not None
-            cache = DynamicCache(config=self.config)
+            # a config-less cache grows plain layers on demand; only sliding-window models need the config
+            cache = DynamicCache() if self._full_attention_only else DynamicCache(config=self.config)
             # only the layers that run read the cache (older transformers size the mask from layer 0)
             for i in (range(layer, stop) if _mask_takes_layer_idx() else range(len(past))):
                 k, v = past[i]
