@@ -27,7 +27,8 @@ For every kind (hidden, mlp, attn; window 10 as in ROME):
   the two cached passes ((1 + N) * L * T). For naive: (N+1) * L * T per cell times L * T cells. For the
   floor: N * sum_l (L-1-l) * sum_{t>=b} (T-t) for hidden; for mlp / attn, the prefix-tree schedule: at
   token t, N * (T-t) per distinct restore pattern over blocks 0..j among cells restored below j, summed
-  over j (cells whose windows agree up to block j share that block), plus N * (T-b) per distinct first
+  over j (cells whose windows agree up to block j share that block; for mlp up to block j-1, since the
+  restored MLP output is the last term of block j's output), plus N * (T-b) per distinct first
   restored layer (a cell's first restored block runs once for all tokens: inside one block, restoring
   position t changes only position t). In the last block only the last position's MLP runs.
 - Speedup = naive wall time / ours wall time. Target: >= 4x for each kind (PASS / FAIL).
@@ -160,7 +161,8 @@ def token_layer_counts(kind: str, L: int, T: int, N: int, b: int, window: int, o
             top = L if t == T - 1 else L - 1
             wins = [set(range(window_start(l, L, window), min(top, l - (-window // 2)))) for l in range(L)]
             firsts |= {min(w) for w in wins if w}
-            per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L)
+            # mlp: cells that agree on blocks 0..j-1 share block j (the restore is added to its output)
+            per_t = sum(len({tuple(k in wins[l] for k in range(j if kind == "mlp" else j + 1)) for l in range(L)
                              if min(wins[l], default=L) < j}) for j in range(L))
             floor += N * per_t * (T - t)
         floor += N * (T - b) * len(firsts)

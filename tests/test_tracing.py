@@ -125,15 +125,18 @@ def test_hidden_trace_runs_exactly_the_compute_floor(lm):
     assert naive / floor > 4
 
 
+@pytest.mark.parametrize("kind", ["mlp", "attn"])
 @pytest.mark.parametrize("window", [1, 2, 3, 10])
-def test_window_trace_shares_prefixes(gpt2, window):
+def test_window_trace_shares_prefixes(gpt2, window, kind):
     """Token-layers of the window schedule, in closed form.
 
     At token t, block j runs once per distinct restore pattern over blocks 0..j among the cells restored
-    somewhere below j (cells not yet restored are the cached corrupted run). A cell's first restored
-    block runs once for all tokens: one pass over positions b..T-1 per distinct first layer. Restoring
-    the last layer's module at t < T-1 cannot reach the last position, so it is not a restore."""
-    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind="mlp", window=window, samples=2, noise=1.0)
+    somewhere below j (cells not yet restored are the cached corrupted run). For mlp the restore is the
+    last term of the block output, so cells that agree on blocks 0..j-1 share block j whether or not
+    they restore it: one run per distinct pattern over 0..j-1. A cell's first restored block runs once
+    for all tokens: one pass over positions b..T-1 per distinct first layer. Restoring the last layer's
+    module at t < T-1 cannot reach the last position, so it is not a restore."""
+    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind=kind, window=window, samples=2, noise=1.0)
     b, _ = r.subject_range
     T, L, N = len(r.tokens), 4, 2
     total, firsts = 0, set()
@@ -141,8 +144,9 @@ def test_window_trace_shares_prefixes(gpt2, window):
         top = L if t == T - 1 else L - 1
         wins = [set(range(max(0, l - window // 2), min(top, l - (-window // 2)))) for l in range(L)]
         firsts |= {min(w) for w in wins if w}
-        per_t = sum(len({tuple(k in wins[l] for k in range(j + 1)) for l in range(L) if min(wins[l], default=L) < j})
-                    for j in range(L))
+        upto = (lambda j: j) if kind == "mlp" else (lambda j: j + 1)
+        per_t = sum(len({tuple(k in wins[l] for k in range(upto(j))) for l in range(L)
+                         if min(wins[l], default=L) < j}) for j in range(L))
         total += N * per_t * (T - t)
     total += N * (T - b) * len(firsts)
     assert r.meta["token_layers"] == total

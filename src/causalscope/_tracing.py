@@ -340,38 +340,52 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
     top = L if t == T - 1 else L - 1
     wins = [range(w.start, min(w.stop, top)) for w in (_window(l, L, window) for l in range(L))]
     patch = Patch(clean)
+    # the MLP output is the last term added to a block's output (GPT-2, NeoX, Llama), so restoring it at t
+    # changes the block output at t by exactly (clean - own) MLP output: a group splitting into restored and
+    # unrestored cells at block j needs one run of block j, not two
+    derive = kind == "mlp"
     groups: list[tuple[torch.Tensor | None, list[int]]] = [(None, list(range(L)))]
     token_layers = 0
     for j in range(L):
         nxt: list[tuple[torch.Tensor | None, list[int]]] = []
-        jobs: list[tuple[torch.Tensor, bool, list[int]]] = []
+        jobs: list[tuple[torch.Tensor, bool, list[int], list[int] | None]] = []
         for h, members in groups:
             on = [l for l in members if j in wins[l]]
             off = [l for l in members if j not in wins[l]]
-            if off:
-                if h is None:
+            if h is None:
+                if off:
                     nxt.append((None, off))
-                else:
-                    jobs.append((h, False, off))
-            if on and h is None:  # entering: the corrupted block output with position t from entries[j]
-                if j not in entries:
-                    entries[j], tl = _entry(m, j, kind, b, samples, clean, corrupted, block_in)
-                    token_layers += tl
-                out = (corrupted.cache[block_in[j + 1].name] if j + 1 < L else
-                       corrupted.cache[f"layers.{L - 1}"])[:, t:].clone()
-                out[:, 0] = entries[j][:, t - b]
-                nxt.append((out, on))
-            elif on:
-                jobs.append((h, True, on))
+                if on:  # entering: the corrupted block output with position t from entries[j]
+                    if j not in entries:
+                        entries[j], tl = _entry(m, j, kind, b, samples, clean, corrupted, block_in)
+                        token_layers += tl
+                    out = (corrupted.cache[block_in[j + 1].name] if j + 1 < L else
+                           corrupted.cache[f"layers.{L - 1}"])[:, t:].clone()
+                    out[:, 0] = entries[j][:, t - b]
+                    nxt.append((out, on))
+            elif on and off and derive:
+                jobs.append((h, False, off, on))
+            else:
+                if off:
+                    jobs.append((h, False, off, None))
+                if on:
+                    jobs.append((h, True, on, None))
         if jobs:
-            seg = m.adapter.segment(torch.cat([h for h, _, _ in jobs]), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
+            seg = m.adapter.segment(torch.cat([h for h, *_ in jobs]), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
                                     past=_past(corrupted.kv, j, len(jobs), t), head=False, last_only=j == L - 1)
             site = Site(f"layers.{j}.{kind}", positions=t)
-            rows = [{site: patch} if restore else {} for _, restore, _ in jobs for _ in range(samples)]
-            run = m.run(seg, rows)
+            rows = [{site: patch} if restore else {} for _, restore, _, _ in jobs for _ in range(samples)]
+            split = any(d is not None for *_, d in jobs)
+            whole = Site(f"layers.{j}.{kind}")  # cached over the segment's positions; position t is index 0
+            run = m.run(seg, rows, cache=[whole] if split else [])
             token_layers += int(run.meta["token_layers"] or 0)
-            for (_, _, members), out in zip(jobs, run.output.split(samples)):
+            own = run.cache[whole.name][:, 0].split(samples) if split else [None] * len(jobs)
+            for (_, _, members, derived), out, mlp_t in zip(jobs, run.output.split(samples), own):
                 nxt.append((out, members))
+                if derived is not None:
+                    restored = out.clone()
+                    restored[:, 0] += clean.cache[f"layers.{j}.{kind}"][0, t] - mlp_t
+                    nxt.append((restored, derived))
         groups = nxt
     scores = [float(corrupted.metric.mean())] * L  # cells never restored (an empty window) stay corrupted
     live = [(h, members) for h, members in groups if h is not None]
