@@ -165,7 +165,8 @@ def token_layer_counts(kind: str, L: int, T: int, N: int, b: int, window: int, o
             per_t = sum(len({tuple(k in wins[l] for k in range(j if kind == "mlp" else j + 1)) for l in range(L)
                              if min(wins[l], default=L) < j}) for j in range(L))
             floor += N * per_t * (T - t)
-        floor += N * (T - b) * len(firsts)
+        if kind != "mlp":  # mlp entry states need no block: corrupted output + (clean - corrupted) MLP output
+            floor += N * (T - b) * len(firsts)
     cached = (1 + N) * L * T
     naive = (N + 1) * L * T * L * T
     ours = ours_meta + cached

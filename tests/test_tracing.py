@@ -134,7 +134,8 @@ def test_window_trace_shares_prefixes(gpt2, window, kind):
     somewhere below j (cells not yet restored are the cached corrupted run). For mlp the restore is the
     last term of the block output, so cells that agree on blocks 0..j-1 share block j whether or not
     they restore it: one run per distinct pattern over 0..j-1. A cell's first restored block runs once
-    for all tokens: one pass over positions b..T-1 per distinct first layer. Restoring the last layer's
+    for all tokens: one pass over positions b..T-1 per distinct first layer (attn; for mlp it is the
+    corrupted block output plus the MLP difference, no compute). Restoring the last layer's
     module at t < T-1 cannot reach the last position, so it is not a restore."""
     r = cs.causal_trace(gpt2, PROMPT, SUBJECT, kind=kind, window=window, samples=2, noise=1.0)
     b, _ = r.subject_range
@@ -148,7 +149,8 @@ def test_window_trace_shares_prefixes(gpt2, window, kind):
         per_t = sum(len({tuple(k in wins[l] for k in range(upto(j))) for l in range(L)
                          if min(wins[l], default=L) < j}) for j in range(L))
         total += N * per_t * (T - t)
-    total += N * (T - b) * len(firsts)
+    if kind == "attn":  # for mlp the entry state is the corrupted output plus (clean - corrupted) MLP: no block
+        total += N * (T - b) * len(firsts)
     assert r.meta["token_layers"] == total
     start_at_window = N * sum(L - max(0, l - window // 2) for l in range(L)) * sum(T - t for t in range(b, T))
     assert r.meta["token_layers"] < start_at_window

@@ -249,7 +249,8 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
 
     corrupt_edit = {Site("embed", positions=range(b, e)): Noise(draws=draws, replace=replace)}
     corrupted = m.run(ids.expand(samples, -1), corrupt_edit, metric=metric,
-                      cache=block_in + [f"layers.{L - 1}"] + sever_sites, keep_kv=True)
+                      cache=block_in + [f"layers.{L - 1}"] + sever_sites + (kind_sites if kind == "mlp" else []),
+                      keep_kv=True)
     low = float(corrupted.metric.mean())
 
     scores = torch.full((T, L), low)
@@ -400,8 +401,17 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
 
 def _entry(m: Model, j: int, kind: str, b: int, samples: int, clean: Any, corrupted: Any,
            block_in: list[Site]) -> tuple[torch.Tensor, int]:
-    """Block j's output on the corrupted input with its ``kind`` output restored at every position >= b."""
+    """Block j's output on the corrupted input with its ``kind`` output restored at every position >= b.
+
+    For mlp no block runs: the MLP output is the last term of the block output, so the restored output is
+    the corrupted one plus (clean - corrupted) MLP output.
+    """
     T = int(corrupted.cache[block_in[0].name].shape[1])
+    L = len(block_in)
+    if kind == "mlp":
+        out = corrupted.cache[block_in[j + 1].name] if j + 1 < L else corrupted.cache[f"layers.{L - 1}"]
+        delta = clean.cache[f"layers.{j}.mlp"][:, b:] - corrupted.cache[f"layers.{j}.mlp"][:, b:]
+        return out[:, b:] + delta, 0
     seg = m.adapter.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b,  # type: ignore[attr-defined]
                             past=corrupted.kv, head=False)
     run = m.run(seg, {Site(f"layers.{j}.{kind}", positions=range(b, T)): Patch(clean)})
