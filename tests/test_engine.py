@@ -420,3 +420,16 @@ def test_hooks_are_registered_once_per_run_not_per_row(gpt2, monkeypatch):
     rows = [{cs.Site("layers.1", positions=t % 6): cs.Patch(clean)} for t in range(60)]
     gpt2.run(ids, rows, chunk_size=7)
     assert len(calls) == 1  # one module touched, 60 rows in 9 chunks: one registration
+
+
+@pytest.mark.parametrize("pos", [4, (3, 5), -1, slice(3, 6), range(4, 6)])
+def test_cached_positions_in_a_segment_are_absolute(lm, pos):
+    """A cache site's positions name the same tokens in a segmented run as in a full run."""
+    ids = ids_of(lm, PROMPTS[0])
+    base = lm.run(ids, cache=["layers.1"], keep_kv=True)
+    seg = lm.adapter.segment(base.cache["layers.1"][:, 3:], layer=2, pos=3, past=base.kv)
+    site = cs.Site("layers.2", positions=pos)
+    part = lm.run(seg, cache=[site]).cache[site.name]
+    full = lm.run(ids, cache=[site]).cache[site.name]
+    assert part.shape == full.shape
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=0)

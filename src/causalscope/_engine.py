@@ -336,7 +336,7 @@ class Engine:
             for s, r in sites_res:
                 full = torch.cat(store[r.key]) if store[r.key] else torch.empty(0)
                 dst.by_key[r.key] = full
-                dst[s.name if isinstance(s, Site) else s] = self._view(full, s, r)
+                dst[s.name if isinstance(s, Site) else s] = self._view(full, s, r, batch.seq_len, batch.pos_offset)
         kv = None
         if keep_kv and kvs:
             kv = [(torch.cat([c[i][0] for c in kvs]), torch.cat([c[i][1] for c in kvs])) for i in range(len(kvs[0]))]
@@ -377,7 +377,10 @@ class Engine:
         return max(1, min(n, int(budget // max(per_row, 1))))
 
     @staticmethod
-    def _view(full: torch.Tensor, site: Site, res: Resolved) -> torch.Tensor:
+    def _view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = None,
+              offset: int = 0) -> torch.Tensor:
+        """The site's selection of a cached activation. In a segmented run (``offset`` > 0) the cache
+        covers positions offset .. seq_len-1, and the site's absolute positions are mapped onto it."""
         if full.numel() == 0 or (site.positions is None and site.heads is None and site.neurons is None
                                  and site.basis is None):
             return full
@@ -385,6 +388,10 @@ class Engine:
         pos = None
         if isinstance(site.positions, tuple):
             pos = torch.tensor(site.positions).expand(full.shape[0], -1)
+        if offset and seq_len and full.ndim >= 3 and site.positions is not None:
+            absolute = pos if pos is not None else torch.arange(seq_len)[site.positions].expand(full.shape[0], -1)
+            pos = absolute % seq_len - offset
+            site = dataclasses.replace(site, positions=tuple(int(p) for p in pos[0]))
         _check_shape(full, site, res.n_heads, pos)
         return _select(full, rows, pos, site, res.n_heads)
 
