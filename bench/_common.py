@@ -70,3 +70,47 @@ def finish(results: dict, env: dict, json_path: str | None, ok: bool | None = No
             json.dump(results, fh, indent=2)
         print(f"wrote {json_path}")
     return 0 if ok is not False else 1
+
+
+def start(threads: str, device: torch.device, quick: bool, reps: int, versions: dict[str, str] | None = None) -> dict:
+    """Set threads (:func:`set_threads`), print the header line and load warnings; returns the env record."""
+    import platform
+
+    import causalscope as cs
+
+    note, load, busy = set_threads(threads, device)
+    env = {"causalscope": cs.__version__, "torch": torch.__version__, **(versions or {}),
+           "python": platform.python_version(),
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": note,
+           "quick": quick, "reps": reps}
+    libs = " | ".join(f"{k} {v}" for k, v in env.items() if k in ("causalscope", "torch", "python", *(versions or {})))
+    print(f"{libs} | device {device.type} ({env['device']}) | {env['cpu_count']} CPUs, torch threads "
+          f"{env['torch_threads']} [{note}]{' | --quick' if quick else ''}")
+    if load is not None:
+        env["loadavg_start"] = load
+        print(f"load average at start: {load:.2f}")
+        if busy:
+            print("warning: other processes are using the CPU; timings (and the PASS/FAIL lines) will be noisy")
+            if torch.get_num_threads() > 1:
+                print("warning: with more torch threads than free cores, every op waits for descheduled OpenMP "
+                      "threads (~5-15 ms per op here): times then count ops, not work. --threads 1 avoids it.")
+    return env
+
+
+def interleaved(ours: Callable[[], Any], ref: Callable[[], Any], reps: int,
+                device: torch.device) -> tuple[list[float], list[float], Any, Any]:
+    """``reps`` repetitions of both, alternating which goes first; returns both time lists and last outputs."""
+    t_ours: list[float] = []
+    t_ref: list[float] = []
+    out_ours = out_ref = None
+    for r in range(reps):
+        for name in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
+            dt, out = timed(ours if name == "ours" else ref, device)
+            if name == "ours":
+                t_ours.append(dt)
+                out_ours = out
+            else:
+                t_ref.append(dt)
+                out_ref = out
+    return t_ours, t_ref, out_ours, out_ref

@@ -90,12 +90,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import os
-import platform
 import statistics
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -104,6 +103,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # TL's per-cell progress bar; disabl
 import torch  # noqa: E402
 
 import causalscope as cs  # noqa: E402
+from causalscope._attribution_patching import _ranks  # noqa: E402
 
 PATCH_TARGET = 3.0      # ours vs TransformerLens, activation patching
 IG_TARGET = 1.5         # ours vs captum, layer integrated gradients
@@ -114,7 +114,7 @@ DIFF_POS = 4            # the one position where corrupted differs from clean
 
 
 # -- helpers (as in bench/causal_trace.py) -------------------------------------------------------------------------
-from _common import finish, set_threads  # noqa: E402
+from _common import finish, interleaved, start  # noqa: E402
 from _common import rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed as _timed  # noqa: E402
 
@@ -126,35 +126,11 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def _interleaved(ours: Callable[[], Any], ref: Callable[[], Any], reps: int,
-                 device: torch.device) -> tuple[list[float], list[float], Any, Any]:
-    """``reps`` repetitions of both, alternating which goes first; returns both time lists and last outputs."""
-    t_ours, t_ref, out_ours, out_ref = [], [], None, None
-    for r in range(reps):
-        order = [("ours", ours), ("ref", ref)] if r % 2 == 0 else [("ref", ref), ("ours", ours)]
-        for name, fn in order:
-            dt, out = _timed(fn, device)
-            if name == "ours":
-                t_ours.append(dt)
-                out_ours = out
-            else:
-                t_ref.append(dt)
-                out_ref = out
-    return t_ours, t_ref, out_ours, out_ref
-
-
-def _avg_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks with ties given their average rank (the textbook Spearman convention)."""
-    _, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts
-    return (first + (counts - 1) / 2).double()[inverse]
-
-
 def _corr(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Pearson and Spearman (average ranks for ties) of two tensors, flattened."""
     a, b = a.flatten().double(), b.flatten().double()
     pearson = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
-    ra, rb = _avg_ranks(a), _avg_ranks(b)
+    ra, rb = _ranks(a), _ranks(b)  # ties share their average rank, as in AttributionPatchingResult.agreement
     return {"pearson": pearson, "spearman": float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])}
 
 
@@ -242,7 +218,7 @@ def bench_patching(hf: Any, tl: Any, clean: torch.Tensor, corrupted: torch.Tenso
     cs.activation_patching(cs.load(hf), clean, corrupted, "resid_pre", metric, direction="denoise",
                            positions=[DIFF_POS], progress=False)
 
-    t_ours, t_tl, r, tl_map = _interleaved(ours, tl_ref, reps, device)
+    t_ours, t_tl, r, tl_map = interleaved(ours, tl_ref, reps, device)
     ours_map = r.raw.sel(direction="denoise").values.float().cpu()
     tl_map = tl_map.float().cpu()
     assert ours_map.shape == tl_map.shape == (L, T), (ours_map.shape, tl_map.shape)
@@ -323,7 +299,7 @@ def bench_ig(hf: Any, clean: torch.Tensor, corrupted: torch.Tensor, layer: int, 
     ours()
     captum()
 
-    t_ours, t_cap, r, cap = _interleaved(ours, captum, reps, device)
+    t_ours, t_cap, r, cap = interleaved(ours, captum, reps, device)
     returned = type(cap).__name__
     if isinstance(cap, (tuple, list)):
         cap = cap[0]
@@ -400,7 +376,7 @@ def bench_atp(hf: Any, clean: torch.Tensor, corrupted: torch.Tensor, correct: li
                                       progress=False)
 
     atp()  # warm-up (exact was warmed up by benchmark 1)
-    t_atp, t_exact, a, e = _interleaved(atp, exact, reps, device)
+    t_atp, t_exact, a, e = interleaved(atp, exact, reps, device)
     agreement = a.agreement(e)
     av, ev = a.denoise.values, e.denoise.values  # (layer, position), normalised scores
     every = _corr(av, ev)
@@ -474,22 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     captum_batch = args.captum_batch or P * steps
 
     t0 = time.perf_counter()
-    threads_note, load, busy = set_threads(args.threads, device)
-    env = {"causalscope": cs.__version__, "torch": torch.__version__, "transformers": _version("transformers"),
-           "transformer_lens": _version("transformer-lens"), "captum": _version("captum"),
-           "python": platform.python_version(),
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": threads_note,
-           "quick": args.quick, "reps": args.reps}
-    print(f"causalscope {env['causalscope']} | torch {env['torch']} | transformers {env['transformers']} | "
-          f"transformer-lens {env['transformer_lens']} | captum {env['captum']} | python {env['python']} | "
-          f"device {args.device} ({env['device']}) | {env['cpu_count']} CPUs, torch threads {env['torch_threads']} "
-          f"[{threads_note}]{' | --quick' if args.quick else ''}")
-    if load is not None:
-        env["loadavg_start"] = load
-        print(f"load average at start: {load:.2f}")
-        if busy:
-            print("warning: other processes are using the CPU; timings (and the PASS/FAIL lines) will be noisy")
+    env = start(args.threads, device, args.quick, args.reps, {"transformers": _version("transformers"),
+                "transformer_lens": _version("transformer-lens"), "captum": _version("captum")})
 
     hf, tl = build_models(L, d, H, V, n_ctx, args.seed, device)
     clean, corrupted = make_prompts(P, T, V, args.seed + 1, device)

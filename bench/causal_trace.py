@@ -55,7 +55,6 @@ import cProfile
 import io
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -76,7 +75,7 @@ SUBJECT = "old king"
 WINDOW = 10
 
 
-from _common import finish, set_threads  # noqa: E402
+from _common import finish, start  # noqa: E402
 from _common import rule as _rule, verdict as _verdict  # noqa: E402
 from _common import timed as _timed  # noqa: E402
 
@@ -349,22 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--reps must be >= 1")
 
     t0 = time.perf_counter()
-    threads_note, load, busy = set_threads(args.threads, device)
-    env = {"causalscope": cs.__version__, "torch": torch.__version__, "python": platform.python_version(),
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": threads_note,
-           "quick": args.quick, "reps": reps}
-    print(f"causalscope {env['causalscope']} | torch {env['torch']} | device {args.device} ({env['device']}) | "
-          f"{env['cpu_count']} CPUs, torch threads {env['torch_threads']} [{threads_note}]"
-          f"{' | --quick' if args.quick else ''}")
-    if load is not None:
-        env["loadavg_start"] = load
-        print(f"load average at start: {load:.2f}")
-        if busy:
-            print("warning: other processes are using the CPU; timings (and the PASS/FAIL lines) will be noisy")
-            if torch.get_num_threads() > 1:
-                print("warning: with more torch threads than free cores, every op waits for descheduled OpenMP "
-                      "threads (~5-15 ms per op here): times then count ops, not work. --threads 1 avoids it.")
+    env = start(args.threads, device, args.quick, reps)
 
     model, tok = cs.zoo.build_tiny_lm("gpt2", n_layers=L, d_model=d, n_heads=H, init_std=0.3)
     model = model.to(device)

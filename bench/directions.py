@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -59,9 +57,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import causalscope as cs
 
-from _common import finish, set_threads  # noqa: E402
+from _common import finish, interleaved, start  # noqa: E402
 from _common import rule as _rule, verdict as _verdict  # noqa: E402
-from _common import timed as _timed  # noqa: E402
 
 TARGET = 20.0
 STRENGTHS = (0.0, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
@@ -209,24 +206,8 @@ def compare(ours: dict, seed: dict, y: torch.Tensor) -> dict:
             "matrix_equal": bool((mat_ours == mat_seed).all())}
 
 
-def _interleaved(ours: Callable[[], Any], ref: Callable[[], Any], reps: int, device: torch.device
-                 ) -> tuple[list[float], list[float], Any, Any]:
-    t_ours, t_ref, out_ours, out_ref = [], [], None, None
-    for r in range(reps):
-        order = [("ours", ours), ("ref", ref)] if r % 2 == 0 else [("ref", ref), ("ours", ours)]
-        for name, fn in order:
-            dt, out = _timed(fn, device)
-            if name == "ours":
-                t_ours.append(dt)
-                out_ours = out
-            else:
-                t_ref.append(dt)
-                out_ref = out
-    return t_ours, t_ref, out_ours, out_ref
-
-
 def _parts(fn_ours: Callable[[], Any], fn_seed: Callable[[], Any], reps: int, device: torch.device) -> dict:
-    t_o, t_s, _, _ = _interleaved(fn_ours, fn_seed, reps, device)
+    t_o, t_s, _, _ = interleaved(fn_ours, fn_seed, reps, device)
     o, s = statistics.median(t_o), statistics.median(t_s)
     return {"ours_s": o, "seed_s": s, "speedup": s / o}
 
@@ -257,19 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
 
     t0 = time.perf_counter()
-    threads_note, load, busy = set_threads(args.threads, device)
-    env = {"causalscope": cs.__version__, "torch": torch.__version__, "python": platform.python_version(),
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads_setting": threads_note,
-           "quick": args.quick, "reps": reps}
-    print(f"causalscope {env['causalscope']} | torch {env['torch']} | python {env['python']} | device {args.device} "
-          f"({env['device']}) | {env['cpu_count']} CPUs, torch threads {env['torch_threads']} [{threads_note}]"
-          f"{' | --quick' if args.quick else ''}")
-    if load is not None:
-        env["loadavg_start"] = load
-        print(f"load average at start: {load:.2f}")
-        if busy:
-            print("warning: other processes are using the CPU; timings (and the PASS/FAIL line) will be noisy")
+    env = start(args.threads, device, args.quick, reps)
 
     net, which = build_model(device)
     X, y, src = load_data(args.quick, device)
