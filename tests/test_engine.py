@@ -433,3 +433,19 @@ def test_cached_positions_in_a_segment_are_absolute(lm, pos):
     full = lm.run(ids, cache=[site]).cache[site.name]
     assert part.shape == full.shape
     torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
+
+
+def test_metric_with_takes_input_index_sees_each_rows_input(mlp):
+    """A metric flagged takes_input_index gets each row's base-input index, chunk by chunk."""
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    index = [2, 0, 1, 1, 2, 0, 0]
+    seen = []
+
+    def metric(y, rows):
+        seen.append(rows.clone())
+        return y[:, 0] + 1000 * rows.to(y.dtype)
+    metric.takes_input_index = True
+    run = mlp.run(x, [{} for _ in index], input_index=index, metric=metric, chunk_size=3)
+    assert torch.equal(torch.cat(seen), torch.tensor(index))
+    plain = mlp.run(x).output[:, 0]
+    torch.testing.assert_close(run.metric, plain[index] + 1000 * torch.tensor(index, dtype=torch.float32))

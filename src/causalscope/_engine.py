@@ -310,7 +310,12 @@ class Engine:
                             f"forward pass, so their interventions / cache / grads would silently do nothing. "
                             f"(A segmented run only executes the blocks from its start layer on.)")
                     y = self.adapter.output(out)
-                    m = metric(y) if metric is not None else None
+                    if metric is None:
+                        m = None
+                    elif getattr(metric, "takes_input_index", False):  # e.g. a per-input target
+                        m = metric(y, idx)
+                    else:
+                        m = metric(y)
                     if m is not None:
                         m = self._check_metric(m, c1 - c0)
                     if want_grad:

@@ -80,22 +80,16 @@ class _PathPoint(Intervention):
 class _Objective:
     """The scalar per row whose gradient IG integrates: ``metric(output)`` or the ``target`` logit.
 
-    ``rows`` maps each row of the run to its input (for per-input targets). The engine calls the metric
-    once per chunk, in row order, with no row ids, so the objective keeps a cursor over the rows.
+    The engine passes each row's input index (``takes_input_index``), which picks per-input targets.
     """
 
-    def __init__(self, target: int | torch.Tensor | None, metric: Callable | None, rows: torch.Tensor) -> None:
-        self.target, self.metric, self.rows, self.cursor = target, metric, rows, 0
+    takes_input_index = True
 
-    def done(self) -> None:
-        if self.cursor not in (0, len(self.rows)):  # pragma: no cover - an engine contract check
-            raise RuntimeError(f"integrated_gradients: the engine evaluated the metric on {self.cursor} rows, "
-                               f"expected {len(self.rows)}.")
+    def __init__(self, target: int | torch.Tensor | None, metric: Callable | None) -> None:
+        self.target, self.metric = target, metric
 
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         n = int(y.shape[0])
-        rows = self.rows[self.cursor:self.cursor + n]
-        self.cursor += n
         if self.metric is not None:
             v = self.metric(y)
             if not isinstance(v, torch.Tensor) or v.ndim == 0 or v.shape[0] != n or v[0].numel() != 1:
@@ -302,12 +296,10 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
 
     seg = _segment_plan(m, site)
     work_site = seg.site if seg is not None else site
-    every = torch.arange(B)
     x_cache = [work_site] + ([seg.entry] if seg is not None and seg.entry != work_site else [])
-    x_obj, b_obj = _Objective(tgt, metric, every), _Objective(tgt, metric, every)
+    x_obj = b_obj = _Objective(tgt, metric)
     run_x = m.run(batch, cache=x_cache, metric=x_obj, chunk_size=chunk_size, progress=False)
     run_b = m.run(base, cache=[work_site], metric=b_obj, chunk_size=chunk_size, progress=False)
-    x_obj.done(), b_obj.done()
     a_x, a_b = _clean(run_x.cache[work_site]), _clean(run_b.cache[work_site])
     if a_x.shape != a_b.shape:
         raise InputError(f"The activation at {site.name!r} is {tuple(a_x.shape)} on the inputs but "
@@ -323,19 +315,17 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
         grad_input = batch
 
     # the path start (alpha = 0): one cheap forward, for the path-completeness check
-    s_obj = _Objective(tgt, metric, every)
+    s_obj = _Objective(tgt, metric)
     run_s = m.run(grad_input, {work_site: _PathPoint(0.0, a_b, diff)}, metric=s_obj, chunk_size=chunk_size,
                   progress=False)
-    s_obj.done()
 
     S = len(alphas)
     points = [_PathPoint(float(al), a_b, diff) for al in alphas]
     rows = [{work_site: p} for p in points for _ in range(B)]
     index = [i for _ in range(S) for i in range(B)]
-    g_obj = _Objective(tgt, metric, torch.tensor(index, dtype=torch.long))
+    g_obj = _Objective(tgt, metric)
     run_g = m.run(grad_input, rows, input_index=index, grads=[work_site], metric=g_obj, chunk_size=chunk_size,
                   progress=progress)
-    g_obj.done()
     grads = run_g.grads[work_site].reshape(S, B, *diff.shape[1:])
     w = torch.as_tensor(weights, dtype=grads.dtype, device=grads.device)
     total = torch.tensordot(w, grads, dims=([0], [0]))
