@@ -113,17 +113,17 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}).")
     P = runs["clean"].n_rows
     scores = torch.zeros(len(dirs), len(cells))
+    sites = {(s.module, s.io): (s, m.adapter.resolve(s)) for s in full}
     for i, name in enumerate(dirs):
         g_run = runs["corrupted"] if name == "denoise" else runs["clean"]
+        # grad . (a_clean - a_corrupted), elementwise, once per site; each cell sums its selection of it
+        prods = {k: (runs["clean"].cache[s.name] - runs["corrupted"].cache[s.name]) * g_run.grads[s.name]
+                 for k, (s, _) in sites.items()}
         for j, c in enumerate(cells):
             key = (c.site.module, c.site.io)
-            s = next(s for s in full if (s.module, s.io) == key)
-            res = m.adapter.resolve(s)
-            delta = runs["clean"].cache[s.name] - runs["corrupted"].cache[s.name]
-            prod = delta * g_run.grads[s.name]
-            part = Engine._view(prod, c.site, res)
-            est = part.reshape(P, -1).sum(1).mean()  # the metric is averaged over prompts
-            scores[i, j] = est / span
+            part = Engine._view(prods[key], c.site, sites[key][1])
+            scores[i, j] = part.reshape(P, -1).sum(1).mean()  # the metric is averaged over prompts
+    scores /= span
     shape = (len(dirs), *[len(coords[k]) for k in dims])
     meta = {"method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
             "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
