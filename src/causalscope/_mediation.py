@@ -8,7 +8,7 @@ import torch
 from ._counterfactuals import CounterfactualDataset
 from ._errors import InputError
 from ._load import load
-from ._metrics import _LastPosition, resolve_metric
+from ._metrics import is_last_only, resolve_metric
 from ._patching import _cells, _fast_path_ok, _first_difference, _pair, _rows, _seq_len, _staircase, _unique_full_sites
 from ._results import LabelledArray
 from ._sites import Site
@@ -127,14 +127,17 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
             return _staircase(m, cells, base_run, source_run, P, T, d, fn, False, "mediation")[0]
         return _rows(m, cells, base_x, source_run, P, fn, chunk_size, False)[0]
 
-    into_base = patched(runs["base"], base_in, runs["source"], metric_fn)        # (cells, pairs)
-    into_source = patched(runs["source"], src_in, runs["base"], metric_fn)
     logits = runs["source"].output is not None and runs["source"].output.ndim == 3
-    if logits:  # IIA on an LM: the intervened run predicts the source run's top token
-        top = _LastPosition("top token", lambda y: y.argmax(-1).float())
-        hit = patched(runs["base"], base_in, runs["source"], top) == top(runs["source"].output)[None]
+    if logits:  # IIA on an LM: the intervened run predicts the source run's top token; same pass as the metric
+        def both(y: torch.Tensor) -> torch.Tensor:
+            return torch.stack([metric_fn(y).float(), y[:, -1].argmax(-1).float()], 1)
+        both.last_only = is_last_only(metric_fn)  # type: ignore[attr-defined]
+        into_base, top = patched(runs["base"], base_in, runs["source"], both).unbind(-1)
+        hit = top == runs["source"].output[:, -1].argmax(-1).float()[None]
     else:
+        into_base = patched(runs["base"], base_in, runs["source"], metric_fn)        # (cells, pairs)
         hit = (into_base - y_src[None]).abs() <= tol
+    into_source = patched(runs["source"], src_in, runs["base"], metric_fn)
     per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
                             into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
     idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))

@@ -237,7 +237,8 @@ def _rows(m: Model, cells: list[_Cell], base_in: Any, source: Any, P: int, metri
     rows = [{c.site: patch} for c in cells for _ in range(P)]
     run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
                 chunk_size=chunk_size, progress=progress if progress is False else None)
-    return run.metric.float().view(len(cells), P), int(run.meta["token_layers"] or 0)
+    vals = run.metric.float()
+    return vals.view(len(cells), P, *vals.shape[1:]), int(run.meta["token_layers"] or 0)
 
 
 def _block_of(m: Model, site: Site) -> int | None:
@@ -280,7 +281,7 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
                progress: bool | None, name: str) -> tuple[torch.Tensor, int]:
     """Hugging Face LMs: cells grouped by the first position they can change; within a group every block
     call runs the stacked states of all cells already patched, on positions from that one on. Returns the
-    metric per (cell, prompt)."""
+    metric per (cell, prompt[, the metric's own columns])."""
     from ._tracing import _past
 
     L = int(m.n_layers or 0)
@@ -288,7 +289,7 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
     patches = [Patch(source, row=p) for p in range(P)]
     # cells that patch nothing keep the base run's value (of this metric: the base output, where kept)
     own = metric(base.output).float() if base.output is not None else base.metric.float()
-    values = own[None].repeat(len(cells), 1)
+    values = own[None].repeat(len(cells), *[1] * own.ndim)
     groups: dict[int, list[tuple[int, int, Site]]] = {}
     for i, c in enumerate(cells):
         p0 = max(d, _first_position(c.site, T))
@@ -325,5 +326,5 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
             else:  # the metric may read any position: put back the base run's logits before t
                 prefix = base.output[:, :t]
                 vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in run.output.split(P)])
-            values[order] = vals.view(len(order), P)
+            values[order] = vals.view(len(order), P, *vals.shape[1:])
     return values, token_layers
