@@ -22,10 +22,10 @@ def mediation_section(rep: Report) -> None:
                    caption=f"IIA when only {vary} changes (rows: layer l1, l2; columns: neuron). Mean NIE per neuron: "
                            + ", ".join(f"{v:+.2f}" for v in nie.values.flatten().tolist()) + ".")
     rep.text("As in the tutorial: h12 carries A, h13 carries B + C, h22 carries A + B + C; h23 is dead.")
-    _optional_parts(rep)
+    _graphs_and_das(rep)
 
 
-def _optional_parts(rep: Report) -> None:
+def _graphs_and_das(rep: Report) -> None:
     """The causal-graph pictures, causal abstraction and DAS."""
     from ._graphs import forward_graph, interchange_graph
 

@@ -282,8 +282,6 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
     """Hugging Face LMs: cells grouped by the first position they can change; within a group every block
     call runs the stacked states of all cells already patched, on positions from that one on. Returns the
     metric per (cell, prompt[, the metric's own columns])."""
-    from ._tracing import _past
-
     L = int(m.n_layers or 0)
     last_only = is_last_only(metric)
     patches = [Patch(source, row=p) for p in range(P)]
@@ -315,7 +313,8 @@ def _staircase(m: Model, cells: list[_Cell], base: Any, source: Any, P: int, T: 
             order += [i for i, _ in new]
             last = j == L - 1
             seg = m.adapter.segment(hidden, layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
-                                    past=_past(base.kv, j, len(order), t), head=last, last_only=last and last_only)
+                                    past=m.adapter.stacked_past(base.kv, j, len(order), t),  # type: ignore
+                                    head=last, last_only=last and last_only)
             run = m.run(seg, rows, metric=metric if last and last_only else None)
             token_layers += int(run.meta["token_layers"] or 0)
             if not last:

@@ -274,18 +274,6 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                        name="p(answer)")
 
 
-def _past(kv: list, layer: int, groups: int, pos: int) -> list:
-    """The corrupted run's keys / values before ``pos``, repeated for ``groups`` stacked copies of the
-    samples (only the layer that runs, where transformers sizes the mask from it)."""
-    from .adapters._hf import _mask_takes_layer_idx
-
-    past = list(kv)
-    for i in ([layer] if _mask_takes_layer_idx() else range(len(past))):
-        k, v = past[i]
-        past[i] = (k[:, :, :pos].repeat(groups, 1, 1, 1), v[:, :, :pos].repeat(groups, 1, 1, 1))
-    return past
-
-
 def _states_at(m: Model, t: int, sever: str | None, samples: int, clean: Any, corrupted: Any,
                block_in: list[Site], metric: Any) -> tuple[list[float], int]:
     """Scores of restoring the block output at token ``t`` in every layer: a staircase over blocks.
@@ -305,8 +293,9 @@ def _states_at(m: Model, t: int, sever: str | None, samples: int, clean: Any, co
         h[:, 0] = clean.cache[f"layers.{j - 1}"][0, t]
         states.append(h)
         last = j == L - 1
-        seg = m.adapter.segment(torch.cat(states), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
-                                past=_past(corrupted.kv, j, len(states), t), head=last, last_only=last)
+        past = m.adapter.stacked_past(corrupted.kv, j, len(states), t)  # type: ignore[attr-defined]
+        seg = m.adapter.segment(torch.cat(states), layer=j, stop=j + 1, pos=t, past=past,  # type: ignore[attr-defined]
+                                head=last, last_only=last)
         rows: list[dict] = [{}] * (len(states) * samples)
         if sever and not (last and t < T - 1):  # at the last layer only the last position is read
             site = Site(f"layers.{j}.{sever}", positions=t)
@@ -372,8 +361,9 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
                 if on:
                     jobs.append((h, True, on, None))
         if jobs:
-            seg = m.adapter.segment(torch.cat([h for h, *_ in jobs]), layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
-                                    past=_past(corrupted.kv, j, len(jobs), t), head=False, last_only=j == L - 1)
+            past = m.adapter.stacked_past(corrupted.kv, j, len(jobs), t)  # type: ignore[attr-defined]
+            seg = m.adapter.segment(torch.cat([h for h, *_ in jobs]), layer=j, stop=j + 1,  # type: ignore[attr-defined]
+                                    pos=t, past=past, head=False, last_only=j == L - 1)
             site = Site(f"layers.{j}.{kind}", positions=t)
             rows = [{site: patch} if restore else {} for _, restore, _, _ in jobs for _ in range(samples)]
             split = any(d is not None for *_, d in jobs)

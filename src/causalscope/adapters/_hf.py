@@ -170,6 +170,19 @@ class HFCausalLMAdapter(Adapter):
               "head": head}
         return Batch((), kw, int(hidden.shape[0]), pos + int(hidden.shape[1]), pos)
 
+    def stacked_past(self, kv: KV, layer: int, groups: int, pos: int) -> KV:
+        """``kv``'s keys / values before ``pos``, repeated for ``groups`` stacked copies of its rows, for a
+        segment that runs block ``layer`` alone (only that layer is copied where transformers sizes the
+        mask from it).
+
+        >>> seg = a.segment(torch.cat(states), layer=j, stop=j + 1, pos=t, past=a.stacked_past(kv, j, len(states), t))
+        """
+        past = list(kv)
+        for i in ([layer] if _mask_takes_layer_idx() else range(len(past))):
+            k, v = past[i]
+            past[i] = (k[:, :, :pos].repeat(groups, 1, 1, 1), v[:, :, :pos].repeat(groups, 1, 1, 1))
+        return past
+
     def token_layers(self, batch: Batch) -> int | None:
         kw = batch.kwargs
         if "hidden" in kw:
