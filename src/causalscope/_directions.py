@@ -143,25 +143,6 @@ def class_indices(labels: list[Any], n_classes: int, what: str) -> torch.Tensor:
     return torch.tensor([class_index(v, n_classes, what) for v in labels], dtype=torch.long)
 
 
-#: on CPU, rows per forward pass: chunks this size keep a small model's activations in cache (a 20k-row
-#: pass of the digits MLP runs 2.5x slower per row than 2k-row passes); results do not depend on it
-CPU_CHUNK = 2048
-
-
-def default_chunk(m: Any, X: Any, n_rows: int, chunk_size: int | None, n_cached: int = 0) -> int | None:
-    """``chunk_size`` if given; on CPU the engine's memory-based choice capped at :data:`CPU_CHUNK`."""
-    if chunk_size is not None:
-        return chunk_size
-    p = next(m.module.parameters(), None)
-    if p is None or p.device.type != "cpu":
-        return None
-    try:
-        engine_choice = m.engine._chunk_size(None, n_rows, m.adapter.prepare(X), n_cached)
-    except Exception:  # noqa: BLE001 (the engine's own run reports bad inputs)
-        return None
-    return max(1, min(engine_choice, CPU_CHUNK))
-
-
 def progress_for(n_rows: int) -> bool | None:
     """No progress bar for runs of a few seconds at most (CPU chunks are small, so the engine's rule of
     "more than 3 chunks" would show one for a 10k-row run of an MLP); the engine's rule above 200k rows."""
@@ -379,7 +360,7 @@ def class_directions(model: Any, data: Any, site: Site | str, *, labels: Any = N
     classes = _sorted_unique(y)
     if len(classes) < 2:
         raise InputError(f"class_directions needs at least 2 classes; the labels hold only {classes}.")
-    run = m.run(X, cache=[st], keep_output=False, chunk_size=default_chunk(m, X, n, chunk_size, 1),
+    run = m.run(X, cache=[st], keep_output=False, chunk_size=chunk_size,
                 progress=progress_for(n))
     acts = as_matrix(run.cache[st.name], st).detach()
     dtype = acts.dtype if acts.is_floating_point() else torch.float32

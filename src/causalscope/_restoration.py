@@ -8,7 +8,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from ._directions import as_site_arg, default_chunk, n_inputs, progress_for, readout_fn, split_data
+from ._directions import as_site_arg, n_inputs, progress_for, readout_fn, split_data
 from ._errors import InputError
 from ._interventions import ApplyContext, Intervention
 from ._load import load
@@ -284,7 +284,7 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     n = n_inputs(m, X)
     metric_all = readout_fn(readout)
     clean = m.run(X, cache=st, metric=lambda y: softmax(metric_all(y).float()),
-                  chunk_size=default_chunk(m, X, n, chunk_size, len(st)), progress=progress_for(n))
+                  chunk_size=chunk_size, progress=progress_for(n))
     p_clean_all = clean.metric
     pred = p_clean_all.argmax(-1)
     uniq, pos = torch.unique(pred, return_inverse=True)
@@ -305,7 +305,7 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
             rows += [g] * n
             index += block
     run = m.run(corrupted, rows, input_index=index, metric=metric,
-                chunk_size=default_chunk(m, corrupted, len(rows), chunk_size), progress=progress_for(len(rows)))
+                chunk_size=chunk_size, progress=progress_for(len(rows)))
     p = run.metric.view(C, G, n, -1).gather(3, pos.view(1, 1, n, 1).expand(C, G, n, 1))[..., 0]
     site_labels = names + (["all"] if all_sites else [])
     meta = {"method": "corrupt_and_restore", "model": m.name, "sites": names, "corruptions": labels, "scale": scale,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._directions import (DirectionsResult, as_site_arg, check_labels, class_index, class_indices, default_chunk,
+from ._directions import (DirectionsResult, as_site_arg, check_labels, class_index, class_indices,
                           n_inputs, progress_for, readout_fn, split_data)
 from ._errors import InputError
 from ._interventions import Add
@@ -320,7 +320,7 @@ def steer(model: Any, inputs: Any, site: Any, direction: Any, strengths: Any = (
         rows += [{st: a}] * n  # one dict per strength, shared by its n rows
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
-                chunk_size=default_chunk(m, X, len(rows), chunk_size), progress=progress_for(len(rows)))
+                chunk_size=chunk_size, progress=progress_for(len(rows)))
     probs = run.metric.view(len(ks), n, -1)
     C = probs.shape[-1]
     pred = probs.argmax(-1)
@@ -397,7 +397,7 @@ def steering_matrix(model: Any, data: Any, site: Any, directions: Any, strength:
         rows += [{st: Add(v, strength=float(strength))}] * n
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
-                chunk_size=default_chunk(m, X, len(rows), chunk_size), progress=progress_for(len(rows)))
+                chunk_size=chunk_size, progress=progress_for(len(rows)))
     probs = run.metric.view(len(vecs) + int(baseline), n, -1).double()
     C = probs.shape[-1]
     t_idx = torch.tensor([class_index(t, C, "target class") for t in targets], dtype=torch.long)
