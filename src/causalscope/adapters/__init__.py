@@ -7,6 +7,7 @@ from torch import nn
 
 from .._errors import InputError
 from ._base import Adapter, Batch, Resolved, primary
+from ._compiled import CompiledAdapter, is_compiled_transformer
 from ._hf import ARCHS, HFCausalLMAdapter, is_hf_causal_lm
 from ._tl import TransformerLensAdapter, is_hooked_transformer
 
@@ -16,6 +17,8 @@ def adapter_for(model: Any, tokenizer: Any = None, name: str | None = None, gene
     if not isinstance(model, nn.Module):
         raise InputError(f"causalscope works on torch.nn.Module objects; got {type(model).__name__}. "
                          f"Pass a model, a bundled model name or a local Hugging Face directory to causalscope.load.")
+    if not generic and is_compiled_transformer(model):
+        return CompiledAdapter(model, tokenizer, name)
     if not generic and is_hooked_transformer(model):
         return TransformerLensAdapter(model, tokenizer, name)
     if not generic and is_hf_causal_lm(model) and getattr(model.config, "model_type", None) in ARCHS:
@@ -23,4 +26,4 @@ def adapter_for(model: Any, tokenizer: Any = None, name: str | None = None, gene
     return Adapter(model, tokenizer, name)
 
 
-__all__ = ["Adapter", "Batch", "Resolved", "HFCausalLMAdapter", "TransformerLensAdapter", "adapter_for", "primary"]
+__all__ = ["Adapter", "Batch", "Resolved", "CompiledAdapter", "HFCausalLMAdapter", "TransformerLensAdapter", "adapter_for", "primary"]
