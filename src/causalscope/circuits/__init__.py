@@ -5,6 +5,6 @@
 """
 from __future__ import annotations
 
-from ._circuit import Circuit, node_layer, node_order
+from ._circuit import Circuit, node_layer, node_order, upstream
 
-__all__ = ["Circuit", "node_layer", "node_order"]
+__all__ = ["Circuit", "node_layer", "node_order", "upstream"]

@@ -47,6 +47,18 @@ def node_layer(name: str) -> int | None:
     return None if key in (-1.0, float("inf")) else int(key)
 
 
+def upstream(sender: str, receiver: str) -> bool:
+    """True where ``sender`` writes into the residual stream before ``receiver`` reads it.
+
+    >>> upstream("a0.h0", "m0"), upstream("a0.h0", "a0.h1"), upstream("m0", "a1.h0")
+    (True, False, True)
+    """
+    s, r = node_order(sender), node_order(receiver)
+    if sender == "logits" or receiver == "embed":
+        return False
+    return s[0] < r[0] or (s[0] == r[0] and s[1] == 0 and r[1] == 1)
+
+
 @dataclass
 class Circuit:
     """Nodes and directed edges; ``meta`` holds anything else (the program, labels of each node).
@@ -70,7 +82,7 @@ class Circuit:
             if s not in known or r not in known:
                 raise InputError(f"Edge {s!r} -> {r!r} names a node that is not in the circuit "
                                  f"(nodes: {', '.join(self.nodes)}).")
-            if node_order(s) >= node_order(r):
+            if not upstream(s, r):
                 raise InputError(f"Edge {s!r} -> {r!r} does not run forward through the model.")
             edges.append((s, r))
         self.edges = sorted(dict.fromkeys(edges), key=lambda e: (node_order(e[1]), node_order(e[0])))
