@@ -67,3 +67,6 @@ from ._steering import SteeringMatrix, SteeringResult, steer, steering_matrix
 
 __all__ += ["DirectionsResult", "RestorationResult", "SimilarityMatrix", "SteeringMatrix", "SteeringResult",
             "class_directions", "corrupt", "corrupt_and_restore", "steer", "steering_matrix"]
+from .circuits import NodeEffects, node_effects, subspace_effects
+
+__all__ += ["NodeEffects", "node_effects", "subspace_effects"]

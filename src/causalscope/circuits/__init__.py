@@ -8,3 +8,8 @@ from __future__ import annotations
 from ._circuit import Circuit, node_layer, node_order, upstream
 
 __all__ = ["Circuit", "node_layer", "node_order", "upstream"]
+from ._ablation import DEFAULT_SCALES, node_effects, subspace_effects
+from ._ablation_result import NodeEffects
+from ._pca import PositionPCA, position_pca
+
+__all__ += ["DEFAULT_SCALES", "NodeEffects", "PositionPCA", "node_effects", "position_pca", "subspace_effects"]
