@@ -13,3 +13,6 @@ from ._ablation_result import NodeEffects
 from ._pca import PositionPCA, position_pca
 
 __all__ += ["DEFAULT_SCALES", "NodeEffects", "PositionPCA", "node_effects", "position_pca", "subspace_effects"]
+from ._cases import Case, CaseTokenizer, case_names, load_case
+
+__all__ += ["Case", "CaseTokenizer", "case_names", "load_case"]

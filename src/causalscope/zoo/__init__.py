@@ -1,11 +1,17 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['adder', 'adder-rotated', 'and-gate', 'digits-mlp', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox']
+['adder', 'adder-rotated', 'and-gate', 'digits-mlp', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox', 'tracr-frac-prevs', 'tracr-hist', 'tracr-majority', 'tracr-pair-balance', 'tracr-reverse', 'tracr-sort']
+
+``tracr-<case>`` are RASP programs compiled by tracr into a CompiledTransformer, with ground-truth circuits
+(``causalscope.circuits.load_case``; docs/tracr-cases.md).
 """
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
@@ -33,6 +39,22 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "facts-gpt": (load_facts_gpt, "GPT-2, 4 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus "
                                   "(200 invented people x 5 relations; docs/facts-model.md): for causal tracing"),
 }
+
+
+def _tracr_case(case: str) -> tuple[Any, Any]:
+    from ..circuits._cases import load_case  # circuits imports the zoo: import on use
+
+    c = load_case(case)
+    return c.model, c.tokenizer
+
+
+def _tracr_index() -> dict[str, str]:
+    path = Path(__file__).resolve().parent / "data" / "tracr" / "index.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+REGISTRY.update({f"tracr-{case}": (functools.partial(_tracr_case, case), "tracr-compiled RASP program, exact "
+                                    f"weights and ground-truth circuit: {desc}") for case, desc in _tracr_index().items()})
 
 
 def names() -> list[str]:
