@@ -1,0 +1,253 @@
+"""Circuit discovery on a model's computational graph: shared setup, metrics, exact node and edge patching.
+
+>>> r = circuits.node_patching(case)                       # a shipped case: its inputs, labels, positions
+>>> r = circuits.discover(model, tokens, method="eap")     # any model with graph parts, any inputs
+>>> r.circuit(k=10)
+
+Every method takes clean inputs, corrupted inputs (default: a seeded resample of the clean rows, no row
+paired with itself; or ``"zero"`` / ``"mean"``: every node's corrupted output is zero, or its mean over the
+inputs at that position) and a metric of the logits, and returns :class:`CircuitScores`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._errors import InputError
+from ._discovery_result import CircuitScores
+from ._graph import ComputeGraph, GraphOutputs
+
+METRICS = ("logprob", "kl", "mse", "output")
+#: corruptions by name: a seeded resample of the inputs (the default), every sender's output set to zero, or
+#: to its mean over the inputs (per position)
+ABLATIONS = ("resample", "zero", "mean")
+
+
+class GraphMetric:
+    """A metric of the logits, vectorised over leading configuration dims: (..., rows, T, V) -> (..., rows).
+
+    >>> m = GraphMetric("kl", clean_logits=clean, positions=[1, 2, 3])
+    >>> m(logits).mean(-1)                  # one value per configuration
+
+    Built-ins (read at ``positions`` only, averaged over them): ``"logprob"``: log-probability of each row's
+    label (higher is better); ``"kl"``: KL(clean || patched) of the output distribution (lower is better);
+    ``"mse"``: minus the squared error to the clean output (numerical outputs; higher is better);
+    ``"output"``: the output value itself (numerical). A callable ``f(logits (rows, T, V)) -> (rows,)`` is
+    taken as is (``higher_is_better`` says which way is better; the default is True).
+    """
+
+    def __init__(self, kind: str | Callable[[torch.Tensor], torch.Tensor], *, clean_logits: torch.Tensor,
+                 positions: Sequence[int], labels: torch.Tensor | None = None,
+                 higher_is_better: bool | None = None) -> None:
+        self.positions = torch.as_tensor(list(positions), dtype=torch.long)
+        if callable(kind):
+            self.name = getattr(kind, "__name__", repr(kind))
+            self._user = kind
+            self.higher_is_better = True if higher_is_better is None else bool(higher_is_better)
+            return
+        if kind not in METRICS:
+            raise InputError(f"Unknown metric {kind!r}: use one of {', '.join(METRICS)} or a callable "
+                             f"logits (rows, T, V) -> (rows,).")
+        self.name, self._user = kind, None
+        self.higher_is_better = kind != "kl" if higher_is_better is None else bool(higher_is_better)
+        at = clean_logits[:, self.positions].double().clone()  # a normal tensor (runs give inference tensors)
+        self._clean_logp = at.log_softmax(-1)
+        self._clean_out = at
+        if kind == "logprob":
+            if labels is None:
+                labels = clean_logits.argmax(-1)
+            lab = labels[:, self.positions]
+            if bool((lab < 0).any()) or bool((lab >= clean_logits.shape[-1]).any()):
+                raise InputError(f"Labels at the metric positions {self.positions.tolist()} must be output ids in "
+                                 f"[0, {clean_logits.shape[-1]}); some are not (position 0 is BOS: leave it out).")
+            self._labels = lab.long()
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._user is not None:
+            lead = logits.shape[:-3]
+            flat = logits.reshape(-1, *logits.shape[-3:])
+            vals = torch.stack([torch.as_tensor(self._user(x)).reshape(-1).expand(x.shape[0]) for x in flat])
+            return vals.reshape(*lead, logits.shape[-3])
+        at = logits[..., self.positions, :].double()
+        if self.name == "logprob":
+            lab = self._labels.expand(*at.shape[:-1])
+            return at.log_softmax(-1).gather(-1, lab[..., None])[..., 0].mean(-1)
+        if self.name == "kl":
+            p = self._clean_logp
+            return (p.exp() * (p - at.log_softmax(-1))).sum(-1).mean(-1)
+        if self.name == "mse":
+            return -((at - self._clean_out) ** 2).mean((-1, -2))
+        return at.mean((-1, -2))  # output
+
+    def worse(self, new: torch.Tensor, old: torch.Tensor | float) -> torch.Tensor:
+        """How much worse ``new`` is than ``old`` (positive: worse)."""
+        return (old - new) if self.higher_is_better else (new - old)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@dataclass
+class Setup:
+    """Everything a method needs: the graph, both runs, the metric and the settings to record."""
+
+    graph: ComputeGraph
+    clean: GraphOutputs
+    corrupted: GraphOutputs
+    metric: GraphMetric
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mean metric over rows, per configuration: (C, rows, T, V) -> (C,)."""
+        return self.metric(logits).mean(-1)
+
+    def result(self, scores: torch.Tensor, level: str, method: str, **extra: Any) -> CircuitScores:
+        g = self.graph
+        names = g.edge_names() if level == "edge" else list(g.senders)
+        meta = {"method": method, **self.meta, "nodes": g.nodes, **extra}
+        return CircuitScores(scores.double(), (level,), {level: names}, meta, name=f"{method} score")
+
+
+def _is_case(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("model", "inputs", "circuit"))
+
+
+def resample(tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A seeded reordering of the rows in which no row is paired with itself (for more than one row).
+
+    >>> resample(torch.arange(4)[:, None], seed=0).ravel().tolist()   # a permutation, no fixed points
+    """
+    n = tokens.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    src = torch.empty(n, dtype=torch.long)
+    src[perm] = perm.roll(-1)  # row perm[i] takes row perm[i + 1]: one cycle, so no fixed points
+    return tokens[src]
+
+
+def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
+          positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
+          default_metric: dict[bool, str], higher_is_better: bool | None = None) -> Setup:
+    """Resolve a method's arguments (a case, or a model + inputs) into a :class:`Setup`."""
+    if _is_case(model):
+        case = model
+        model = case.model
+        if clean is None:
+            clean = case.inputs
+            labels = case.labels if labels is None else labels
+        positions = list(case.label_positions) if positions is None else positions
+        categorical = bool(case.categorical) if categorical is None else categorical
+    graph = model if isinstance(model, ComputeGraph) else ComputeGraph(model)
+    if clean is None:
+        raise InputError("No clean inputs: pass token ids (rows, positions), or a case from circuits.load_case.")
+    clean_t = graph._check_tokens(clean)
+    ablation = corrupted if isinstance(corrupted, str) else None
+    if ablation is not None and ablation not in ABLATIONS:
+        raise InputError(f"Unknown corruption {ablation!r}: give corrupted token ids or one of {', '.join(ABLATIONS)}.")
+    if corrupted is None or ablation is not None:
+        if clean_t.shape[0] < 2 and ablation in (None, "resample"):
+            raise InputError("A resampled corruption needs at least 2 input rows; pass corrupted= inputs.")
+        corr_t = resample(clean_t, seed) if clean_t.shape[0] > 1 else clean_t
+    else:
+        corr_t = graph._check_tokens(corrupted)
+        if corr_t.shape != clean_t.shape:
+            raise InputError(f"Corrupted inputs have shape {tuple(corr_t.shape)}, clean ones {tuple(clean_t.shape)}: "
+                             f"give one corrupted row per clean row, of the same length.")
+    T = clean_t.shape[1]
+    positions = list(range(1, T)) if positions is None else [int(p) for p in positions]
+    if not positions or any(p < -T or p >= T for p in positions):
+        raise InputError(f"Metric positions {positions} must be non-empty and lie in [0, {T}).")
+    c_out, x_out = graph.outputs(clean_t), graph.outputs(corr_t)
+    if ablation in ("zero", "mean"):
+        fill = (torch.zeros_like(c_out.senders) if ablation == "zero"
+                else c_out.senders.mean(0, keepdim=True).expand_as(c_out.senders).clone())
+        x_out = GraphOutputs(clean_t, fill, c_out.logits)
+        x_out.logits = graph.run(torch.ones(1, len(graph.edges)), c_out, x_out)[0]
+    if categorical is None:
+        categorical = c_out.logits.shape[-1] > 1
+    kind = metric if metric is not None else default_metric[bool(categorical)]
+    lab = None
+    if labels is not None and kind == "logprob":
+        lab = torch.as_tensor(labels)
+        if lab.shape != clean_t.shape:
+            raise InputError(f"labels have shape {tuple(lab.shape)}; expected one per input token {tuple(clean_t.shape)}.")
+    gm = GraphMetric(kind, clean_logits=c_out.logits, positions=positions, labels=lab,
+                     higher_is_better=higher_is_better)
+    meta = {"model": graph.model.name, "metric": gm.name, "higher_is_better": gm.higher_is_better,
+            "positions": positions, "n_inputs": int(clean_t.shape[0]), "seed": seed,
+            "corrupted": ablation or ("resample" if corrupted is None else "given"), "n_edges": len(graph.edges)}
+    s = Setup(graph, c_out, x_out, gm, meta)
+    m_clean = float(s.value(c_out.logits[None])[0])
+    m_corr = float(s.value(x_out.logits[None])[0])
+    s.meta.update(clean_metric=m_clean, corrupted_metric=m_corr)
+    return s
+
+
+_EXACT_DEFAULT = {True: "kl", False: "mse"}
+
+
+def _patched_values(s: Setup, patch: torch.Tensor, progress: bool | None) -> torch.Tensor:
+    """Metric (mean over rows) of each configuration of ``patch``, batched, with a progress bar over chunks."""
+    from tqdm.auto import tqdm
+
+    N = s.clean.tokens.shape[0]
+    per = max(1, 4096 // max(1, N))
+    starts = range(0, patch.shape[0], per)
+    show = progress if progress is not None else len(starts) > 20
+    bar = tqdm(starts, desc="patching", unit="chunk", disable=not show)
+    return torch.cat([s.value(s.graph.run(patch[i:i + per], s.clean, s.corrupted)) for i in bar])
+
+
+def node_patching(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
+                  positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
+                  progress: bool | None = None) -> CircuitScores:
+    """Exact node patching: each node's output replaced by its corrupted-run output, one row group per node.
+
+    >>> r = circuits.node_patching(case)       # default metric: KL to the clean output (categorical), else MSE
+    >>> r.top(5)
+
+    Score of node ``n``: ``metric(n patched) - metric(clean)``, averaged over inputs (all edges out of ``n``
+    carry the corrupted value; downstream nodes recompute). Cost: one batched pass over the graph per node
+    (rows = nodes x inputs), starting at each node's layer.
+    """
+    s = setup(model, clean, corrupted, metric=metric, labels=labels, positions=positions, categorical=categorical,
+              seed=seed, default_metric=_EXACT_DEFAULT)
+    g = s.graph
+    patch = (g.edge_sender[None, :] == torch.arange(len(g.senders))[:, None]).double()
+    vals = _patched_values(s, patch, progress)
+    return s.result(vals - s.meta["clean_metric"], "node", "node_patching")
+
+
+def edge_patching(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
+                  positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
+                  progress: bool | None = None) -> CircuitScores:
+    """Exact edge patching: each edge alone carries the corrupted sender output (the reference EAP estimates).
+
+    >>> exact = circuits.edge_patching(case); eap = circuits.edge_attribution_patching(case)
+
+    Score of edge ``e``: ``metric(e patched) - metric(clean)``, averaged over inputs. Cost: one configuration
+    per edge, batched, each run from the edge's receiver on.
+    """
+    s = setup(model, clean, corrupted, metric=metric, labels=labels, positions=positions, categorical=categorical,
+              seed=seed, default_metric=_EXACT_DEFAULT)
+    patch = torch.eye(len(s.graph.edges), dtype=torch.float64)
+    vals = _patched_values(s, patch, progress)
+    return s.result(vals - s.meta["clean_metric"], "edge", "edge_patching")
+
+
+def discover(model: Any, clean: Any = None, corrupted: Any = None, *, method: str = "eap_ig",
+             **kwargs: Any) -> CircuitScores:
+    """Run one discovery method by name: ``node_patching``, ``edge_patching``, ``eap``, ``eap_ig``, ``acdc``.
+
+    >>> r = circuits.discover(case, method="acdc", threshold=1e-4)
+    """
+    from ._acdc import acdc
+    from ._eap import eap_ig, edge_attribution_patching
+
+    methods = {"node_patching": node_patching, "edge_patching": edge_patching, "eap": edge_attribution_patching,
+               "edge_attribution_patching": edge_attribution_patching, "eap_ig": eap_ig, "acdc": acdc}
+    if method not in methods:
+        raise InputError(f"Unknown method {method!r}: use one of {', '.join(methods)}.")
+    return methods[method](model, clean, corrupted, **kwargs)

@@ -1,0 +1,267 @@
+"""The computational graph of a transformer: nodes, edges, and a forward pass with any edges patched.
+
+>>> g = ComputeGraph(model)                   # a causalscope Model or nn.Module whose adapter has graph parts
+>>> g.edges[:2]
+[('embed', 'a0.h0'), ('embed', 'a0.h1')]
+>>> clean, corrupted = g.outputs(clean_tokens), g.outputs(corrupted_tokens)
+>>> patch = torch.zeros(3, len(g.edges)); patch[1, g.edge_index(("embed", "logits"))] = 1
+>>> g.run(patch, clean, corrupted).shape      # (configurations, rows, positions, outputs)
+
+Senders write into the residual stream: ``embed``, each head ``a{l}.h{h}``, each MLP ``m{l}``. Receivers read
+it: each head (its own copy of the input, as query, key and value), each MLP and ``logits``. A receiver's
+input is the sum of every upstream sender's output plus the constant biases (the attention output bias
+``b_O`` of every layer before it). An edge ``(s, r)`` is the term ``s`` contributes to ``r``'s input; patching
+it replaces that term by ``s``'s output in the corrupted run, while unpatched edges carry ``s``'s output in the
+current (possibly patched) run, as in ACDC (Conmy et al. 2023) and EAP-IG's graph evaluation (Hanna et al.).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._errors import InputError
+from .._guard import preserved
+from ._circuit import upstream
+
+#: most elements of the (configurations x rows x positions x senders x d_model) working tensor per pass
+_MAX_ELEMENTS = 2**25
+
+
+@dataclass
+class GraphOutputs:
+    """Every sender's output (rows, positions, senders, d_model) and the logits of one run.
+
+    >>> out = g.outputs(tokens); out.senders[:, :, g.sender_index("a0.h1")]   # head 0.1's residual write
+    """
+
+    tokens: torch.Tensor
+    senders: torch.Tensor
+    logits: torch.Tensor
+
+
+class ComputeGraph:
+    """Nodes and edges of a model's computational graph, run with any set of edges patched.
+
+    >>> g = ComputeGraph(cs.load(random_compiled(cfg)))
+    >>> len(g.edges), g.senders[:2], g.receivers[-1]
+    (57, ['embed', 'a0.h0'], 'logits')
+
+    Needs an adapter with ``graph_parts()`` (compiled transformers). The model is never changed: no hooks,
+    no parameter updates; runs happen in eval mode with gradients only with respect to activations.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from .._load import load
+
+        m = load(model)
+        fn = getattr(m.adapter, "graph_parts", None)
+        if fn is None:
+            raise InputError(f"{m.name!r} ({m.adapter.kind} adapter) has no computational graph of heads and MLPs: "
+                             f"circuit discovery needs an adapter with graph_parts(), e.g. a compiled transformer "
+                             f"(causalscope.zoo.compiled.CompiledTransformer or causalscope.circuits.load_case).")
+        self.model = m
+        self.parts = fn()
+        L, H = int(self.parts.n_layers), int(self.parts.n_heads)
+        self.n_layers, self.n_heads = L, H
+        self.senders: list[str] = ["embed"]
+        self.receivers: list[str] = []
+        for layer in range(L):
+            heads = [f"a{layer}.h{h}" for h in range(H)]
+            self.senders += heads + [f"m{layer}"]
+            self.receivers += heads + [f"m{layer}"]
+        self.receivers.append("logits")
+        self.nodes: list[str] = self.senders + ["logits"]
+        self.edges: list[tuple[str, str]] = [(s, r) for r in self.receivers for s in self.senders if upstream(s, r)]
+        self._sidx = {s: i for i, s in enumerate(self.senders)}
+        self._ridx = {r: i for i, r in enumerate(self.receivers)}
+        self._eidx = {e: i for i, e in enumerate(self.edges)}
+        self.edge_sender = torch.tensor([self._sidx[s] for s, _ in self.edges])
+        self.edge_receiver = torch.tensor([self._ridx[r] for _, r in self.edges])
+        # stages run in order: heads of layer l (2l), MLP l (2l + 1), logits (2L); upstream senders are a prefix
+        self._stage_of_receiver = torch.tensor([self._stage(r) for r in self.receivers])
+        self.edge_stage = self._stage_of_receiver[self.edge_receiver]
+
+    # ------------------------------------------------------------------ names
+    def _stage(self, receiver: str) -> int:
+        if receiver == "logits":
+            return 2 * self.n_layers
+        if receiver.startswith("m"):
+            return 2 * int(receiver[1:]) + 1
+        return 2 * int(receiver[1:].split(".")[0])
+
+    def _n_upstream(self, stage: int) -> int:
+        """How many senders (a prefix of ``senders``) write before ``stage`` reads."""
+        layer, part = divmod(stage, 2)
+        return 1 + layer * (self.n_heads + 1) + (self.n_heads if part else 0)
+
+    def _receivers_of(self, stage: int) -> list[int]:
+        layer, part = divmod(stage, 2)
+        if stage == 2 * self.n_layers:
+            return [len(self.receivers) - 1]
+        start = layer * (self.n_heads + 1)
+        return [start + self.n_heads] if part else list(range(start, start + self.n_heads))
+
+    def _bias(self, stage: int) -> torch.Tensor:
+        """The attention output biases summed into the residual stream before ``stage`` reads it."""
+        n = stage // 2 + (stage % 2)  # heads of layer l: layers < l; MLP l and logits: layers <= l
+        out = torch.zeros(())
+        for layer in range(min(n, self.n_layers)):
+            out = out + self.parts.attn_bias(layer)
+        return out
+
+    def sender_index(self, name: str) -> int:
+        if name not in self._sidx:
+            raise InputError(f"{name!r} is not a sender of this graph (senders: {', '.join(self.senders)}).")
+        return self._sidx[name]
+
+    def edge_index(self, edge: Sequence[str] | str) -> int:
+        """Index of an edge ``("a0.h1", "m1")`` or ``"a0.h1->m1"`` in :attr:`edges`."""
+        key = tuple(edge.split("->")) if isinstance(edge, str) else tuple(edge)
+        if key not in self._eidx:
+            raise InputError(f"{edge!r} is not an edge of this graph ({len(self.edges)} edges, e.g. "
+                             f"{self.edges[0][0]}->{self.edges[0][1]}); edges run forward from a sender to a receiver.")
+        return self._eidx[key]  # type: ignore[index]
+
+    def edge_names(self) -> list[str]:
+        return [f"{s}->{r}" for s, r in self.edges]
+
+    def mask(self, edges: Sequence[Sequence[str] | str]) -> torch.Tensor:
+        """A boolean mask over :attr:`edges` with the named edges set."""
+        out = torch.zeros(len(self.edges), dtype=torch.bool)
+        for e in edges:
+            out[self.edge_index(e)] = True
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ComputeGraph({self.model.name!r}: {len(self.senders)} senders, {len(self.receivers)} receivers, "
+                f"{len(self.edges)} edges)")
+
+    # ------------------------------------------------------------------ runs
+    def _check_tokens(self, tokens: Any) -> torch.Tensor:
+        batch = self.model.adapter.prepare(tokens)
+        t = batch.args[0]
+        if t.shape[0] == 0:
+            raise InputError("No inputs: give at least one row of token ids.")
+        return t
+
+    def trace(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Unpatched graph forward from the embedding node's output ``(rows, T, d)``.
+
+        Returns the logits, every sender's output (rows, T, senders, d) and every stage's receiver input:
+        (rows, T, heads, d) for a layer's heads (one copy per head, so gradients come per head), (rows, T, d)
+        for an MLP and for the logits. Differentiable with respect to ``embed``.
+        """
+        outs = [embed]
+        inputs: list[torch.Tensor] = []
+        resid = embed
+        for layer in range(self.n_layers):
+            xh = resid.unsqueeze(2).repeat(1, 1, self.n_heads, 1)
+            inputs.append(xh)
+            heads = self.parts.heads(layer, xh)
+            outs += list(heads.unbind(2))
+            resid = resid + heads.sum(2) + self.parts.attn_bias(layer)
+            xm = resid.clone()  # the MLP's own copy: its gradient is what flows through the MLP alone
+            inputs.append(xm)
+            mlp = self.parts.mlp(layer, xm)
+            outs.append(mlp)
+            resid = resid + mlp
+        inputs.append(resid)
+        return self.parts.logits(resid), torch.stack(outs, 2), inputs
+
+    def outputs(self, tokens: Any) -> GraphOutputs:
+        """Sender outputs and logits of an unpatched run on ``tokens`` (rows, positions)."""
+        t = self._check_tokens(tokens)
+        with preserved(self.model.module), torch.inference_mode():
+            logits, senders, _ = self.trace(self.parts.embed(t))
+        return GraphOutputs(t, senders, logits)
+
+    def run(self, patch: torch.Tensor, clean: GraphOutputs, corrupted: GraphOutputs, *,
+            base: GraphOutputs | None = None, base_patch: torch.Tensor | None = None,
+            return_outputs: bool = False) -> Any:
+        """Logits (configurations, rows, T, outputs) with, per configuration, the edges in ``patch`` patched.
+
+        >>> logits = g.run(torch.eye(len(g.edges)), clean, corrupted)     # each edge patched alone, batched
+
+        ``patch``: (configurations, edges), 1 where the edge carries the corrupted run's sender output, 0 where
+        it carries the current run's (values in between interpolate). ``base`` / ``base_patch``: the cached
+        outputs of a run with ``base_patch`` applied (default: the clean run, nothing patched); only the
+        stages from the first receiver where a configuration differs from ``base_patch`` are computed.
+        ``return_outputs``: also return the sender outputs (configurations, rows, T, senders, d).
+        """
+        patch = torch.as_tensor(patch, dtype=clean.senders.dtype)
+        if patch.ndim == 1:
+            patch = patch[None]
+        if patch.ndim != 2 or patch.shape[1] != len(self.edges):
+            raise InputError(f"patch must be (configurations, {len(self.edges)} edges); got shape {tuple(patch.shape)}.")
+        if clean.senders.shape != corrupted.senders.shape:
+            raise InputError(f"Clean and corrupted runs differ in shape: {tuple(clean.senders.shape)} vs "
+                             f"{tuple(corrupted.senders.shape)}; give corrupted inputs shaped like the clean ones.")
+        if base is None:
+            base, base_patch = clean, torch.zeros(len(self.edges))
+        elif base_patch is None:
+            raise InputError("A base run needs its base_patch (the edges patched when it was made).")
+        base_patch = torch.as_tensor(base_patch, dtype=patch.dtype)
+        C = patch.shape[0]
+        N, T, S, d = clean.senders.shape
+        chunk = max(1, _MAX_ELEMENTS // max(1, N * T * S * d))
+        logits, outs = [], []
+        with preserved(self.model.module), torch.inference_mode():
+            for i in range(0, C, chunk):
+                lg, so = self._run_chunk(patch[i:i + chunk], corrupted, base, base_patch, return_outputs)
+                logits.append(lg)
+                outs.append(so)
+        out = torch.cat(logits)
+        return (out, torch.cat(outs)) if return_outputs else out
+
+    def _run_chunk(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
+                   base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        C = patch.shape[0]
+        differs = (patch != base_patch[None]).any(0)
+        if not bool(differs.any()):
+            so = base.senders.unsqueeze(0).expand(C, *base.senders.shape) if keep else None
+            return base.logits.unsqueeze(0).expand(C, *base.logits.shape).clone(), so
+        start = int(self.edge_stage[differs].min())
+        N, T, S, d = base.senders.shape
+        A = torch.zeros(C, len(self.receivers), S, dtype=patch.dtype)
+        A[:, self.edge_receiver, self.edge_sender] = patch
+        cur = base.senders.unsqueeze(0).repeat(C, 1, 1, 1, 1)
+        X = corrupted.senders
+        logits = None
+        for stage in range(start, 2 * self.n_layers + 1):
+            p = self._n_upstream(stage)
+            rs = self._receivers_of(stage)
+            a = A[:, rs, :p]  # (C, R, p)
+            x = (torch.einsum("crs,cntsd->cntrd", 1 - a, cur[..., :p, :])
+                 + torch.einsum("crs,ntsd->cntrd", a, X[..., :p, :]) + self._bias(stage))
+            layer, part = divmod(stage, 2)
+            if stage == 2 * self.n_layers:
+                logits = self.parts.logits(x[..., 0, :])
+            elif part == 0:
+                h = self.parts.heads(layer, x.reshape(C * N, T, len(rs), d))
+                cur[..., p:p + self.n_heads, :] = h.view(C, N, T, self.n_heads, d)
+            else:
+                cur[..., p, :] = self.parts.mlp(layer, x[..., 0, :].reshape(C * N, T, d)).view(C, N, T, d)
+        return logits, (cur if keep else None)  # type: ignore[return-value]
+
+    def connected(self, kept: torch.Tensor) -> torch.Tensor:
+        """The kept edges that lie on a path from ``embed`` to ``logits`` through kept edges (MIB's pruning)."""
+        kept = torch.as_tensor(kept, dtype=torch.bool)
+        nodes = self.nodes
+        idx = {n: i for i, n in enumerate(nodes)}
+        fwd = torch.zeros(len(nodes), dtype=torch.bool)
+        fwd[idx["embed"]] = True
+        for e in sorted(range(len(self.edges)), key=lambda i: self.edge_stage[i]):
+            s, r = self.edges[e]
+            if kept[e] and fwd[idx[s]]:
+                fwd[idx[r]] = True
+        bwd = torch.zeros(len(nodes), dtype=torch.bool)
+        bwd[idx["logits"]] = True
+        for e in sorted(range(len(self.edges)), key=lambda i: -int(self.edge_stage[i])):
+            s, r = self.edges[e]
+            if kept[e] and bwd[idx[r]]:
+                bwd[idx[s]] = True
+        ok = torch.tensor([bool(fwd[idx[s]] and bwd[idx[r]]) for s, r in self.edges])
+        return kept & ok
