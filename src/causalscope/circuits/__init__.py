@@ -13,6 +13,9 @@ from ._ablation_result import NodeEffects
 from ._pca import PositionPCA, position_pca
 
 __all__ += ["DEFAULT_SCALES", "NodeEffects", "PositionPCA", "node_effects", "position_pca", "subspace_effects"]
+from ._cases import Case, CaseTokenizer, case_names, load_case
+
+__all__ += ["Case", "CaseTokenizer", "case_names", "load_case"]
 from ._acdc import acdc
 from ._discovery import GraphMetric, discover, edge_patching, node_patching, resample
 from ._discovery_result import CircuitScores
