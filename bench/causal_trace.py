@@ -186,12 +186,15 @@ def _fp64_recheck(m: cs.Model, kind: str, draws: torch.Tensor, window: int, ours
     ids = m64.adapter.tokenize(PROMPT).to(device)
     b, e = cs.subject_range(m64, PROMPT, SUBJECT)
     nv = naive_trace(model64, ids, b, e, d64, kind, window, bad, device)
-    idx = tuple(torch.tensor(c) for c in zip(*bad))
-    diff64 = float((r64.scores.double()[idx] - nv["table"][idx]).abs().max())
+    diff64 = 0.0
+    if bad:
+        idx = tuple(torch.tensor(c) for c in zip(*bad))
+        diff64 = float((r64.scores.double()[idx] - nv["table"][idx]).abs().max())
+    ends64 = max(abs(r64.high_score - nv["high"]), abs(r64.low_score - nv["low"]))
     del model64, m64
-    return {"cells": bad, "max_abs_diff_fp64": diff64,
+    return {"cells": bad, "max_abs_diff_fp64": diff64, "clean_corrupted_diff_fp64": ends64,
             "fp32_vs_fp64_rounding": float((ours32.double() - r64.scores.double()).abs().max()),
-            "pass": diff64 <= ATOL}
+            "pass": diff64 <= ATOL and ends64 <= ATOL}
 
 
 def bench_kind(m: cs.Model, kind: str, draws: torch.Tensor, window: int, naive_layers: list[int], reps: int,
@@ -221,25 +224,27 @@ def bench_kind(m: cs.Model, kind: str, draws: torch.Tensor, window: int, naive_l
     diff = float(err.max())
     same = bool(diff <= ATOL)
     assert r.meta["answer_id"] == nv["answer"], "ours and naive predict different answers"
-    assert abs(r.high_score - nv["high"]) <= ATOL and abs(r.low_score - nv["low"]) <= ATOL, \
-        f"clean / corrupted scores differ: ours {r.high_score}, {r.low_score}; naive {nv['high']}, {nv['low']}"
+    ends_same = abs(r.high_score - nv["high"]) <= ATOL and abs(r.low_score - nv["low"]) <= ATOL
     spread = float((r.scores - r.low_score).abs().max())
     assert spread > 1e-4, f"{kind}: the trace is flat, the comparison proves nothing"
     recheck = None
-    if not same:
-        # init_std 0.3 makes the model sharp: fp32 rounding (different batch shapes, GEMM blockings) can move
-        # a probability by > 1e-5. Decide in float64 whether the two methods really differ.
+    if not same or not ends_same:
+        # init_std 0.3 makes the model sharp: fp32 rounding (different batch shapes, GEMM blockings; on CUDA
+        # other kernels) can move a probability by > 1e-5. Decide in float64 whether the methods really differ
+        # (the disagreeing cells and the clean / corrupted scores).
         bad = [(int(t), int(layer)) for t, layer in (err > ATOL).nonzero().tolist()]
         recheck = _fp64_recheck(m, kind, draws, window, r.scores, bad, device)
         assert recheck["pass"], (f"{kind}: causal_trace and the naive loop disagree (fp32 max |diff| {diff:.2e}, "
-                                 f"fp64 max |diff| {recheck['max_abs_diff_fp64']:.2e} on {bad})")
+                                 f"fp64 max |diff| {recheck['max_abs_diff_fp64']:.2e} on {bad}; clean / corrupted "
+                                 f"ours {r.high_score}, {r.low_score}, naive {nv['high']}, {nv['low']}, fp64 diff "
+                                 f"{recheck['clean_corrupted_diff_fp64']:.2e})")
 
     n_cells, n_ran = L * T, int(ran.sum())
     per_cell = statistics.fmean(nv["cell_s"])
     naive_s = nv["base_s"] + sum(nv["cell_s"]) if n_ran == n_cells else nv["base_s"] + per_cell * n_cells
     counts = token_layer_counts(kind, L, T, N, b, window, int(r.meta["token_layers"]))
     speedup = naive_s / ours_s
-    res = {"kind": kind, "ours_s": ours_s, "ours_s_reps": ours_times, "naive_s": naive_s,
+    res = {"kind": kind, "schedule": r.meta["schedule"], "ours_s": ours_s, "ours_s_reps": ours_times, "naive_s": naive_s,
            "naive_extrapolated": n_ran < n_cells, "naive_cells_run": n_ran, "naive_cells_total": n_cells,
            "naive_layers": naive_layers, "naive_s_per_cell": per_cell, "naive_base_s": nv["base_s"],
            "naive_measured_s": nv["base_s"] + sum(nv["cell_s"]), "max_abs_diff": diff, "cells_compared": n_ran,
@@ -270,7 +275,7 @@ def _print_kind(res: dict, N: int) -> None:
     _rule(f"kind = {res['kind']}   (answer {res['answer']!r}: clean p {res['high_score']:.4f}, "
           f"corrupted p {res['low_score']:.4f}, trace spread {res['trace_spread']:.3f})")
     print(f"{'method':<58}{'seconds':>10}{'token-layers':>14}{'tok-layers/s':>14}")
-    print(f"{'ours: causal_trace(samples=' + str(N) + ', noise=draws)':<58}{res['ours_s']:>10.2f}{c['ours']:>14,}"
+    print(f"{'ours: causal_trace(samples=' + str(N) + ', noise=draws), ' + res['schedule']:<58}{res['ours_s']:>10.2f}{c['ours']:>14,}"
           f"{res['ours_token_layers_per_s']:>14,.0f}")
     print(f"{'naive ROME loop: one (N+1)-row forward per cell':<58}{res['naive_s']:>10.2f}{c['naive']:>14,}"
           f"{res['naive_token_layers_per_s']:>14,.0f}{ext}")
@@ -290,8 +295,14 @@ def _print_kind(res: dict, N: int) -> None:
               f"recomputed in float64 both ways, they agree to "
               f"{rc['max_abs_diff_fp64']:.1e} (allclose atol {ATOL:.0e}: fp32 rounding, not a different "
               f"computation; fp32 vs fp64 of ours differs by up to {rc['fp32_vs_fp64_rounding']:.1e})")
+    if res["fp64_recheck"] is not None and res["fp64_recheck"]["clean_corrupted_diff_fp64"] > 0:
+        print(f"  clean / corrupted scores: fp32 ours vs naive differ by more than {ATOL:.0e}; in float64 they agree "
+              f"to {res['fp64_recheck']['clean_corrupted_diff_fp64']:.1e}")
     print(f"  speedup {res['speedup']:.2f}x  target >= {SPEEDUP_TARGET:.0f}x  {_verdict(res['pass'])}", flush=True)
-    if c["naive_over_ours"] < SPEEDUP_TARGET:
+    if res["schedule"] == "batched":
+        print("  schedule 'batched' (auto on an accelerator): every cell x sample is a row of a few full passes, "
+              "more token-layers than the floor but far fewer kernel launches")
+    elif c["naive_over_ours"] < SPEEDUP_TARGET:
         print(f"  note: the target is above the token-layer ratio ({c['naive_over_ours']:.2f}x): at equal cost per "
               f"token-layer, no schedule that runs this count of token-layers can reach it.")
     if "profile" in res:

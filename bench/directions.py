@@ -34,7 +34,8 @@ The experiment is the seed's (../shared/seeds/000_569454d2698c2aa3.txt), on laye
   torchvision MNIST, which only helps the seed. Copies are ``copy.deepcopy(model)`` (the seed builds
   ``type(model)()`` and loads the state dict: the same cost class). Runs under ``torch.no_grad()`` as there.
 
-Exactness: the directions must agree (allclose atol 1e-6); the numbers of correct predictions of every
+Exactness: the directions must agree (allclose atol 1e-6, rtol 1e-5: the seed sums fp32 activations in its
+own order, which on a GPU differs from ours by fp32 rounding of the larger entries); the numbers of correct predictions of every
 strength and every matrix cell must be equal as integers (ours: fraction x count, rounded). Times are the
 medians of ``--reps`` interleaved repetitions (alternating which side goes first) after one warm-up of each.
 Target: ours >= 20x faster over the whole experiment (directions + sweep + matrix). Threads: ``--threads
@@ -197,7 +198,8 @@ def compare(ours: dict, seed: dict, y: torch.Tensor) -> dict:
     frac = ours["matrix"].accuracy.values.double()
     mat_ours = (frac.T * counts[None, :].double()).round().long().numpy()
     mat_seed = seed["matrix"][0]
-    return {"directions_max_abs_diff": dir_diff, "directions_allclose": dir_diff <= 1e-6,
+    close = bool(torch.allclose(d_ours, d_seed, rtol=1e-5, atol=1e-6))
+    return {"directions_max_abs_diff": dir_diff, "directions_allclose": close,
             "sweep_correct_ours": sweep_ours, "sweep_correct_seed": sweep_seed, "sweep_n": n7,
             "sweep_equal": sweep_ours == sweep_seed,
             "matrix_correct_ours": mat_ours.tolist(), "matrix_correct_seed": mat_seed.tolist(),
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _rule("Exactness (ours vs the seed's copy loop)")
     print(f"directions (10 x 128): max |diff| {cmp['directions_max_abs_diff']:.1e}  "
-          f"(allclose 1e-6: {cmp['directions_allclose']})")
+          f"(allclose atol 1e-6 rtol 1e-5: {cmp['directions_allclose']})")
     print(f"sweep: correct 7s per strength, ours {cmp['sweep_correct_ours']} / seed {cmp['sweep_correct_seed']} "
           f"of {cmp['sweep_n']}  (equal: {cmp['sweep_equal']})")
     print(f"matrix: {100 - cmp['matrix_cells_differing']} / 100 cells with equal counts of correct predictions "

@@ -449,3 +449,20 @@ def test_metric_with_takes_input_index_sees_each_rows_input(mlp):
     assert torch.equal(torch.cat(seen), torch.tensor(index))
     plain = mlp.run(x).output[:, 0]
     torch.testing.assert_close(run.metric, plain[index] + 1000 * torch.tensor(index, dtype=torch.float32))
+
+
+def test_deferred_finite_check_names_the_failing_intervention():
+    """On an accelerator the engine checks interventions for NaN / inf once after the forward (a flag read
+    mid-pass would stall the device); the check must still name the intervention that produced them."""
+    from types import SimpleNamespace
+
+    from causalscope._engine import _check_finite
+
+    ok = SimpleNamespace(intervention=cs.Zero(), site=cs.Site("layers.0"))
+    bad = SimpleNamespace(intervention=cs.Scale(2.0), site=cs.Site("layers.1.mlp"))
+    state = {"finite": [(torch.tensor(True), ok), (torch.tensor(False), bad)]}
+    with pytest.raises(cs.InterventionError, match=r"Scale at 'layers.1.mlp' produced NaN or inf"):
+        _check_finite(state)
+    state = {"finite": [(torch.tensor(True), ok)]}
+    _check_finite(state)
+    assert state["finite"] == []

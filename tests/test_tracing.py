@@ -88,12 +88,15 @@ def naive_trace(m: cs.Model, prompt: str, subject: str, draws: torch.Tensor, kin
     return table, low, float(clean_logits.softmax(-1)[answer]), answer
 
 
+@pytest.mark.parametrize("schedule", ["floor", "batched"])
 @pytest.mark.parametrize("kind,window", [("hidden", 10), ("mlp", 3), ("attn", 2), ("mlp", 1)])
 @pytest.mark.parametrize("replace", [False, True])
-def test_trace_equals_naive_rome_loop(lm, kind, window, replace):
+def test_trace_equals_naive_rome_loop(lm, kind, window, replace, schedule):
     b, e = cs.subject_range(lm, PROMPT, SUBJECT)
     draws = 2.0 * torch.randn(4, e - b, 64, generator=torch.Generator().manual_seed(1))
-    r = cs.causal_trace(lm, PROMPT, SUBJECT, kind=kind, window=window, noise=draws, replace=replace)
+    r = cs.causal_trace(lm, PROMPT, SUBJECT, kind=kind, window=window, noise=draws, replace=replace,
+                        schedule=schedule)
+    assert r.meta["schedule"] == schedule
     ref, low, high, answer = naive_trace(lm, PROMPT, SUBJECT, draws, kind, window, replace)
     assert r.meta["answer_id"] == answer
     assert r.low_score == pytest.approx(low, abs=1e-6) and r.high_score == pytest.approx(high, abs=1e-6)
@@ -101,11 +104,12 @@ def test_trace_equals_naive_rome_loop(lm, kind, window, replace):
     assert (r.scores - low).abs().max() > 1e-4  # the trace is not flat: the comparison can fail
 
 
+@pytest.mark.parametrize("schedule", ["floor", "batched"])
 @pytest.mark.parametrize("sever", ["mlp", "attn"])
-def test_severed_trace_equals_naive_repatch_loop(gpt2, sever):
+def test_severed_trace_equals_naive_repatch_loop(gpt2, sever, schedule):
     b, e = cs.subject_range(gpt2, PROMPT, SUBJECT)
     draws = 2.0 * torch.randn(3, e - b, 64, generator=torch.Generator().manual_seed(2))
-    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, noise=draws, sever=sever)
+    r = cs.causal_trace(gpt2, PROMPT, SUBJECT, noise=draws, sever=sever, schedule=schedule)
     ref, *_ = naive_trace(gpt2, PROMPT, SUBJECT, draws, "hidden", 10, sever=sever)
     torch.testing.assert_close(r.scores, ref, rtol=0, atol=1e-5)
     plain = cs.causal_trace(gpt2, PROMPT, SUBJECT, noise=draws)
@@ -120,7 +124,7 @@ def test_hidden_trace_runs_exactly_the_compute_floor(lm):
     b, _ = r.subject_range
     T, L, N = len(r.tokens), lm.n_layers, 3
     floor = N * sum(L - 1 - l for l in range(L)) * sum(T - t for t in range(b, T))
-    assert b == 5 and r.meta["token_layers"] == floor
+    assert b == 5 and r.meta["token_layers"] == floor and r.meta["schedule"] == "floor"  # auto on a CPU
     naive = (N + 1) * L * T * L * T  # ROME: one full (N+1)-row pass per (token, layer) cell
     assert naive / floor > 4
 
@@ -201,6 +205,7 @@ def test_target_and_result_roundtrip(gpt2, tmp_path):
     (dict(prompt="the old king saw", subject="king", noise=torch.zeros(2, 3, 64)), r"shaped \(samples, subject"),
     (dict(prompt="the old king saw", subject="king", noise="lots"), "noise="),
     (dict(prompt="the old king saw", subject="king", target="old king"), "not a single token"),
+    (dict(prompt="the old king saw", subject="king", schedule="fast"), "schedule must be"),
 ])
 def test_bad_trace_inputs_raise_clear_errors(gpt2, kwargs, match):
     with pytest.raises(cs.InputError, match=match):

@@ -500,7 +500,7 @@ def _patched_values(m: Model, cells: Sequence[tuple[Site, ...]], base_in: Any, s
         if isinstance(e, InputError):
             raise
         raise AlignmentSiteError(str(e)) from None
-    return run.metric.view(len(cells), P)
+    return run.metric.view(len(cells), P).cpu()
 
 
 def _hits(values: torch.Tensor, labels: torch.Tensor, categorical: bool, tol: float) -> torch.Tensor:

@@ -362,7 +362,7 @@ def class_directions(model: Any, data: Any, site: Site | str, *, labels: Any = N
         raise InputError(f"class_directions needs at least 2 classes; the labels hold only {classes}.")
     run = m.run(X, cache=[st], keep_output=False, chunk_size=chunk_size,
                 progress=progress_for(n))
-    acts = as_matrix(run.cache[st.name], st).detach()
+    acts = as_matrix(run.cache[st.name], st).detach().cpu()
     dtype = acts.dtype if acts.is_floating_point() else torch.float32
     a64 = acts.double()
     pos = {c: i for i, c in enumerate(classes)}

@@ -78,10 +78,18 @@ class _Op:
     pos_t: torch.Tensor | None = None
     source: "_Source | None" = None
 
+    staged: dict = field(default_factory=dict)
+
     def finalize(self) -> None:
         self.rows_t = torch.tensor(self.rows, dtype=torch.long)
         if isinstance(self.site.positions, tuple):
             self.pos_t = torch.tensor(self.pos, dtype=torch.long)
+
+    def stage(self, dev: torch.device) -> None:
+        """Copy the row / position / source-row indices to ``dev`` before a pass: a host-to-device copy
+        inside a hook would make the host wait for the accelerator mid-pass."""
+        if dev.type != "cpu" and dev not in self.staged:
+            self.staged[dev] = tuple(None if t is None else t.to(dev) for t in (self.rows_t, self.pos_t, self.src_rows))
 
 
 @dataclass
@@ -296,8 +304,12 @@ class Engine:
                 c1 = min(n, c0 + chunk)
                 idx = input_index_t[c0:c1]
                 state.update(c0=c0, c1=c1, input_index=idx, counts={}, acts={}, seq_len=batch.seq_len,
-                             offset=batch.pos_offset)
+                             offset=batch.pos_offset, finite=[])
                 sub = batch if identity and c1 - c0 == n else batch.take(idx)
+                dev = _device_of(sub)
+                for key_ops in ops.values():
+                    for op in key_ops:
+                        op.stage(dev)
                 tl = self.adapter.token_layers(sub)
                 token_layers = None if tl is None else (token_layers or 0) + tl
                 if keep_kv:
@@ -305,6 +317,7 @@ class Engine:
                 ctx = torch.no_grad() if want_grad else torch.inference_mode()
                 with ctx:
                     out = self.adapter.call(sub)
+                    _check_finite(state)
                     missed = [k for k in keys if k not in state["counts"]]
                     if missed:
                         raise SiteError(
@@ -479,6 +492,12 @@ def _apply_op(act: torch.Tensor, op: _Op, state: dict) -> None:
             pos = pos % T - offset
     _check_shape(act, site, n_heads, pos)
     dev = act.device
+    rows_cpu = rows
+    staged = op.staged.get(dev)
+    if staged is not None:
+        rows = staged[0][lo:hi] - c0
+        if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3):
+            pos = staged[1][lo:hi]
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
     x = _select(act, rows, pos, site, n_heads)
     src = None
@@ -497,17 +516,40 @@ def _apply_op(act: torch.Tensor, op: _Op, state: dict) -> None:
             src = _select(full.mean(0, keepdim=True).to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
         else:
             assert op.src_rows is not None
-            src = _select(full.to(act.dtype), op.src_rows[lo:hi].to(dev), pos, site, n_heads)
-    ctx = ApplyContext(input_index[rows.cpu()], site.name)
+            src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
+            src = _select(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads)
+    ctx = ApplyContext(input_index[rows_cpu], site.name)
     new = op.intervention(x, src, ctx)
     if not isinstance(new, torch.Tensor) or new.shape != x.shape:
         raise InterventionError(f"{type(op.intervention).__name__} at {site.name!r} returned shape "
                                 f"{tuple(getattr(new, 'shape', ()))}; expected {tuple(x.shape)}.")
-    # a finite sum means every element is finite (NaN / inf propagate); only a non-finite sum (which may be an
-    # overflow of finite values) needs the elementwise check, ~40x slower on CPU
-    if not bool(torch.isfinite(new.sum())) and not bool(torch.isfinite(new).all()):
-        raise InterventionError(f"{type(op.intervention).__name__} at {site.name!r} produced NaN or inf values.")
+    if dev.type == "cpu":
+        # a finite sum means every element is finite (NaN / inf propagate); only a non-finite sum (which may be
+        # an overflow of finite values) needs the elementwise check, ~40x slower on CPU
+        if not bool(torch.isfinite(new.sum())) and not bool(torch.isfinite(new).all()):
+            raise _not_finite(op)
+    else:  # reading a flag here would stall the accelerator mid-pass: check once after the forward
+        state["finite"].append((torch.isfinite(new).all(), op))
     _write(act, rows, pos, site, n_heads, new)
+
+
+def _device_of(batch: Batch) -> torch.device:
+    """The device of a batch's first tensor (CPU when it holds none)."""
+    for v in (*batch.args, *batch.kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            return v.device
+    return torch.device("cpu")
+
+
+def _not_finite(op: _Op) -> InterventionError:
+    return InterventionError(f"{type(op.intervention).__name__} at {op.site.name!r} produced NaN or inf values.")
+
+
+def _check_finite(state: dict) -> None:
+    """Raise for the first deferred (accelerator) intervention whose values were not all finite."""
+    checks, state["finite"] = state["finite"], []
+    if checks and not bool(torch.stack([ok for ok, _ in checks]).all()):
+        raise _not_finite(next(op for ok, op in checks if not bool(ok)))
 
 
 def _check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.Tensor | None) -> None:

@@ -306,7 +306,7 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
             index += block
     run = m.run(corrupted, rows, input_index=index, metric=metric,
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    p = run.metric.view(C, G, n, -1).gather(3, pos.view(1, 1, n, 1).expand(C, G, n, 1))[..., 0]
+    p = run.metric.cpu().view(C, G, n, -1).gather(3, pos.view(1, 1, n, 1).expand(C, G, n, 1))[..., 0]
     site_labels = names + (["all"] if all_sites else [])
     meta = {"method": "corrupt_and_restore", "model": m.name, "sites": names, "corruptions": labels, "scale": scale,
             "seed": seed, "n_examples": n, "clean_prob": p_clean.tolist(), "clean_pred": pred.tolist(),

@@ -321,7 +321,7 @@ def steer(model: Any, inputs: Any, site: Any, direction: Any, strengths: Any = (
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    probs = run.metric.view(len(ks), n, -1)
+    probs = run.metric.view(len(ks), n, -1).cpu()
     C = probs.shape[-1]
     pred = probs.argmax(-1)
     hist = torch.nn.functional.one_hot(pred, C).sum(1)
@@ -398,7 +398,7 @@ def steering_matrix(model: Any, data: Any, site: Any, directions: Any, strength:
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    probs = run.metric.view(len(vecs) + int(baseline), n, -1).double()
+    probs = run.metric.cpu().view(len(vecs) + int(baseline), n, -1).double()
     C = probs.shape[-1]
     t_idx = torch.tensor([class_index(t, C, "target class") for t in targets], dtype=torch.long)
     y_idx = class_indices(y, C, "label")

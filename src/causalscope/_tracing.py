@@ -13,6 +13,7 @@ from ._load import load
 from ._model import Model
 from ._results import LabelledArray
 from ._sites import Site
+from ._trace_batched import batched_scores
 
 Kind = Literal["hidden", "mlp", "attn"]
 _COLORS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -193,7 +194,7 @@ def _noise_draws(m: Model, noise: Any, samples: int, n_sub: int, subject: str, s
 def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden", window: int = 10,
                  samples: int = 10, noise: Any = "3x", seed: int = 0, target: str | int | None = None,
                  replace: bool = False, sever: Literal["mlp", "attn"] | None = None,
-                 progress: bool | None = None) -> TraceResult:
+                 schedule: Literal["auto", "floor", "batched"] = "auto", progress: bool | None = None) -> TraceResult:
     """ROME causal tracing of one fact, at the compute floor.
 
     >>> r = causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran", kind="mlp")
@@ -218,6 +219,11 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     restored layer (from the window's first layer for mlp / attn) on the positions from t on, against
     the corrupted run's cached keys and values; cells before the subject equal the corrupted score and
     cost nothing. ``result.meta["token_layers"]`` counts what ran. The model is not changed.
+
+    ``schedule``: ``"floor"`` is the schedule above (fewest token-layers: what a CPU pays for);
+    ``"batched"`` runs every cell x sample as a row of a few full batched passes (fewest kernel launches:
+    what a GPU pays for); ``"auto"`` picks ``"batched"`` when the model is on an accelerator. Both give
+    the naive loop's scores (docs/decisions/0002-segment-schedules.md).
     """
     m = _lm(model)
     if kind not in ("hidden", "mlp", "attn"):
@@ -226,6 +232,8 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
         raise InputError(f"sever must be None, 'mlp' or 'attn', got {sever!r}.")
     if sever is not None and kind != "hidden":
         raise InputError("sever applies to kind='hidden' (restore a state, freeze a kind of module above it).")
+    if schedule not in ("auto", "floor", "batched"):
+        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
     if not isinstance(window, int) or window < 1:
         raise InputError(f"window must be an int >= 1, got {window!r}.")
     if isinstance(noise, torch.Tensor):
@@ -253,20 +261,28 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                       keep_kv=True)
     low = float(corrupted.metric.mean())
 
-    scores = torch.full((T, L), low)
-    token_layers = 0
-    entries: dict[int, torch.Tensor] = {}
-    show = progress if progress is not None else (T - b) * L > 200
-    for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
-        if kind == "hidden":
-            per_layer, tl = _states_at(m, t, sever, samples, clean, corrupted, block_in, metric)
-        else:
-            per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric, entries, b)
-        scores[t] = torch.tensor(per_layer)
-        token_layers += tl
+    if schedule == "auto":
+        schedule = "floor" if ids.device.type == "cpu" else "batched"
+    if schedule == "batched":
+        scores, token_layers = batched_scores(m, ids, kind, window, samples, b, corrupt_edit, clean, corrupted,
+                                              sever, metric, low, progress)
+    else:
+        scores = torch.full((T, L), low)
+        token_layers = 0
+        entries: dict[int, torch.Tensor] = {}
+        show = progress if progress is not None else (T - b) * L > 200
+        for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
+            if kind == "hidden":
+                per_layer, tl = _states_at(m, t, sever, samples, clean, corrupted, block_in, metric)
+            else:
+                per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric,
+                                            entries, b)
+            scores[t] = torch.tensor(per_layer)
+            token_layers += tl
     meta = {"method": "causal_trace", "model": m.name, "prompt": prompt, "subject": subject, "kind": kind,
             "window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
-            "seed": seed, "replace": replace, "sever": sever, "high_score": high, "low_score": low,
+            "seed": seed, "replace": replace, "sever": sever, "schedule": schedule, "high_score": high,
+            "low_score": low,
             "answer": m.tokenizer.decode([answer_id]), "answer_id": answer_id, "tokens": tokens,
             "subject_range": [b, e], "token_layers": token_layers,
             "title": f"causal trace ({kind}) of {prompt!r} -> {m.tokenizer.decode([answer_id])!r}"}

@@ -13,9 +13,6 @@ from ._ablation_result import NodeEffects
 from ._pca import PositionPCA, position_pca
 
 __all__ += ["DEFAULT_SCALES", "NodeEffects", "PositionPCA", "node_effects", "position_pca", "subspace_effects"]
-from ._cases import Case, CaseTokenizer, case_names, load_case
-
-__all__ += ["Case", "CaseTokenizer", "case_names", "load_case"]
 from ._acdc import acdc
 from ._discovery import GraphMetric, discover, edge_patching, node_patching, resample
 from ._discovery_result import CircuitScores
@@ -27,3 +24,6 @@ from ._scoring import (MIB_FRACTIONS, FaithfulnessCurve, RocCurve, faithfulness_
 __all__ += ["CircuitScores", "ComputeGraph", "FaithfulnessCurve", "GraphMetric", "GraphOutputs", "MIB_FRACTIONS",
             "RocCurve", "acdc", "discover", "eap_ig", "edge_attribution_patching", "edge_patching",
             "faithfulness_curve", "node_patching", "plot_faithfulness", "plot_roc", "resample", "roc"]
+from ._cases import Case, CaseTokenizer, case_names, load_case
+
+__all__ += ["Case", "CaseTokenizer", "case_names", "load_case"]
