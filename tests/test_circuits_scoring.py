@@ -156,11 +156,8 @@ def test_acdc_recovers_the_ground_truth_of_each_case(name):
 
 
 @pytest.mark.parametrize("name", CASES[:2])
-def test_every_method_runs_on_a_case_and_scores_against_truth(name):
+def test_every_edge_method_ranks_ground_truth_edges_above_chance_on_a_case(name):
     case = circuits.load_case(name)
-    for method in ("node_patching", "eap", "eap_ig", "acdc"):
+    for method in ("edge_patching", "eap", "eap_ig", "acdc"):
         r = circuits.discover(case, corrupted="zero", method=method)
-        c = circuits.roc(r, case.circuit, level="edge" if r.level == "edge" else "node") \
-            if not (r.level == "node" and set(case.circuit.nodes) >= set(r.names)) else None
-        if c is not None:
-            assert 0.5 <= c.auroc <= 1.0
+        assert circuits.roc(r, case.circuit).auroc >= 0.75, method
