@@ -324,18 +324,19 @@ def _case_names() -> list[str]:
 
 
 #: Cases whose in-circuit nodes fall short of the issue's 0.9 at scale 0, and why (measured with InterpBench's
-#: metric; see docs/node-ablations.md "Exact compiled models"). Scale 0 is a zero ablation, and on an exact
-#: compiled model the zeroed output often *is* the right answer: an all-zero output space has a tied argmax that
-#: torch (like InterpBench) reads as output id 0, a numerical output 0 equals every label 0, a saturating MLP
-#: maps 0 to the right bucket. The ground truth is right: every in-circuit node moves the output at some
-#: scale and no other node ever does (test below).
+#: metric, a tied argmax counting as no prediction; see docs/node-ablations.md "Exact compiled models"). Scale 0
+#: is a zero ablation, and on an exact compiled model the zeroed output is often the right answer: a numerical
+#: output 0 equals every label 0; a node whose value is the same on every input of the case (the length, when
+#: all inputs have max_seq_len tokens) is in the program but carries nothing that differs between inputs; a
+#: saturating MLP maps 0 to the right bucket. The ground truth is right: every in-circuit node moves the output
+#: at some scale and no other node ever does (test below).
 SHORT_AT_ZERO = {
-    "frac-prevs": "m0, a1.h0 at 0.60: the zeroed output is 0, the right answer wherever the label is 0",
-    "majority": "m0, a1.h0, m1 at 0.50: the zeroed output 0 is the right answer for half the label-changing triples",
+    "frac-prevs": "m0, a1.h0 at 0.61: the zeroed output is 0, the right answer wherever the label is 0",
+    "majority": "m0, a1.h0, m1 at 0.52: the zeroed output 0 is the right answer for half the label-changing triples",
     "pair-balance": "at 0.64-0.72: the zeroed output 0 equals the label 0 (balanced prefixes)",
-    "reverse": "a3.h0 0.67 (all-zero logits: tied argmax reads id 0, right for 1/3 of labels); m0-m2 0.41; a0.h0 0 "
-               "(its zeroed output saturates the length MLP at max_seq_len, the true length of every input)",
-    "sort": "a2.h0 0.80 (all-zero logits, tied argmax reads id 0); m0, a1.h0, m1 at 0.43",
+    "reverse": "m0-m2 0.51 (they compute from the length, the same for every input); a0.h0 0 (its zeroed output "
+               "saturates the length MLP at max_seq_len, the true length of every input); a3.h0 1.0",
+    "sort": "m0, a1.h0, m1 at 0.48 (a zeroed key rank still orders some inputs right); a2.h0 1.0",
 }
 
 
@@ -370,3 +371,18 @@ def test_shipped_case_nodes_separate_over_the_scale_sweep(name):
     top = r.values.max(1).values
     for node, st, v in zip(r.nodes, r.meta["status"], top.tolist()):
         assert (v > 0.3) if st == "in_circuit" else (v == 0), (node, st, v)
+
+
+@pytest.mark.parametrize("name,head", [("reverse", "a3.h0"), ("sort", "a2.h0")])
+def test_tied_argmax_is_no_prediction(name, head):
+    """Zeroing the head that writes the output leaves all-zero logits. Read as torch's first maximal id (as
+    InterpBench does), that is "correct" whenever the label is output id 0; read as no prediction it misses
+    every label, so the head's effect is 1."""
+    case = circuits.load_case(name)
+    tied = node_effects(case, scales=[0.0], nodes=[head])
+    first = node_effects(case, scales=[0.0], nodes=[head], ties="first")
+    zero_label = float((case.labels[:, case.label_positions] == 0).double().mean())
+    assert tied.effect(head, 0.0) == 1.0
+    assert 0 < zero_label and first.effect(head, 0.0) < 1.0
+    with pytest.raises(cs.InputError, match="ties must be"):
+        node_effects(case, scales=[0.0], nodes=[head], ties="random")

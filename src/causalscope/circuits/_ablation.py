@@ -37,7 +37,8 @@ METRIC_CORRECT = ("fraction of (base, position) label positions the model predic
 def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circuit: Circuit | None = None,
                  ablation: Ablation = "resample", scales: Sequence[float] = DEFAULT_SCALES,
                  nodes: Sequence[str] | None = None, pairs: int | str = "all", seed: int = 0, labels: Any = None,
-                 categorical: bool = True, atol: float = 5e-2, positions: Sequence[int] | None = None,
+                 categorical: bool = True, atol: float = 5e-2, ties: str = "no_prediction",
+                 positions: Sequence[int] | None = None,
                  chunk_size: int | None = None, progress: bool | None = None) -> NodeEffects:
     """Causal effect of each node when its activation is replaced by a scaled source (InterpBench's sweep).
 
@@ -62,7 +63,9 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
       right, the fraction where the ablated prediction differs from the label (InterpBench's
       ``ablate_nodes`` with ``relative_change=True``).
 
-    A prediction is the argmax output id; for a numerical model (``categorical=False``) the output, and it
+    A prediction is the argmax output id (``ties="no_prediction"``, the default: a tied maximum, e.g. the
+    all-zero logits of an ablated output head, is no prediction and misses every label; ``ties="first"``
+    takes torch's first maximal id as InterpBench does); for a numerical model (``categorical=False``) the output, and it
     differs from a label when ``|out - label| > atol``. Labels: the case's, or ``labels`` (N, T; -1 / NaN
     where there is none), or by default the model's own predictions on ``inputs`` at every position but 0
     (tracr's BOS). Effects are pooled over all triples (InterpBench averages per-batch ratios of 256, a
@@ -72,7 +75,7 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     if ablation not in ("resample", "mean", "zero"):
         raise InputError(f"ablation must be 'resample', 'mean' or 'zero', got {ablation!r}.")
     scales = check_scales(scales)
-    d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol)
+    d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol, ties)
     sites = node_sites(d.model, nodes)
     N, T = d.inputs.shape
     pos = check_positions(positions, T, list(range(T)))
@@ -121,7 +124,8 @@ def subspace_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, 
                      k: int = 2, self_patch: bool = False, ablate_high_variance: bool = True, center: bool = True,
                      scales: Sequence[float] = DEFAULT_SCALES, nodes: Sequence[str] | None = None,
                      pairs: int | str = "all", seed: int = 0, labels: Any = None, categorical: bool = True,
-                     atol: float = 5e-2, positions: Sequence[int] | None = None, chunk_size: int | None = None,
+                     atol: float = 5e-2, ties: str = "no_prediction", positions: Sequence[int] | None = None,
+                     chunk_size: int | None = None,
                      progress: bool | None = None) -> NodeEffects:
     """Causal effect of scaling one part of each node's activation: its top-``k`` PCA subspace or the rest.
 
@@ -153,7 +157,7 @@ def subspace_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, 
     if not isinstance(self_patch, bool) or not isinstance(ablate_high_variance, bool) or not isinstance(center, bool):
         raise InputError("self_patch, ablate_high_variance and center must be True or False.")
     scales = check_scales(scales)
-    d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol)
+    d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol, ties)
     sites = node_sites(d.model, nodes)
     N, T = d.inputs.shape
     pos = check_positions(positions, T, list(range(1, T)) if T > 1 else [0])

@@ -32,6 +32,7 @@ class AblationData:
     atol: float
     circuit: Circuit | None
     name: str | None
+    ties: str = "no_prediction"
 
     def wrong(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """True where a prediction misses its label (argmax differs; numerical: ``|out - label| > atol``)."""
@@ -44,10 +45,26 @@ def is_case(x: Any) -> bool:
     return all(hasattr(x, a) for a in ("model", "inputs", "labels", "circuit", "categorical"))
 
 
-def predict(output: torch.Tensor, categorical: bool) -> torch.Tensor:
-    """The prediction at every position: the argmax output id, or the single output of a numerical model."""
+NO_PREDICTION = -2  # a tied maximum: equals no label (labels are >= 0, -1 where there is none)
+
+
+def predict(output: torch.Tensor, categorical: bool, ties: str = "no_prediction") -> torch.Tensor:
+    """The prediction at every position: the argmax output id, or the single output of a numerical model.
+
+    >>> predict(torch.tensor([[[0.0, 0.0, 0.0], [0.1, 2.0, 0.3]]]), True)
+    tensor([[-2,  1]])
+
+    ``ties="no_prediction"``: where several outputs share the maximum (an ablated output head leaves all
+    logits 0), there is no prediction (``NO_PREDICTION``), which matches no label. ``ties="first"`` takes
+    the first maximal id, as ``torch.argmax`` and InterpBench do; that makes a zeroed output "correct"
+    whenever the label happens to be output id 0, an artefact of the vocabulary order.
+    """
     if categorical:
-        return output.argmax(-1)
+        pred = output.argmax(-1)
+        if ties == "no_prediction":
+            tied = (output == output.max(-1, keepdim=True).values).sum(-1) > 1
+            pred = torch.where(tied, torch.full_like(pred, NO_PREDICTION), pred)
+        return pred
     if output.shape[-1] != 1:
         raise InputError(f"A numerical (categorical=False) model must have one output per position; this one has "
                          f"{output.shape[-1]}. Pass categorical=True for a classifier.")
@@ -55,7 +72,7 @@ def predict(output: torch.Tensor, categorical: bool) -> torch.Tensor:
 
 
 def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: bool, circuit: Any,
-                  atol: float) -> AblationData:
+                  atol: float, ties: str = "no_prediction") -> AblationData:
     """Model, inputs, labels (the case's, given, or the model's own predictions), label positions, circuit."""
     case = model_or_case if is_case(model_or_case) else None
     label_positions = None
@@ -83,7 +100,9 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
         raise InputError(f"atol must be a finite number >= 0, got {atol!r}.")
     check_adapter(m)
-    preds = m.run(inputs, metric=lambda y: predict(y, categorical), keep_output=False, progress=False).metric
+    if ties not in ("no_prediction", "first"):
+        raise InputError(f"ties must be 'no_prediction' or 'first', got {ties!r}.")
+    preds = m.run(inputs, metric=lambda y: predict(y, categorical, ties), keep_output=False, progress=False).metric
     N, T = inputs.shape
     if labels is None:
         labels = preds.clone()
@@ -107,7 +126,7 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
         valid = valid & keep
     if not valid.any():
         raise InputError("There is no label position: every label is missing (-1 / NaN).")
-    return AblationData(m, inputs, labels, valid, preds, categorical, float(atol), circuit, name)
+    return AblationData(m, inputs, labels, valid, preds, categorical, float(atol), circuit, name, ties)
 
 
 def check_scales(scales: Any) -> list[float]:

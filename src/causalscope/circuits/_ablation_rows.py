@@ -71,7 +71,7 @@ def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | 
     total = float(rows.weight.sum())
 
     def metric(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        miss = d.wrong(predict(y, d.categorical), rows.target[idx])
+        miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx])
         return (miss.double() * rows.weight[idx]).sum(-1)
 
     metric.takes_input_index = True  # type: ignore[attr-defined]
