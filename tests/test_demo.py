@@ -17,7 +17,8 @@ def test_demo_report_draws_every_figure_offline(tmp_path):
     if find_chromium() is None:
         pytest.fail("Debian's chromium is required for the report test; `make test` installs it.")
     res = check_report(path)
-    assert res["n_figures"] == 22  # 3 engine, 3 traces + average, 4 patching / IG, 3 IIA grids, 2 graphs, DAS, 5 directions
+    assert res["n_figures"] == 26  # 3 engine, 3 traces + average, 4 patching / IG, 3 IIA grids, 2 graphs, DAS, 5 directions,
+    # 4 circuits (2 node-effect sweeps, ROC, faithfulness)
     assert res["drawn"] == res["n_figures"], res
     assert res["js_errors"] == ""
 

@@ -197,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._cli_directions import add_parsers as add_direction_parsers
 
     add_direction_parsers(sub)
+    from ._cli_circuits import add_parser as add_circuits_parser
+
+    add_circuits_parser(sub)
     return p
 
 

@@ -86,7 +86,7 @@ def build_report(out: str | Path = "report/causalscope-report.html") -> Path:
 
 def _build_report(out: str | Path) -> Path:
     t0 = time.perf_counter()
-    rep = Report("causalscope demo report", meta={"causalscope": __version__, "models": "tiny-gpt2, mlp, facts-gpt, and-gate, or-gate, adder, digits-mlp (bundled)"})
+    rep = Report("causalscope demo report", meta={"causalscope": __version__, "models": "tiny-gpt2, mlp, facts-gpt, and-gate, or-gate, adder, digits-mlp, tracr cases (bundled)"})
     rep.section("Engine: cached activations",
                 "One plain run of the bundled tiny GPT-2 (random weights, word-level tokenizer) with the residual "
                 "stream cached after every block. The run reproduces the model's own logits exactly.")
@@ -119,6 +119,9 @@ def _build_report(out: str | Path) -> Path:
     from ._demo_directions import directions_section
 
     directions_section(rep)
+    from ._demo_circuits import circuits_section
+
+    circuits_section(rep)
     rep.text(f"Generated in {time.perf_counter() - t0:.1f} s.")
     return rep.save(out)
 
