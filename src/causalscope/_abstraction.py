@@ -337,10 +337,6 @@ class AbstractionResult(LabelledArray):
     >>> r.plot()
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> AbstractionResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def iia(self, variable: str | None = None) -> Any:
         """The mean IIA: a float for one ``variable``, else a labelled array over the cells."""
         means = self.sel(value="mean")

@@ -31,10 +31,6 @@ class DASResult(LabelledArray):
     turns a loaded array back into a ``DASResult``.
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> DASResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     @property
     def loss(self) -> torch.Tensor:
         return self.values

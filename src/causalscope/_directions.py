@@ -166,10 +166,6 @@ class SimilarityMatrix(LabelledArray):
     >>> sim.most_similar(5); sim.plot()               # annotated heatmap
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> SimilarityMatrix:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def most_similar(self, k: int = 10) -> list[tuple[Any, Any, float]]:
         """The ``k`` pairs (a, b, cosine) with a before b, by |cosine|, largest first (the seed's ranking)."""
         labels = self.coords["class_a"]
@@ -201,10 +197,6 @@ class DirectionsResult(LabelledArray):
     >>> r.similarity().most_similar(5)  # the most similar pairs of class directions
     >>> r.plot(); r.plot("similarity")  # bars with the top neurons marked; annotated cosine heatmap
     """
-
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> DirectionsResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
 
     @property
     def classes(self) -> list[Any]:

@@ -46,7 +46,8 @@ class Run:
     """What :meth:`Model.run` returns.
 
     ``output``: the model's output tensor per row (logits for LMs), unless ``keep_output=False``;
-    ``metric``: ``metric(output)`` per row if a metric was given; ``meta["token_layers"]``: transformer
+    ``metric``: ``metric(output)`` per row if a metric was given (on the model's device, like ``output``:
+    callers that build results move it to the CPU once); ``meta["token_layers"]``: transformer
     blocks x positions x rows executed (the unit of the compute floor); ``cache`` / ``grads``: activations and
     gradients of ``metric`` with respect to them, by site name; ``input_index``: each row's base input.
     """

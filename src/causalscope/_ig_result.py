@@ -60,11 +60,6 @@ class IGResult(LabelledArray):
     def site(self) -> str:
         return str(self.meta["site"])
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> IGResult:
-        """An ``IGResult`` from a loaded ``LabelledArray`` (``IGResult.from_array(load_result(path))``)."""
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def per_position(self) -> LabelledArray:
         """Attributions summed over every axis after the second: (input, position) or (input, neuron)."""
         if self.ndim <= 2:

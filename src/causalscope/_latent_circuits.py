@@ -19,10 +19,6 @@ class LatentCircuits(LabelledArray):
     >>> print(r.table()); print(r.conclusion()); fig = r.plot()
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> LatentCircuits:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def table(self) -> str:
         """The seed notebook's table: one line per gate and method, the score of inputs A and B."""
         lines = [f"{'gate':5s} {'method':40s} {'A':>8s} {'B':>8s}"]

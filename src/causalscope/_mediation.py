@@ -28,10 +28,6 @@ class MediationResult(LabelledArray):
     >>> r.sel(stat="NIE", value="mean")
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> MediationResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def stat(self, name: str, value: str = "mean") -> LabelledArray:
         """One statistic over the sweep, e.g. ``r.stat("NIE")`` or ``r.stat("IIA", "lo")``."""
         return self.sel(stat=name, value=value)

@@ -31,10 +31,6 @@ class PatchingResult(LabelledArray):
     >>> print(r.explain()); fig = r.plot()
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> PatchingResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def _direction(self, name: str) -> LabelledArray:
         if name not in self.coords["direction"]:
             raise ValueError(f"this result has no {name!r} direction (it has {self.coords['direction']}); run "

@@ -94,10 +94,6 @@ class RestorationResult(LabelledArray):
     >>> r.plot()                                 # mean line with a spread band per site
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> RestorationResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     @property
     def sites(self) -> list[str]:
         return list(self.coords["site"])

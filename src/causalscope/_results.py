@@ -123,6 +123,17 @@ class LabelledArray:
         self._name = name
 
     # ------------------------------------------------------------------ properties
+
+    @classmethod
+    def from_array(cls, a: LabelledArray) -> Any:
+        """This result type over a plain array, e.g. one read back by :func:`load_result`.
+
+        >>> a = LabelledArray(torch.zeros(2), dims=("layer",), coords={"layer": [0, 1]})
+        >>> type(LabelledArray.from_array(a)).__name__   # TraceResult.from_array(load_result(path)) likewise
+        'LabelledArray'
+        """
+        return cls(a.values, a.dims, a.coords, a.meta, a.name)
+
     @property
     def values(self) -> torch.Tensor:
         return self._values

@@ -83,10 +83,6 @@ class SteeringResult(LabelledArray):
     >>> r.summary().to_frame(); r.plot()
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> SteeringResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     @property
     def strengths(self) -> list[float]:
         return list(self.coords["strength"])
@@ -221,10 +217,6 @@ class SteeringMatrix(LabelledArray):
     >>> M.accuracy.values.T * 100       # the seed's cross-digit matrix (rows: direction, cols: inputs), in %
     >>> M.plot("frac_target")
     """
-
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> SteeringMatrix:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
 
     @property
     def sources(self) -> list[Any]:

@@ -123,10 +123,6 @@ class TraceResult(LabelledArray):
     def kind(self) -> str:
         return str(self.meta["kind"])
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> TraceResult:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """ROME-style heatmap: tokens down, layers across; purple / green / red for hidden / mlp / attn."""
         labels = [t + ("*" if self.subject_range[0] <= i < self.subject_range[1] else "")

@@ -105,6 +105,11 @@ class CompiledParts:
         self.n_heads = module.cfg.n_heads
         self.d_model = module.cfg.d_model
 
+    @property
+    def embed_device(self) -> torch.device:
+        """Where the weights (and so the token ids) live."""
+        return self.module.W_E.device
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.module.embed(tokens)
 

@@ -102,7 +102,7 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
     check_adapter(m)
     if ties not in ("no_prediction", "first"):
         raise InputError(f"ties must be 'no_prediction' or 'first', got {ties!r}.")
-    preds = m.run(inputs, metric=lambda y: predict(y, categorical, ties), keep_output=False, progress=False).metric
+    preds = m.run(inputs, metric=lambda y: predict(y, categorical, ties), keep_output=False, progress=False).metric.cpu()
     N, T = inputs.shape
     if labels is None:
         labels = preds.clone()

@@ -27,10 +27,6 @@ class NodeEffects(LabelledArray):
     position) triples (or (base, position) pairs for mean / zero) each effect is a fraction of.
     """
 
-    @classmethod
-    def from_array(cls, a: LabelledArray) -> NodeEffects:
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
-
     @property
     def nodes(self) -> list[str]:
         return [str(n) for n in self.coords["node"]]

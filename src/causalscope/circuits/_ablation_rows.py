@@ -71,8 +71,8 @@ def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | 
     total = float(rows.weight.sum())
 
     def metric(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx])
-        return (miss.double() * rows.weight[idx]).sum(-1)
+        miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx].to(y.device))
+        return (miss.double() * rows.weight[idx].to(y.device)).sum(-1)
 
     metric.takes_input_index = True  # type: ignore[attr-defined]
     per_call = max(1, MAX_ROWS_PER_CALL // R)
@@ -82,7 +82,7 @@ def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | 
         edits = list(itertools.chain.from_iterable([g] * R for g in part))
         run = d.model.run(rows.inputs, edits, input_index=list(range(R)) * len(part), metric=metric,
                           keep_output=False, chunk_size=chunk_size, progress=False)
-        out.append(run.metric.view(len(part), R).sum(1))
+        out.append(run.metric.cpu().view(len(part), R).sum(1))
         bar.update(len(part) * R)
     eff = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     return eff / total if total > 0 else torch.full_like(eff, float("nan"))

@@ -73,7 +73,7 @@ class GraphMetric:
             return vals.reshape(*lead, logits.shape[-3])
         at = logits[..., self.positions, :].double()
         if self.name == "logprob":
-            lab = self._labels.expand(*at.shape[:-1])
+            lab = self._labels.to(at.device).expand(*at.shape[:-1])
             return at.log_softmax(-1).gather(-1, lab[..., None])[..., 0].mean(-1)
         if self.name == "kl":
             p = self._clean_logp
@@ -108,7 +108,7 @@ class Setup:
         g = self.graph
         names = g.edge_names() if level == "edge" else list(g.senders)
         meta = {"method": method, **self.meta, "nodes": g.nodes, **extra}
-        return CircuitScores(scores.double(), (level,), {level: names}, meta, name=f"{method} score")
+        return CircuitScores(scores.double().cpu(), (level,), {level: names}, meta, name=f"{method} score")
 
 
 def _is_case(obj: Any) -> bool:

@@ -30,7 +30,7 @@ def _edge_scores(s: Setup, grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per edge: ``sum (corrupted - clean sender output) * grad of its receiver's input``."""
     g = s.graph
     delta = (s.corrupted.senders - s.clean.senders).double()
-    mat = torch.zeros(len(g.receivers), len(g.senders), dtype=torch.float64)
+    mat = torch.zeros(len(g.receivers), len(g.senders), dtype=torch.float64, device=delta.device)
     for stage, grad in enumerate(grads):
         p = g._n_upstream(stage)
         rs = g._receivers_of(stage)
@@ -97,7 +97,7 @@ def eap_ig(model: Any, clean: Any = None, corrupted: Any = None, *, steps: int =
               seed=seed, default_metric=_GRAD_DEFAULT)
     N = s.clean.tokens.shape[0]
     ks = torch.arange(1, steps + 1) if endpoints == "right" else torch.arange(0, steps)
-    alpha = (ks.double() / steps).to(s.clean.senders.dtype)
+    alpha = (ks.double() / steps).to(dtype=s.clean.senders.dtype, device=s.clean.senders.device)
     e_clean, e_corr = s.clean.senders[..., 0, :].clone(), s.corrupted.senders[..., 0, :].clone()
     emb = e_corr[None] + alpha[:, None, None, None] * (e_clean - e_corr)[None]
     grads = [gr / steps for gr in _gradients(s, emb.reshape(steps * N, *e_clean.shape[1:]), steps)]

@@ -145,7 +145,7 @@ class ComputeGraph:
         t = batch.args[0]
         if t.shape[0] == 0:
             raise InputError("No inputs: give at least one row of token ids.")
-        return t
+        return t.to(self.parts.embed_device)
 
     def trace(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Unpatched graph forward from the embedding node's output ``(rows, T, d)``.
@@ -191,7 +191,7 @@ class ComputeGraph:
         stages from the first receiver where a configuration differs from ``base_patch`` are computed.
         ``return_outputs``: also return the sender outputs (configurations, rows, T, senders, d).
         """
-        patch = torch.as_tensor(patch, dtype=clean.senders.dtype)
+        patch = torch.as_tensor(patch, dtype=clean.senders.dtype, device=clean.senders.device)
         if patch.ndim == 1:
             patch = patch[None]
         if patch.ndim != 2 or patch.shape[1] != len(self.edges):
@@ -203,7 +203,7 @@ class ComputeGraph:
             base, base_patch = clean, torch.zeros(len(self.edges))
         elif base_patch is None:
             raise InputError("A base run needs its base_patch (the edges patched when it was made).")
-        base_patch = torch.as_tensor(base_patch, dtype=patch.dtype)
+        base_patch = torch.as_tensor(base_patch, dtype=patch.dtype, device=patch.device)
         C = patch.shape[0]
         N, T, S, d = clean.senders.shape
         chunk = max(1, _MAX_ELEMENTS // max(1, N * T * S * d))
@@ -223,9 +223,9 @@ class ComputeGraph:
         if not bool(differs.any()):
             so = base.senders.unsqueeze(0).expand(C, *base.senders.shape) if keep else None
             return base.logits.unsqueeze(0).expand(C, *base.logits.shape).clone(), so
-        start = int(self.edge_stage[differs].min())
+        start = int(self.edge_stage[differs.cpu()].min())
         N, T, S, d = base.senders.shape
-        A = torch.zeros(C, len(self.receivers), S, dtype=patch.dtype)
+        A = torch.zeros(C, len(self.receivers), S, dtype=patch.dtype, device=patch.device)
         A[:, self.edge_receiver, self.edge_sender] = patch
         cur = base.senders.unsqueeze(0).repeat(C, 1, 1, 1, 1)
         X = corrupted.senders

@@ -183,6 +183,43 @@ def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float]
     return FaithfulnessCurve(counts, [c / E for c in counts], faith, values, float(cpr), float(cmd), meta)
 
 
+def _lines(series: list[tuple[str, list[float], list[float]]], *, title: str, xlabel: str, ylabel: str,
+           diagonal: bool, hline: float | None, log_x: bool, size: tuple[float, float], ax: Any,
+           backend: str) -> Any:
+    """Several named (x, y) curves on one axes (matplotlib, or a plotly figure)."""
+    if backend == "plotly":
+        import plotly.graph_objects as go
+
+        fig = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=name) for name, x, y in series])
+        if diagonal:
+            fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                                     showlegend=False))
+        if hline is not None:
+            fig.add_hline(y=hline, line_dash="dot", line_color="grey")
+        fig.update_xaxes(type="log" if log_x else "linear", title_text=xlabel)
+        fig.update_layout(title=title, yaxis_title=ylabel)
+        return fig
+    if backend != "matplotlib":
+        raise InputError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}.")
+    from matplotlib.figure import Figure
+
+    fig = ax.figure if ax is not None else Figure(figsize=size, layout="constrained")
+    ax = ax or fig.add_subplot()
+    for name, x, y in series:
+        ax.plot(x, y, marker=".", label=name)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    if hline is not None:
+        ax.axhline(hline, color="grey", ls=":")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def plot_roc(curves: Mapping[str, RocCurve], ax: Any = None, backend: str = "matplotlib") -> Any:
     """ROC curves of several methods on one axes, AUROC in the legend.
 
@@ -190,61 +227,21 @@ def plot_roc(curves: Mapping[str, RocCurve], ax: Any = None, backend: str = "mat
     """
     if not curves:
         raise InputError("No ROC curves to plot.")
-    if backend == "plotly":
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        for name, c in curves.items():
-            fig.add_trace(go.Scatter(x=c.fpr.tolist(), y=c.tpr.tolist(), mode="lines+markers",
-                                     name=f"{name} (AUROC {c.auroc:.3f})"))
-        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
-                                 showlegend=False))
-        fig.update_layout(title="ROC against the ground-truth circuit", xaxis_title="false positive rate",
-                          yaxis_title="true positive rate")
-        return fig
-    if backend != "matplotlib":
-        raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-    from matplotlib.figure import Figure
-
-    fig = ax.figure if ax is not None else Figure(figsize=(4.8, 4.5), layout="constrained")
-    ax = ax or fig.add_subplot()
-    for name, c in curves.items():
-        ax.plot(c.fpr.numpy(), c.tpr.numpy(), marker=".", label=f"{name} (AUROC {c.auroc:.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC against the ground-truth circuit")
-    ax.legend(fontsize=8)
-    return fig
+    series = [(f"{n} (AUROC {c.auroc:.3f})", c.fpr.tolist(), c.tpr.tolist()) for n, c in curves.items()]
+    return _lines(series, title="ROC against the ground-truth circuit", xlabel="false positive rate",
+                  ylabel="true positive rate", diagonal=True, hline=None, log_x=False, size=(4.8, 4.5), ax=ax,
+                  backend=backend)
 
 
 def plot_faithfulness(curves: Mapping[str, FaithfulnessCurve], ax: Any = None, backend: str = "matplotlib") -> Any:
-    """Faithfulness against circuit size (fraction of edges, log axis) for several methods, CPR / CMD in the legend."""
+    """Faithfulness against circuit size (fraction of edges, log axis) for several methods, CPR / CMD in the legend.
+
+    >>> circuits.plot_faithfulness({"eap": circuits.faithfulness_curve(case, eap)})
+    """
     if not curves:
         raise InputError("No faithfulness curves to plot.")
-    if backend == "plotly":
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        for name, c in curves.items():
-            fig.add_trace(go.Scatter(x=[max(x, 1e-4) for x in c.fractions], y=c.faithfulness, mode="lines+markers",
-                                     name=f"{name} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})"))
-        fig.update_xaxes(type="log", title_text="fraction of edges in the circuit")
-        fig.update_layout(title="Faithfulness vs circuit size", yaxis_title="faithfulness")
-        return fig
-    if backend != "matplotlib":
-        raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-    from matplotlib.figure import Figure
-
-    fig = ax.figure if ax is not None else Figure(figsize=(5.5, 4), layout="constrained")
-    ax = ax or fig.add_subplot()
-    for name, c in curves.items():
-        ax.plot([max(x, 1e-4) for x in c.fractions], c.faithfulness, marker="o",
-                label=f"{name} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})")
-    ax.axhline(1.0, color="grey", ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of edges in the circuit")
-    ax.set_ylabel("faithfulness")
-    ax.set_title("Faithfulness vs circuit size")
-    ax.legend(fontsize=8)
-    return fig
+    series = [(f"{n} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})", [max(x, 1e-4) for x in c.fractions], list(c.faithfulness))
+              for n, c in curves.items()]
+    return _lines(series, title="Faithfulness vs circuit size", xlabel="fraction of edges in the circuit",
+                  ylabel="faithfulness", diagonal=False, hline=1.0, log_x=True, size=(5.5, 4), ax=ax,
+                  backend=backend)
