@@ -5,13 +5,16 @@ import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._errors import InputError, SiteError
 from ._base import Adapter, Batch, primary
+
+if TYPE_CHECKING:
+    from ._graph_parts_hf import GPT2Parts
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -207,6 +210,17 @@ class HFCausalLMAdapter(Adapter):
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
+
+    def graph_parts(self) -> GPT2Parts:
+        """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``); GPT-2-style models only,
+        others raise :class:`InputError`.
+
+        >>> circuits.ComputeGraph(cs.load(GPT2LMHeadModel(GPT2Config(n_layer=2)))).receivers[-1]
+        'logits'
+        """
+        from ._graph_parts_hf import GPT2Parts
+
+        return GPT2Parts(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"adapter": self.kind, "model": self.name, "model_type": self.config.model_type,

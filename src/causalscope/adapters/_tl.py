@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._errors import InputError
 from ._base import Adapter, Batch
+
+if TYPE_CHECKING:
+    from ._graph_parts_tl import TransformerLensParts
 
 _HEAD_HOOKS = ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result")
 
@@ -72,6 +75,16 @@ class TransformerLensAdapter(Adapter):
 
     def token_layers(self, batch: Batch) -> int | None:
         return self.n_layers * int(batch.seq_len or 0) * batch.size
+
+    def graph_parts(self) -> TransformerLensParts:
+        """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``).
+
+        >>> circuits.ComputeGraph(cs.load(hooked_transformer)).edges[:1]
+        [('embed', 'a0.h0')]
+        """
+        from ._graph_parts_tl import TransformerLensParts
+
+        return TransformerLensParts(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"adapter": self.kind, "model": self.name, "n_layers": self.n_layers, "n_heads": self.n_heads}
