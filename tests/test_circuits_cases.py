@@ -50,24 +50,43 @@ def test_the_issue_cases_ship():
 def test_converted_model_reproduces_tracr_on_every_shipped_input(name):
     case = load_case(name)
     assert isinstance(case, Case) and not case.model.training
-    n_vocab = len(case.tokenizer.input_vocab)
-    assert case.inputs.shape == (n_vocab ** (case.inputs.shape[1] - 1), case.inputs.shape[1])  # all sequences
-    assert case.label_positions == list(range(1, case.inputs.shape[1]))
+    n_vocab, T = len(case.tokenizer.input_vocab), case.inputs.shape[1]
+    assert case.inputs.shape == (sum(n_vocab ** n for n in range(1, T)), T)  # every sequence of every length
+    assert case.label_positions == list(range(1, T))
+    pad = case.model.cfg.pad_id
+    assert pad == case.tokenizer.vocab.index("PAD")
+    lengths = (case.inputs != pad).sum(1) - 1
+    assert sorted(set(lengths.tolist())) == list(range(1, T))
+    # a label exactly at the tokens: not BOS, not PAD
+    assert torch.equal(case.has_label, (case.inputs != pad) & (torch.arange(T) > 0))
+    has = case.has_label
     with torch.inference_mode():
         pred = case.predict(case.model(case.inputs))
-    pos = case.label_positions
     if case.categorical:
-        assert case.labels.dtype == torch.long and bool((case.labels[:, 0] == -1).all())
-        assert torch.equal(pred[:, pos], case.labels[:, pos])
+        assert case.labels.dtype == torch.long and bool((case.labels[~has] == -1).all())
+        assert torch.equal(pred[has], case.labels[has])
     else:
-        assert bool(case.labels[:, 0].isnan().all())
-        assert float((pred[:, pos] - case.labels[:, pos]).abs().max()) <= 1e-4
+        assert bool(case.labels[~has].isnan().all())
+        assert float((pred[has] - case.labels[has]).abs().max()) <= 1e-4
     with torch.inference_mode():  # float64 gives the same answers
         pred64 = case.predict(case.model.double()(case.inputs))
     if case.categorical:
-        assert torch.equal(pred64[:, pos], case.labels[:, pos])
+        assert torch.equal(pred64[has], case.labels[has])
     else:
-        assert float((pred64[:, pos] - case.labels[:, pos].double()).abs().max()) <= 1e-4
+        assert float((pred64[has] - case.labels[has].double()).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_padding_does_not_change_a_rows_outputs(name):
+    """The PAD mask: each input run alone, unpadded, gives the outputs it has in the padded batch."""
+    case = load_case(name)
+    pad = case.model.cfg.pad_id
+    with torch.inference_mode():
+        batch = case.model(case.inputs)
+        for i in range(0, len(case.inputs), 17):
+            n = int((case.inputs[i] != pad).sum())
+            alone = case.model(case.inputs[i:i + 1, :n])
+            assert torch.allclose(alone[0], batch[i, :n], atol=1e-6), i
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -89,14 +108,16 @@ def test_circuit_is_valid_and_matches_the_weights(name):
     assert set(c.nodes) - {"logits"} <= senders and set(c.nodes) - {"embed"} <= receivers
 
 
-def test_reverse_length_subcircuit_is_constant_on_full_length_inputs():
-    case = load_case("reverse")
-    assert case.circuit.meta["constant_on_inputs"] == ["a0.h0", "m0", "m1", "m2"]
-    eff = case.effective_circuit()
-    assert eff.nodes == ["embed", "a3.h0", "logits"] and eff.edges == [("embed", "a3.h0"), ("a3.h0", "logits")]
+def test_no_circuit_node_is_constant_on_the_inputs():
+    """With inputs of every length, what a program computes from the length varies too (reverse's length)."""
     for name in CASES:
-        if name != "reverse":
-            assert load_case(name).circuit.meta["constant_on_inputs"] == []
+        case = load_case(name)
+        assert case.circuit.meta["constant_on_inputs"] == []
+        assert case.effective_circuit() == case.circuit
+        enc = {n: v.get("encoding") for n, v in case.circuit.meta["nodes"].items() if n not in ("embed", "logits")}
+        assert set(enc.values()) <= {"categorical", "numerical"}, enc
+    assert load_case("reverse").circuit.meta["nodes"]["a0.h0"]["encoding"] == "numerical"  # SelectorWidth's head
+    assert load_case("reverse").circuit.meta["nodes"]["m2"]["encoding"] == "categorical"
 
 
 def test_tokenizer_round_trip_and_clear_errors():
@@ -108,12 +129,14 @@ def test_tokenizer_round_trip_and_clear_errors():
     out = tok.decode_output(case.predict(case.model(ids)))
     assert out == [[None, "c", "c", "b", "a"]]
     assert tok.encode([["a", "b"], ["c", "a"]]).shape == (2, 3)
+    padded = tok.encode([["a"], ["a", "b"]])
+    assert padded.tolist() == [[0, 2, 1], [0, 2, 3]]  # PAD (id 1) fills the shorter row
+    both = tok.decode_output(case.predict(case.model(tok.encode([["a", "b", "c"], ["c", "a"]]))))
+    assert both[0][:4] == [None, "c", "b", "a"] and both[1][:3] == [None, "a", "c"]
     with pytest.raises(InputError, match=r"'d' \(position 2\) is not an input.*\['a', 'b', 'c'\]"):
         tok.encode(["a", "d"])
     with pytest.raises(InputError, match="at most 4"):
         tok.encode("abcab")
-    with pytest.raises(InputError, match="different lengths"):
-        tok.encode([["a"], ["a", "b"]])
     with pytest.raises(InputError, match="not an input"):
         tok.encode(["a", "PAD"])
     sort_tok = load_case("sort").tokenizer
@@ -161,8 +184,10 @@ def test_live_recompile_matches_the_shipped_case(name):
     rows = list(range(0, case.inputs.shape[0], max(1, case.inputs.shape[0] // 25)))
     seqs = case.tokenizer.decode(case.inputs[rows])
     live = tracr_outputs(built, seqs)
-    pos = case.label_positions
-    if case.categorical:
-        assert [o[1:] for o in live] == [case.tokenizer.decode_output(case.labels[r, pos]) for r in rows]
-    else:
-        assert torch.allclose(torch.tensor([o[1:] for o in live]), case.labels[rows][:, pos], atol=1e-6)
+    assert [len(o) for o in live] == [int(case.has_label[r].sum()) + 1 for r in rows]  # tracr ran them unpadded
+    for o, r in zip(live, rows):
+        want = case.labels[r, case.has_label[r]]
+        if case.categorical:
+            assert o[1:] == case.tokenizer.decode_output(want)
+        else:
+            assert torch.allclose(torch.tensor(o[1:]), want, atol=1e-6)

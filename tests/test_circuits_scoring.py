@@ -126,12 +126,6 @@ def test_plots():
 # the shipped tracr cases
 # ----------------------------------------------------------------------------------------------------------
 CASES = circuits.case_names() if hasattr(circuits, "case_names") else []
-#: reverse under zero ablation: all inputs have the maximal length, and a zeroed a0.h0 output (the selector
-#: width's 1 / (length + 1)) falls in the same bucket of m0's discretising MLP as the true 1/5, so the two
-#: edges of the length computation change nothing on these inputs
-ZERO_INVISIBLE = {"reverse": {("embed", "a0.h0"), ("a0.h0", "m0")}}
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_acdc_recovers_the_ground_truth_of_each_case(name):
     case = circuits.load_case(name)
@@ -149,10 +143,9 @@ def test_acdc_recovers_the_ground_truth_of_each_case(name):
     if missed:
         out = g.run(g.mask(missed).double().diag_embed()[[g.edge_index(e) for e in missed]], s.clean, s.corrupted)
         assert float((out - s.clean.logits).abs().max()) < 1e-5
-    # zero ablation sees constant directions too: TPR 1 (except the documented reverse edges), FPR 0
+    # zero ablation sees constant directions too: every ground-truth edge and nothing else (TPR 1, FPR 0)
     z = circuits.acdc(case, corrupted="zero", threshold=1e-6).circuit().edge_set()
-    assert z <= truth
-    assert truth - z == ZERO_INVISIBLE.get(name, set())
+    assert z == truth
 
 
 @pytest.mark.parametrize("name", CASES[:2])

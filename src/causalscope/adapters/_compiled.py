@@ -94,8 +94,9 @@ class CompiledAdapter(Adapter):
 class CompiledParts:
     """The pieces a circuit graph runs (see ``causalscope.circuits``), as plain functions of tensors.
 
-    ``embed(tokens)`` is the embedding node's output; ``heads(l, x)`` the per-head writes of layer ``l``
-    for a shared (B, T, d) or per-head (B, T, H, d) input; ``attn_bias(l)`` the constant every head sum
+    ``embed(tokens)`` is the embedding node's output; ``heads(l, x, key_mask)`` the per-head writes of layer
+    ``l`` for a shared (B, T, d) or per-head (B, T, H, d) input, no query attending where ``key_mask``
+    (B, T) is False; ``key_mask(tokens)`` that mask (PAD) or None; ``attn_bias(l)`` the constant every head sum
     adds; ``mlp(l, x)``; ``logits(resid)``.
     """
 
@@ -113,8 +114,11 @@ class CompiledParts:
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.module.embed(tokens)
 
-    def heads(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        return self.module.blocks[layer].attn.heads(x)
+    def heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.module.blocks[layer].attn.heads(x, key_mask)
+
+    def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        return self.module.key_mask(tokens)
 
     def attn_bias(self, layer: int) -> torch.Tensor:
         return self.module.blocks[layer].attn.b_O

@@ -46,6 +46,9 @@ def is_case(x: Any) -> bool:
 
 
 NO_PREDICTION = -2  # a tied maximum: equals no label (labels are >= 0, -1 where there is none)
+#: outputs within this (relative, at least absolute) distance of the maximum tie with it: float32 noise such as
+#: the ~1e-7 leak of a compiled head's attention past BOS must not pick an output id
+TIE_RTOL = 1e-4
 
 
 def predict(output: torch.Tensor, categorical: bool, ties: str = "no_prediction") -> torch.Tensor:
@@ -55,14 +58,18 @@ def predict(output: torch.Tensor, categorical: bool, ties: str = "no_prediction"
     tensor([[-2,  1]])
 
     ``ties="no_prediction"``: where several outputs share the maximum (an ablated output head leaves all
-    logits 0), there is no prediction (``NO_PREDICTION``), which matches no label. ``ties="first"`` takes
+    logits 0), there is no prediction (``NO_PREDICTION``), which matches no label. Outputs within
+    ``TIE_RTOL * max(1, |max|)`` of the maximum count as sharing it: a compiled head whose query was
+    zeroed attends to BOS but leaks ~1e-7 onto the tokens, and that float32 noise is no prediction. ``ties="first"`` takes
     the first maximal id, as ``torch.argmax`` and InterpBench do; that makes a zeroed output "correct"
     whenever the label happens to be output id 0, an artefact of the vocabulary order.
     """
     if categorical:
         pred = output.argmax(-1)
         if ties == "no_prediction":
-            tied = (output == output.max(-1, keepdim=True).values).sum(-1) > 1
+            top = output.max(-1, keepdim=True).values
+            tol = TIE_RTOL * top.abs().clamp_min(1.0)
+            tied = (output >= top - tol).sum(-1) > 1
             pred = torch.where(tied, torch.full_like(pred, NO_PREDICTION), pred)
         return pred
     if output.shape[-1] != 1:

@@ -103,4 +103,4 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
 def _outputs(s: Setup, logits: torch.Tensor, senders: torch.Tensor) -> Any:
     from ._graph import GraphOutputs
 
-    return GraphOutputs(s.clean.tokens, senders, logits)
+    return GraphOutputs(s.clean.tokens, senders, logits, s.clean.key_mask)

@@ -4,11 +4,12 @@ No JAX needed: the weights, circuits and tracr's recorded outputs are package da
 ``python -m causalscope.circuits.build_cases``.
 
 >>> case = load_case("reverse")
->>> logits = case.model(case.inputs)                          # (N, T, d_vocab_out)
->>> bool((case.predict(logits) == case.labels)[:, case.label_positions].all())
+>>> logits = case.model(case.inputs)                          # (N, T, d_vocab_out); inputs padded with PAD
+>>> bool((case.predict(logits) == case.labels)[case.has_label].all())
 True
->>> case.tokenizer.encode(["a", "b", "c", "c"])                # BOS is prepended
-tensor([[0, 2, 3, 4, 4]])
+>>> case.tokenizer.encode([["a", "b", "c", "c"], ["b", "a"]])  # BOS is prepended, PAD appended
+tensor([[0, 2, 3, 4, 4],
+        [0, 3, 2, 1, 1]])
 >>> case.circuit.nodes
 ['embed', 'a0.h0', 'm0', 'm1', 'm2', 'a3.h0', 'logits']
 """
@@ -57,7 +58,7 @@ class CaseTokenizer:
         return isinstance(x, Sequence) and not isinstance(x, str)
 
     def encode(self, inputs: Sequence[Any] | Sequence[Sequence[Any]]) -> torch.Tensor:
-        """Token ids (B, T) for one sequence of items or a list of equal-length sequences; BOS goes first."""
+        """Token ids (B, T) for one sequence of items or a list of them; BOS goes first, PAD fills to the longest."""
         if isinstance(inputs, str) and all(isinstance(v, str) and len(v) == 1 for v in self.input_vocab):
             inputs = list(inputs)
         if not self._is_seq(inputs) or len(inputs) == 0:
@@ -65,11 +66,9 @@ class CaseTokenizer:
                              f"got {inputs!r}.")
         batch = [list(s) for s in inputs] if all(self._is_seq(s) for s in inputs) else [list(inputs)]
         rows = [self._encode_one(seq) for seq in batch]
-        lengths = {len(r) for r in rows}
-        if len(lengths) > 1:
-            raise InputError(f"Sequences of different lengths {sorted(lengths)}: this compiled model has no padding "
-                             f"mask, encode each length separately.")
-        return torch.tensor(rows, dtype=torch.long)
+        width = max(len(r) for r in rows)
+        pad = self._ids[self._key(self.pad)]
+        return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
 
     def _encode_one(self, seq: list[Any]) -> list[int]:
         if not seq or seq[0] != self.bos:
@@ -109,7 +108,9 @@ class Case:
     """A compiled RASP program with its exact model, evaluation data and ground-truth circuit.
 
     >>> case = load_case("frac-prevs")
-    >>> err = (case.predict(case.model(case.inputs)) - case.labels)[:, case.label_positions].abs().max()
+    >>> err = (case.predict(case.model(case.inputs)) - case.labels)[case.has_label].abs().max()
+
+    ``labels`` is -1 (categorical) or NaN (numerical) where there is no label: position 0 (BOS) and PAD.
     """
 
     name: str
@@ -122,6 +123,11 @@ class Case:
     categorical: bool
     label_positions: list[int]
     circuit: Circuit
+
+    @property
+    def has_label(self) -> torch.Tensor:
+        """(N, T) bool: the positions that carry a label (not BOS, not PAD)."""
+        return self.labels >= 0 if self.categorical else torch.isfinite(self.labels)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         """Labels-like predictions: argmax over the output vocabulary, or the numerical output column.
@@ -183,12 +189,15 @@ def load_case(name: str) -> Case:
     model.eval()
     tok = CaseTokenizer(rec["vocab"], rec["bos"], rec["pad"], rec["max_seq_len"], rec["output_vocab"])
     inputs = torch.tensor(rec["inputs"], dtype=torch.long)
+    T = inputs.shape[1]
     if rec["categorical"]:
         out_ids = {CaseTokenizer._key(v): i for i, v in enumerate(rec["output_vocab"])}
-        labels = torch.tensor([[-1] + [out_ids[CaseTokenizer._key(v)] for v in row[1:]] for row in rec["outputs"]],
-                              dtype=torch.long)
+        labels = torch.tensor([[-1] + [out_ids[CaseTokenizer._key(v)] for v in row[1:]] + [-1] * (T - len(row))
+                               for row in rec["outputs"]], dtype=torch.long)
     else:
-        labels = torch.tensor([[float("nan")] + row[1:] for row in rec["outputs"]], dtype=torch.float32)
+        nan = float("nan")
+        labels = torch.tensor([[nan] + row[1:] + [nan] * (T - len(row)) for row in rec["outputs"]],
+                              dtype=torch.float32)
     return Case(name=name, description=rec["description"], program=rec["program"], model=model, tokenizer=tok,
                 inputs=inputs, labels=labels, categorical=bool(rec["categorical"]),
                 label_positions=list(rec["label_positions"]), circuit=Circuit.from_dict(rec["circuit"]))

@@ -32,7 +32,8 @@ class GraphMetric:
     >>> m = GraphMetric("kl", clean_logits=clean, positions=[1, 2, 3])
     >>> m(logits).mean(-1)                  # one value per configuration
 
-    Built-ins (read at ``positions`` only, averaged over them): ``"logprob"``: log-probability of each row's
+    Built-ins (read at ``positions`` only, averaged over those that are ``valid`` in each row: not padding,
+    not an unlabelled position): ``"logprob"``: log-probability of each row's
     label (higher is better); ``"kl"``: KL(clean || patched) of the output distribution (lower is better);
     ``"mse"``: minus the squared error to the clean output (numerical outputs; higher is better);
     ``"output"``: the output value itself (numerical). A callable ``f(logits (rows, T, V)) -> (rows,)`` is
@@ -41,8 +42,13 @@ class GraphMetric:
 
     def __init__(self, kind: str | Callable[[torch.Tensor], torch.Tensor], *, clean_logits: torch.Tensor,
                  positions: Sequence[int], labels: torch.Tensor | None = None,
-                 higher_is_better: bool | None = None) -> None:
+                 higher_is_better: bool | None = None, valid: torch.Tensor | None = None) -> None:
         self.positions = torch.as_tensor(list(positions), dtype=torch.long)
+        # per row, the weight of each metric position: 1 / (the row's valid positions), 0 at padding
+        w = torch.ones(clean_logits.shape[0], len(self.positions), dtype=torch.float64)
+        if valid is not None:
+            w = valid[:, self.positions].to(torch.float64).cpu()
+        self._w = (w / w.sum(-1, keepdim=True).clamp_min(1.0)).to(clean_logits.device)
         if callable(kind):
             self.name = getattr(kind, "__name__", repr(kind))
             self._user = kind
@@ -59,7 +65,8 @@ class GraphMetric:
         if kind == "logprob":
             if labels is None:
                 labels = clean_logits.argmax(-1)
-            lab = labels[:, self.positions]
+            lab = labels[:, self.positions].to(clean_logits.device)
+            lab = torch.where(self._w > 0, lab, torch.zeros_like(lab))  # padding: any id, weight 0
             if bool((lab < 0).any()) or bool((lab >= clean_logits.shape[-1]).any()):
                 raise InputError(f"Labels at the metric positions {self.positions.tolist()} must be output ids in "
                                  f"[0, {clean_logits.shape[-1]}); some are not (position 0 is BOS: leave it out).")
@@ -72,15 +79,16 @@ class GraphMetric:
             vals = torch.stack([torch.as_tensor(self._user(x)).reshape(-1).expand(x.shape[0]) for x in flat])
             return vals.reshape(*lead, logits.shape[-3])
         at = logits[..., self.positions, :].double()
+        w = self._w.to(at.device)
         if self.name == "logprob":
             lab = self._labels.to(at.device).expand(*at.shape[:-1])
-            return at.log_softmax(-1).gather(-1, lab[..., None])[..., 0].mean(-1)
+            return (at.log_softmax(-1).gather(-1, lab[..., None])[..., 0] * w).sum(-1)
         if self.name == "kl":
             p = self._clean_logp
-            return (p.exp() * (p - at.log_softmax(-1))).sum(-1).mean(-1)
+            return ((p.exp() * (p - at.log_softmax(-1))).sum(-1) * w).sum(-1)
         if self.name == "mse":
-            return -((at - self._clean_out) ** 2).mean((-1, -2))
-        return at.mean((-1, -2))  # output
+            return -(((at - self._clean_out) ** 2).mean(-1) * w).sum(-1)
+        return (at.mean(-1) * w).sum(-1)  # output
 
     def worse(self, new: torch.Tensor, old: torch.Tensor | float) -> torch.Tensor:
         """How much worse ``new`` is than ``old`` (positive: worse)."""
@@ -163,7 +171,7 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
     if ablation in ("zero", "mean"):
         fill = (torch.zeros_like(c_out.senders) if ablation == "zero"
                 else c_out.senders.mean(0, keepdim=True).expand_as(c_out.senders).clone())
-        x_out = GraphOutputs(clean_t, fill, c_out.logits)
+        x_out = GraphOutputs(clean_t, fill, c_out.logits, c_out.key_mask)
         x_out.logits = graph.run(torch.ones(1, len(graph.edges)), c_out, x_out)[0]
     if categorical is None:
         categorical = c_out.logits.shape[-1] > 1
@@ -173,8 +181,9 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
         lab = torch.as_tensor(labels)
         if lab.shape != clean_t.shape:
             raise InputError(f"labels have shape {tuple(lab.shape)}; expected one per input token {tuple(clean_t.shape)}.")
+    valid = _label_mask(labels, c_out)
     gm = GraphMetric(kind, clean_logits=c_out.logits, positions=positions, labels=lab,
-                     higher_is_better=higher_is_better)
+                     higher_is_better=higher_is_better, valid=valid)
     meta = {"model": graph.model.name, "metric": gm.name, "higher_is_better": gm.higher_is_better,
             "positions": positions, "n_inputs": int(clean_t.shape[0]), "seed": seed,
             "corrupted": ablation or ("resample" if corrupted is None else "given"), "n_edges": len(graph.edges)}
@@ -183,6 +192,17 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
     m_corr = float(s.value(x_out.logits[None])[0])
     s.meta.update(clean_metric=m_clean, corrupted_metric=m_corr)
     return s
+
+
+def _label_mask(labels: Any, clean: GraphOutputs) -> torch.Tensor | None:
+    """(rows, T) bool: where the metric reads: not padding, and where labels are given, not -1 / NaN."""
+    valid = clean.key_mask.cpu() if clean.key_mask is not None else None
+    if labels is not None:
+        lab = torch.as_tensor(labels).cpu()
+        if lab.shape == clean.tokens.shape:
+            has = torch.isfinite(lab) if lab.is_floating_point() else lab >= 0
+            valid = has if valid is None else valid & has
+    return valid
 
 
 _EXACT_DEFAULT = {True: "kl", False: "mse"}

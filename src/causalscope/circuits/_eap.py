@@ -46,7 +46,8 @@ def _gradients(s: Setup, embed: torch.Tensor, reps: int) -> list[torch.Tensor]:
     N = s.clean.tokens.shape[0]
     with preserved(g.model.module), torch.enable_grad():
         e = embed.detach().clone().requires_grad_(True)
-        logits, _, inputs = g.trace(e)
+        mask = s.clean.key_mask
+        logits, _, inputs = g.trace(e, None if mask is None else mask.repeat(reps, 1))
         value = s.metric(logits.view(reps, N, *logits.shape[1:])).mean(-1).sum()
         grads = torch.autograd.grad(value, inputs, allow_unused=True)
     out = []

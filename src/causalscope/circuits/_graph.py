@@ -13,6 +13,8 @@ input is the sum of every upstream sender's output plus the constant biases (the
 ``b_O`` of every layer before it). An edge ``(s, r)`` is the term ``s`` contributes to ``r``'s input; patching
 it replaces that term by ``s``'s output in the corrupted run, while unpatched edges carry ``s``'s output in the
 current (possibly patched) run, as in ACDC (Conmy et al. 2023) and EAP-IG's graph evaluation (Hanna et al.).
+Padding (a compiled model's PAD) belongs to the run being computed: every patched run masks the clean
+(base) inputs' PAD positions, whatever the corrupted inputs' lengths.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class GraphOutputs:
     tokens: torch.Tensor
     senders: torch.Tensor
     logits: torch.Tensor
+    key_mask: torch.Tensor | None = None
 
 
 class ComputeGraph:
@@ -49,7 +52,8 @@ class ComputeGraph:
     >>> len(g.edges), g.senders[:2], g.receivers[-1]
     (57, ['embed', 'a0.h0'], 'logits')
 
-    Needs an adapter with ``graph_parts()`` (compiled transformers). The model is never changed: no hooks,
+    Needs an adapter with ``graph_parts()``: compiled transformers, TransformerLens ``HookedTransformer`` and
+    Hugging Face GPT-2-style causal LMs. The model is never changed: no hooks,
     no parameter updates; runs happen in eval mode with gradients only with respect to activations.
     """
 
@@ -60,8 +64,9 @@ class ComputeGraph:
         fn = getattr(m.adapter, "graph_parts", None)
         if fn is None:
             raise InputError(f"{m.name!r} ({m.adapter.kind} adapter) has no computational graph of heads and MLPs: "
-                             f"circuit discovery needs an adapter with graph_parts(), e.g. a compiled transformer "
-                             f"(causalscope.zoo.compiled.CompiledTransformer or causalscope.circuits.load_case).")
+                             f"circuit discovery needs an adapter with graph_parts(): a compiled transformer "
+                             f"(causalscope.circuits.load_case, zoo.compiled), a TransformerLens HookedTransformer or "
+                             f"a Hugging Face GPT-2-style causal LM.")
         self.model = m
         self.parts = fn()
         L, H = int(self.parts.n_layers), int(self.parts.n_heads)
@@ -142,17 +147,30 @@ class ComputeGraph:
     # ------------------------------------------------------------------ runs
     def _check_tokens(self, tokens: Any) -> torch.Tensor:
         batch = self.model.adapter.prepare(tokens)
-        t = batch.args[0]
+        t = batch.args[0] if batch.args else batch.kwargs.get("input_ids")
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"Circuit discovery needs token ids (rows, positions); {self.model.name} got none.")
+        mask = batch.kwargs.get("attention_mask")
+        if mask is not None and not bool(torch.as_tensor(mask).all()):
+            raise InputError("Padded inputs (an attention_mask with zeros) are not supported for this model's graph: "
+                             "pass equal-length token ids.")
         if t.shape[0] == 0:
             raise InputError("No inputs: give at least one row of token ids.")
         return t.to(self.parts.embed_device)
 
-    def trace(self, embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """(rows, T) bool, False at padding no position attends to; None for models without padding."""
+        fn = getattr(self.parts, "key_mask", None)
+        return None if fn is None else fn(tokens)
+
+    def trace(self, embed: torch.Tensor, key_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Unpatched graph forward from the embedding node's output ``(rows, T, d)``.
 
         Returns the logits, every sender's output (rows, T, senders, d) and every stage's receiver input:
         (rows, T, heads, d) for a layer's heads (one copy per head, so gradients come per head), (rows, T, d)
-        for an MLP and for the logits. Differentiable with respect to ``embed``.
+        for an MLP and for the logits. Differentiable with respect to ``embed``. ``key_mask``: see
+        :meth:`key_mask` (the padding of the inputs ``embed`` came from; repeated to its rows).
         """
         outs = [embed]
         inputs: list[torch.Tensor] = []
@@ -160,7 +178,7 @@ class ComputeGraph:
         for layer in range(self.n_layers):
             xh = resid.unsqueeze(2).repeat(1, 1, self.n_heads, 1)
             inputs.append(xh)
-            heads = self.parts.heads(layer, xh)
+            heads = self._heads(layer, xh, key_mask)
             outs += list(heads.unbind(2))
             resid = resid + heads.sum(2) + self.parts.attn_bias(layer)
             xm = resid.clone()  # the MLP's own copy: its gradient is what flows through the MLP alone
@@ -174,9 +192,10 @@ class ComputeGraph:
     def outputs(self, tokens: Any) -> GraphOutputs:
         """Sender outputs and logits of an unpatched run on ``tokens`` (rows, positions)."""
         t = self._check_tokens(tokens)
+        mask = self.key_mask(t)
         with preserved(self.model.module), torch.inference_mode():
-            logits, senders, _ = self.trace(self.parts.embed(t))
-        return GraphOutputs(t, senders, logits)
+            logits, senders, _ = self.trace(self.parts.embed(t), mask)
+        return GraphOutputs(t, senders, logits, mask)
 
     def run(self, patch: torch.Tensor, clean: GraphOutputs, corrupted: GraphOutputs, *,
             base: GraphOutputs | None = None, base_patch: torch.Tensor | None = None,
@@ -240,11 +259,15 @@ class ComputeGraph:
             if stage == 2 * self.n_layers:
                 logits = self.parts.logits(x[..., 0, :])
             elif part == 0:
-                h = self.parts.heads(layer, x.reshape(C * N, T, len(rs), d))
+                mask = None if base.key_mask is None else base.key_mask.repeat(C, 1)
+                h = self._heads(layer, x.reshape(C * N, T, len(rs), d), mask)
                 cur[..., p:p + self.n_heads, :] = h.view(C, N, T, self.n_heads, d)
             else:
                 cur[..., p, :] = self.parts.mlp(layer, x[..., 0, :].reshape(C * N, T, d)).view(C, N, T, d)
         return logits, (cur if keep else None)  # type: ignore[return-value]
+
+    def _heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.parts.heads(layer, x) if key_mask is None else self.parts.heads(layer, x, key_mask=key_mask)
 
     def connected(self, kept: torch.Tensor) -> torch.Tensor:
         """The kept edges that lie on a path from ``embed`` to ``logits`` through kept edges (MIB's pruning)."""

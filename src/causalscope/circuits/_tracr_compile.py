@@ -25,7 +25,8 @@ all-zero weights, every node inside has nonzero weights, and the edges equal tho
 (the support of a sender's output matrix meets the support of a receiver's input matrices). The rule is
 structural: a node whose output is the same on every evaluation input (``reverse`` computes ``length``,
 which is constant when all inputs have the full length) is in the circuit yet has no resample-ablation
-effect on those inputs; ``build_cases`` lists such nodes in ``meta["constant_on_inputs"]``.
+effect on those inputs; ``build_cases`` lists such nodes in ``meta["constant_on_inputs"]`` (the evaluation
+inputs have every length up to ``max_seq_len``, padded, so that the length varies).
 """
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def _to_torch(assembled: Any, labels: list[str], out_labels: list[str]) -> Compi
     cfg = CompiledConfig(n_layers=int(mc.num_layers), d_model=int(d_model), n_heads=H, d_head=dh,
                          d_mlp=int(mc.mlp_hidden_size), d_vocab=int(d_vocab),
                          d_vocab_out=len(out_labels), n_ctx=int(p["pos_embed"]["embeddings"].shape[0]),
-                         causal=bool(mc.causal))
+                         causal=bool(mc.causal), pad_id=int(assembled.input_encoder.encoding_map[PAD]))
     assert len(labels) == d_model and not mc.layer_norm
     net = CompiledTransformer(cfg)
     t = torch.from_numpy
@@ -241,6 +242,7 @@ def _ground_truth(spec: CaseSpec, graph: Any, sources: Any, craft_model: Any, mo
     from tracr.compiler import craft_graph_to_model as c2m
     from tracr.compiler import nodes
     from tracr.craft import transformers
+    from tracr.rasp import rasp
 
     allocation = c2m._allocate_modules_to_layers(graph, sources)
     by_half: dict[int, list[tuple[Any, Any]]] = {}
@@ -259,6 +261,11 @@ def _ground_truth(spec: CaseSpec, graph: Any, sources: Any, craft_model: Any, mo
     writes: dict[str, set[str]] = {"logits": set()}
     writes["embed"] = {lab for lab in labels if lab.startswith(("tokens:", "indices:")) or lab == "one"}
     rasp_of: dict[str, list[str]] = {}
+    encoding: dict[str, str] = {}  # what a node writes: one-hot values (categorical) or numbers (numerical)
+
+    def enc(parts: list[tuple[Any, bool]]) -> str:
+        return "numerical" if any(num for _, num in parts) else "categorical"
+
     for half, craft_block, module in zip(halves, craft_model.blocks, module_names):
         layer = int(module.split("/")[1].split("_")[1])
         if module.endswith("attn"):
@@ -271,12 +278,16 @@ def _ground_truth(spec: CaseSpec, graph: Any, sources: Any, craft_model: Any, mo
                             for d in sp.basis}
                 writes[n] = {str(d) for d in head.w_ov.output_space.basis}
                 rasp_of[n] = [_describe(expr)]
+                # a SelectorWidth head writes a number (the attention paid to BOS), its MLP the categorical width
+                width_head = c2m._node_is_residual_block(graph.nodes[expr.label])
+                encoding[n] = enc([(expr, width_head or rasp.is_numerical(expr))])
         else:
             assert isinstance(craft_block, transformers.MLP)
             n = f"m{layer}"
             reads[n] = {str(d) for _, blk in by_half[half] for d in blk.fst.input_space.basis}
             writes[n] = {str(d) for _, blk in by_half[half] for d in blk.snd.output_space.basis}
             rasp_of[n] = [_describe(expr) for expr, _ in by_half[half]]
+            encoding[n] = enc([(expr, rasp.is_numerical(expr)) for expr, _ in by_half[half]])
 
     names = list(reads)
     edges, edge_spaces = [], {}
@@ -287,24 +298,36 @@ def _ground_truth(spec: CaseSpec, graph: Any, sources: Any, craft_model: Any, mo
             edge_spaces[f"{s}->{r}"] = sorted({lab.split(":")[0] for lab in shared})
     space = lambda dirs: sorted({lab.split(":")[0] for lab in dirs})  # noqa: E731
     meta = {"case": spec.name, "source": "tracr", "rule": RULE,
-            "nodes": {n: {"rasp": rasp_of.get(n, []), "reads": space(reads[n]), "writes": space(writes[n])}
-                      for n in names},
+            "nodes": {n: {"rasp": rasp_of.get(n, []), "reads": space(reads[n]), "writes": space(writes[n]),
+                          **({"encoding": encoding[n]} if n in encoding else {})} for n in names},
             "edge_spaces": edge_spaces}
     return Circuit(names, edges, meta)
 
 
 def evaluation_inputs(spec: CaseSpec, seed: int = 0) -> list[list[Any]]:
-    """Every sequence of length ``max_seq_len`` over the vocabulary, BOS first (a seeded 2,000 if more)."""
-    seqs = [list(s) for s in itertools.product(spec.vocab, repeat=spec.max_seq_len)]
-    if len(seqs) > MAX_INPUTS:
-        seqs = [seqs[i] for i in sorted(random.Random(seed).sample(range(len(seqs)), MAX_INPUTS))]
-    return [[BOS, *s] for s in seqs]
+    """Every sequence of every length 1 .. ``max_seq_len`` over the vocabulary, BOS first, PAD after.
+
+    Lengths vary so that what a program computes from the length (``reverse``'s ``length``, ``sort``'s
+    positions) varies between inputs, as resample ablations and patching need. A length with more than
+    ``MAX_INPUTS // max_seq_len`` sequences contributes a seeded sample of that many.
+    """
+    cap = MAX_INPUTS // spec.max_seq_len
+    rng = random.Random(seed)
+    out = []
+    for n in range(1, spec.max_seq_len + 1):
+        seqs = [list(s) for s in itertools.product(spec.vocab, repeat=n)]
+        if len(seqs) > cap:
+            seqs = [seqs[i] for i in sorted(rng.sample(range(len(seqs)), cap))]
+        out += [[BOS, *s] + [PAD] * (spec.max_seq_len - n) for s in seqs]
+    return out
 
 
 def tracr_outputs(build: TracrBuild, inputs: list[list[Any]]) -> list[list[Any]]:
-    """tracr's own decoded outputs (``assembled.apply``), one list per input; position 0 is BOS."""
+    """tracr's own decoded outputs (``assembled.apply`` on each input without its PAD), one list per input;
+    position 0 is BOS, and the list is as long as the unpadded input."""
     out = []
     for seq in inputs:
+        seq = [v for v in seq if v != PAD]
         decoded = build.assembled.apply(seq).decoded
         out.append([decoded[0]] + [float(v) if not build.categorical else v for v in decoded[1:]])
     return out

@@ -6,7 +6,8 @@
 
 Each case is a folder ``<out>/<case>/`` holding ``model.safetensors`` (the CompiledTransformer's weights) and
 ``case.json`` (config, vocabularies, BOS / PAD, the RASP source, the ground-truth circuit, the evaluation
-inputs as token ids and tracr's own decoded outputs on each, from ``assembled_model.apply``). ``index.json``
+inputs as token ids, padded with PAD to ``max_seq_len``, and tracr's own decoded outputs on each unpadded
+input, from ``assembled_model.apply``). ``index.json``
 lists the cases with their descriptions. Nothing is written unless the copy reproduces tracr on every input.
 """
 from __future__ import annotations
@@ -36,9 +37,10 @@ def node_outputs(model: CompiledTransformer, tokens: torch.Tensor) -> dict[str, 
     torch.Size([81, 5, 35])
     """
     x = model.embed(tokens)
+    mask = model.key_mask(tokens)
     out = {"embed": x}
     for layer, block in enumerate(model.blocks):
-        heads = block.attn.heads(x)
+        heads = block.attn.heads(x, mask)
         for h in range(heads.shape[2]):
             out[f"a{layer}.h{h}"] = heads[:, :, h]
         x = x + heads.sum(2) + block.attn.b_O
@@ -50,21 +52,27 @@ def node_outputs(model: CompiledTransformer, tokens: torch.Tensor) -> dict[str, 
 def constant_nodes(model: CompiledTransformer, tokens: torch.Tensor, nodes: list[str]) -> list[str]:
     """Circuit nodes whose output is the same on every input (position by position): no resample effect."""
     outs = node_outputs(model, tokens)
-    return [n for n in nodes if n in outs and bool(((outs[n] - outs[n][:1]).abs() <= 1e-6).all())]
+    real = model.key_mask(tokens)
+    real = torch.ones_like(tokens, dtype=torch.bool) if real is None else real
+    both = (real & real[:1])[..., None]  # compare positions that hold a token in both inputs
+    return [n for n in nodes if n in outs and bool((((outs[n] - outs[n][:1]).abs() <= 1e-6) | ~both).all())]
 
 
 def _check(built: Any, ids: torch.Tensor, outputs: list[list[Any]]) -> None:
     with torch.inference_mode():
-        logits = built.model(ids)[:, 1:]
-    if built.categorical:
-        want = torch.tensor([[built.output_vocab.index(v) for v in o[1:]] for o in outputs])
-        bad = int((logits.argmax(-1) != want).sum())
-        if bad:
-            raise RuntimeError(f"{built.spec.name}: the PyTorch copy disagrees with tracr at {bad} positions.")
-    else:
-        err = float((logits[..., 0] - torch.tensor([o[1:] for o in outputs])).abs().max())
-        if not err <= NUMERICAL_TOL:
-            raise RuntimeError(f"{built.spec.name}: the PyTorch copy is {err:.2e} away from tracr.")
+        logits = built.model(ids)
+    bad, err = 0, 0.0
+    for row, o in zip(logits, outputs):  # only the unpadded positions carry tracr's output
+        got = row[1:len(o)]
+        if built.categorical:
+            want = torch.tensor([built.output_vocab.index(v) for v in o[1:]])
+            bad += int((got.argmax(-1) != want).sum())
+        else:
+            err = max(err, float((got[:, 0] - torch.tensor(o[1:])).abs().max()))
+    if bad:
+        raise RuntimeError(f"{built.spec.name}: the PyTorch copy disagrees with tracr at {bad} positions.")
+    if not err <= NUMERICAL_TOL:
+        raise RuntimeError(f"{built.spec.name}: the PyTorch copy is {err:.2e} away from tracr.")
 
 
 def build_case(name: str, out: Path = DATA) -> dict[str, Any]:

@@ -21,7 +21,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class CompiledConfig:
-    """Shape of a compiled transformer. ``causal=False`` is tracr's default (attention sees every position)."""
+    """Shape of a compiled transformer. ``causal=False`` is tracr's default (attention sees every position).
+
+    ``pad_id``: the token id of tracr's PAD, or None. Where set, no position attends to a PAD position
+    (tracr's input mask), so sequences of different lengths share one batch, padded at the end.
+    """
 
     n_layers: int
     d_model: int
@@ -32,6 +36,7 @@ class CompiledConfig:
     d_vocab_out: int
     n_ctx: int
     causal: bool = False
+    pad_id: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,8 +65,11 @@ class HeadAttention(nn.Module):
         self.hook_z = nn.Identity()
         self.hook_result = nn.Identity()
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-head residual writes (B, T, H, d_model) for input (B, T, d_model) or (B, T, H, d_model)."""
+    def heads(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-head residual writes (B, T, H, d_model) for input (B, T, d_model) or (B, T, H, d_model).
+
+        ``key_mask`` (B, T) bool: False at positions no query may attend to (PAD); tracr's -1e30 fill.
+        """
         spec = "btd,hde->bthe" if x.ndim == 3 else "bthd,hde->bthe"
         q = torch.einsum(spec, x, self.W_Q) + self.b_Q
         k = torch.einsum(spec, x, self.W_K) + self.b_K
@@ -71,12 +79,14 @@ class HeadAttention(nn.Module):
             T = x.shape[1]
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
             scores = scores.masked_fill(mask, float("-inf"))
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], -1e30)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
         return self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(x).sum(-2) + self.b_O
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.heads(x, key_mask).sum(-2) + self.b_O
 
 
 class ReluMLP(nn.Module):
@@ -102,8 +112,8 @@ class Block(nn.Module):
         self.attn = HeadAttention(cfg)
         self.mlp = ReluMLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(x)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(x, key_mask)
         return x + self.mlp(x)
 
 
@@ -131,10 +141,15 @@ class CompiledTransformer(nn.Module):
             raise ValueError(f"{T} positions, but this model has n_ctx={self.cfg.n_ctx}.")
         return self.hook_embed(self.W_E[tokens] + self.W_pos[:T])
 
+    def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """False at PAD positions (no query attends there); None when the model has no PAD token."""
+        return None if self.cfg.pad_id is None else tokens != self.cfg.pad_id
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)
+        mask = self.key_mask(tokens)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.unembed(x @ self.W_U)
 
 
