@@ -18,29 +18,36 @@ def circuits_section(rep: Report, ablation_cases: tuple[str, ...] = ("reverse", 
                            plot_roc, roc)
 
     rep.section("Ground-truth circuits: tracr-compiled transformers",
-                "Six RASP programs compiled by tracr ship as PyTorch models with tracr's exact weights, every "
-                "evaluation input, tracr's outputs and the circuit each program uses (nodes: embed, heads a{l}.h{h}, "
-                "MLPs m{l}, logits; edges: which residual subspaces each node reads). Because the circuit is known, "
-                "ablation and discovery methods can be checked against it.")
+                "Six RASP programs compiled by tracr ship as PyTorch models with tracr's exact weights, evaluation "
+                "inputs of every length up to the compiled maximum (padded at the end with PAD, which attention "
+                "masks as tracr does), tracr's outputs and the circuit each program uses (nodes: embed, heads "
+                "a{l}.h{h}, MLPs m{l}, logits; edges: which residual subspaces each node reads). Because the "
+                "circuit is known, ablation and discovery methods can be checked against it.")
     rows = [case_info(n) for n in case_names()]
-    table = pd.DataFrame([{"case": r["name"], "output": r["kind"], "inputs": r["n_inputs"], "length": r["seq_len"],
-                           "layers": r["n_layers"], "d_model": r["d_model"], "heads": r["n_heads"],
+    table = pd.DataFrame([{"case": r["name"], "output": r["kind"], "inputs": r["n_inputs"],
+                           "max length": r["seq_len"], "layers": r["n_layers"], "d_model": r["d_model"],
+                           "heads": r["n_heads"],
                            "circuit nodes": r["circuit_nodes"], "circuit edges": r["circuit_edges"],
                            "description": r["description"]} for r in rows]).set_index("case")
-    rep.table(table, caption="The shipped cases (causalscope circuits list).")
+    rep.table(table, caption="The shipped cases (causalscope circuits list); inputs: every sequence of every "
+                             "length up to max length.")
 
     rep.text(f"Node ablations (InterpBench's sweep): each head and MLP's activation on a base input is replaced by "
              f"scale x its activation on another input (resample ablation, {pairs} sampled base / source pairs), "
              f"and the effect is the fraction of label-changing positions whose prediction breaks. Green: nodes in "
-             f"the ground-truth circuit; orange: not.")
+             f"the ground-truth circuit; orange: not. Scale 0 is a zero ablation: a node that writes a one-hot "
+             f"(categorical) value then writes none and breaks nearly every prediction, while a node that writes "
+             f"a number still encodes one (0, or the largest width for a SelectorWidth head), which is the right "
+             f"answer on some inputs.")
     for name in ablation_cases:
         case = load_case(name)
         r = node_effects(case, scales=list(scales), pairs=pairs, seed=0, progress=False)
         outside = [n for n, s in zip(r.nodes, r.meta["status"]) if s == "not_in_circuit"]
         top_out = max((float(r.values[r.nodes.index(n)].max()) for n in outside), default=0.0)
-        note = (" On reverse every input has full length, so the length computation (a0.h0, m0, m1, m2) writes "
-                "the same vector on every input: resampling it changes nothing at scale 1, and only scaling "
-                "(or zero ablation) moves it." if name == "reverse" else "")
+        note = (" On reverse the inputs have lengths 1 to max_seq_len, so the length computation (a0.h0, m0, "
+                "m1, m2) differs between inputs and resampling moves it. a0.h0 writes a number (the attention its "
+                "SelectorWidth pays to BOS); zeroed, it reads as the full length, right for every full-length "
+                "input, hence its low effect at scale 0." if name == "reverse" else "")
         rep.figure(r.plot(backend="plotly"),
                    caption=f"{name}: causal effect vs scale ({len(r.nodes)} nodes); the largest effect of a node "
                            f"outside the circuit is {top_out:.3f}.{note}")
