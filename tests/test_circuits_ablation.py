@@ -413,3 +413,14 @@ def test_tied_argmax_is_no_prediction(name, head):
     assert 0 < zero_label and first.effect(head, 0.0) < 1.0
     with pytest.raises(cs.InputError, match="ties must be"):
         node_effects(case, scales=[0.0], nodes=[head], ties="random")
+
+
+def test_default_labels_skip_padding():
+    """Without labels, the model's own predictions are the labels, at every position but BOS and PAD: the same
+    effects as with the case's labels (which are -1 / NaN at PAD)."""
+    case = circuits.load_case("sort")
+    assert bool((case.inputs == case.model.cfg.pad_id).any())
+    given = node_effects(case, scales=[0.0, 1.0], pairs=400)
+    own = node_effects(case.model, case.inputs, circuit=case.circuit, scales=[0.0, 1.0], pairs=400)
+    assert own.meta["denominator"] == given.meta["denominator"]
+    assert torch.equal(own.values, given.values)

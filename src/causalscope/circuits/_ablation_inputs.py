@@ -115,6 +115,9 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
         labels = preds.clone()
         valid = torch.ones(N, T, dtype=torch.bool)
         valid[:, 0] = False  # tracr's BOS position carries no label
+        pad = getattr(getattr(m.module, "cfg", None), "pad_id", None)
+        if pad is not None:  # nor does padding
+            valid &= inputs.cpu() != pad
     else:
         labels = torch.as_tensor(labels)
         if tuple(labels.shape) != (N, T):
