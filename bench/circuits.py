@@ -9,7 +9,9 @@ and each method, in one process:
   patching: one forward + one backward), ``eap_ig`` (5 steps, batched), ``acdc`` (threshold 1e-6, exact,
   batched) and ``acdc-zero`` (the same with zero ablation instead of resampling);
 - wall time (median of ``--reps``), edge-level AUROC and node-level AUROC against ``case.circuit``
-  (exact ROC, ties counting one half), and for ACDC the TPR / FPR of the edges it kept.
+  (exact ROC, ties counting one half; scores within ``circuits.roc``'s default tolerance, 1e-12 for
+  scores of order one, count as tied, so a CPU and a GPU give the same numbers; the exact-tie edge AUROC,
+  ``atol=0``, is noted where it differs), and for ACDC the TPR / FPR of the edges it kept.
 
 References, in the same run: exact edge patching as one graph forward per edge (what ACDC's and
 EAP-IG's ``exact`` modes do), and ACDC as the sequential greedy loop, one graph forward per candidate
@@ -110,6 +112,7 @@ def bench_case(name: str, reps: int, device: torch.device) -> dict:
         row = {"seconds": statistics.median(times), "auroc_edge": None, "auroc_node": None}
         if res.level == "edge":
             row["auroc_edge"] = C.roc(res, truth).auroc
+            row["auroc_edge_exact_ties"] = C.roc(res, truth, atol=0).auroc
         try:
             row["auroc_node"] = C.roc(res, truth, level="node").auroc
         except cs.InputError:  # every head / MLP is in the circuit (hist): no negatives, no ROC
@@ -152,6 +155,8 @@ def main() -> int:
             notes = ""
             if "tpr" in row:
                 notes += f"kept edges: TPR {row['tpr']:.2f} FPR {row['fpr']:.2f}, {row['passes']} batched passes"
+            if row.get("auroc_edge_exact_ties") not in (None, row["auroc_edge"]):
+                notes += f"{'; ' if notes else ''}exact ties (atol=0): AUROC edge {row['auroc_edge_exact_ties']:.3f}"
             if "reference_s" in row:
                 same = row.get("reference_same_kept", row.get("reference_max_abs_diff", 1) <= 1e-6)
                 ok &= bool(same)

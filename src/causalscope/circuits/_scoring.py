@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +25,8 @@ MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 @dataclass
 class RocCurve:
-    """TPR and FPR at every distinct score threshold (descending), from (0, 0) to (1, 1), and the AUROC.
+    """TPR and FPR at every threshold (descending: each tie group's lowest score, see :func:`roc`), from
+    (0, 0) to (1, 1), and the AUROC. ``meta["atol"]``: the tie tolerance used.
 
     >>> c = circuits.roc(result, case.circuit); c.auroc, c.tpr[-1]
     """
@@ -41,20 +43,78 @@ class RocCurve:
         return plot_roc({label or self.meta.get("method", "scores"): self}, ax=ax, backend=backend)
 
 
+#: Default tie tolerance, relative to ``max(1, max |score|)``: see :func:`roc`.
+TIE_RTOL = 1e-12
+
+
+def _tie_atol(values: torch.Tensor, atol: float | None) -> float:
+    """The tie tolerance for ``values``: ``atol`` checked, or the default ``TIE_RTOL * max(1, max |finite score|)``."""
+    if atol is None:
+        finite = values[torch.isfinite(values)]
+        top = float(finite.abs().max()) if finite.numel() else 0.0
+        return TIE_RTOL * max(1.0, top)
+    try:
+        tol = float(atol)
+    except (TypeError, ValueError):
+        tol = math.nan
+    if isinstance(atol, bool) or not math.isfinite(tol) or tol < 0:
+        raise InputError(f"atol must be a finite number >= 0 (0: exact ties only), got {atol!r}.")
+    return tol
+
+
+def _tie_groups(values: torch.Tensor, atol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tie groups of ``values`` (1-D float64): sorted ascending, consecutive values whose gap is <= ``atol``
+    share a group. Returns each value's group index (0 = lowest group) and each group's lowest value."""
+    order = values.argsort(stable=True)
+    s = values[order]
+    new = s.diff() > atol  # inf - inf is NaN: equal infinities compare False and stay in one group
+    first = torch.cat([torch.ones(1, dtype=torch.bool, device=s.device), new])
+    gid = torch.empty(len(s), dtype=torch.long, device=s.device)
+    gid[order] = first.long().cumsum(0) - 1
+    return gid, s[first]
+
+
+def _snap_ties(values: torch.Tensor, atol: float) -> torch.Tensor:
+    """``values`` with every tie group (see :func:`_tie_groups`) set to its lowest value: a stable sort of
+    the result orders near-tied items by position, as exactly tied ones are."""
+    gid, low = _tie_groups(values, atol)
+    return low[gid]
+
+
 def roc(scores: CircuitScores | torch.Tensor | Mapping[str, float], truth: Circuit, *,
-        level: Literal["edge", "node"] | None = None, names: Sequence[str] | None = None) -> RocCurve:
-    """ROC of ``scores`` (higher: more likely in the circuit) against the ground truth, ties handled exactly.
+        level: Literal["edge", "node"] | None = None, names: Sequence[str] | None = None,
+        atol: float | None = None) -> RocCurve:
+    """ROC of ``scores`` (higher: more likely in the circuit) against the ground truth, ties (scores within
+    ``atol``) handled exactly.
 
     >>> c = circuits.roc(eap_result, case.circuit)             # edges, ranked by |score|
     >>> c = circuits.roc(eap_result, case.circuit, level="node")   # nodes: max |score| of their edges
     >>> c = circuits.roc(torch.tensor([...]), truth, names=["embed->m0", ...])
 
     A :class:`CircuitScores` is ranked by :meth:`CircuitScores.ranking` (``|score|``; ACDC: kept edges first).
-    Every item scored is a positive (in ``truth``) or a negative. At each distinct score, all items tied at it
-    enter together, so the curve has one point per distinct score and AUROC (trapezoids) equals the
+    Every item scored is a positive (in ``truth``) or a negative. At each distinct score (tie group, below),
+    all items tied at it enter together, so the curve has one point per tie group and AUROC (trapezoids) equals the
     Mann-Whitney probability that a random positive outscores a random negative, ties counting one half.
     Node level leaves out ``logits`` (always in a circuit). MIB's ``area_under_roc`` (MIB_circuit_track/
     evaluation.py) instead samples MIB's circuit sizes; every threshold here is the exact curve.
+
+    ``atol``: scores this close count as tied. The scores are sorted and consecutive ones whose gap is at
+    most ``atol`` form one tie group (so a run of values each within ``atol`` of the next is one group even
+    if its ends lie further apart); each group enters the curve at once, and ``thresholds`` holds each
+    group's lowest score (the items at or above it are the predicted circuit). ``atol=0``: exact ties
+    only. Default ``1e-12 * max(1, max |score|)`` over the finite scores (``TIE_RTOL``). Why: an edge with
+    no effect scores exactly 0 on a CPU, but a GPU (other kernels, other summation orders) leaves the
+    square of float32 rounding in KL / MSE metrics, up to 5e-14 on the shipped cases on an H100 (sort,
+    edge patching: 0.962 instead of 0.875 with exact ties; hist, ACDC: 1.0 instead of 0.875), and
+    gradient methods leave scores of 1e-14 to 1e-11 on edges whose effect float32 cannot resolve
+    (through a saturated softmax), which change several-fold between two implementations equal up to
+    rounding (reverse, EAP: 0.889 with exact ties on the CPU, 0.833 on the H100 at 1e-13, 0.778 on both
+    at 1e-12). 1e-12 was the smallest tolerance (tried: 1e-16 ... 1e-12, 1e-9) with which every method on
+    every shipped case gave the same edge- and node-level AUROC on the CPU and on an H100; 1e-9 would
+    also tie real EAP scores of 1e-11 (sort). It lies five orders below float32's resolution of the
+    metric (~1e-7 of it), so effects a float32 forward resolves are never tied. The floor of 1 keeps the
+    default absolute for metrics of order one; give ``atol`` where scores are much smaller or noisier (a
+    metric linear in the logits can leave ~1e-7 of the metric).
     """
     if isinstance(scores, CircuitScores):
         res = scores
@@ -92,7 +152,9 @@ def roc(scores: CircuitScores | torch.Tensor | Mapping[str, float], truth: Circu
     P, Nn = int(label.sum()), int((~label).sum())
     if P == 0 or Nn == 0:
         raise InputError(f"ROC needs both positives and negatives; got {P} in the circuit and {Nn} outside it.")
-    thr, inv = torch.unique(values, sorted=True, return_inverse=True)
+    tol = _tie_atol(values, atol)
+    meta["atol"] = tol
+    inv, thr = _tie_groups(values, tol)
     pos_at = torch.zeros(len(thr), dtype=torch.float64).index_add_(0, inv, label.double())
     neg_at = torch.zeros(len(thr), dtype=torch.float64).index_add_(0, inv, (~label).double())
     tp = pos_at.flip(0).cumsum(0)
@@ -125,7 +187,7 @@ class FaithfulnessCurve:
 def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float] = MIB_FRACTIONS,
                        clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
                        positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
-                       log_scale: bool = False) -> FaithfulnessCurve:
+                       log_scale: bool = False, atol: float | None = None) -> FaithfulnessCurve:
     """Faithfulness of the circuits made of the top-k edges of ``scores``: every edge outside the circuit
     carries the corrupted run's value, as in MIB's circuit-localization track (Mueller et al. 2025).
 
@@ -140,10 +202,14 @@ def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float]
     ``evaluate_area_under_curve`` in MIB_circuit_track/evaluation.py; ``log_scale`` integrates over the log
     of the edge count as its option does). All sizes are evaluated in one batched pass. The default metric
     is KL to the clean output (categorical) or MSE to it (numerical); give the discovery method's metric to
-    score with that one instead.
+    score with that one instead. ``atol``: scores this close count as tied, as in :func:`roc` (same default);
+    tied edges enter the circuit in edge order, so near-ties from GPU rounding pick the same top-k edges as
+    the exact ties of a CPU run.
     """
     if not isinstance(scores, CircuitScores) or scores.level != "edge":
         raise InputError("faithfulness_curve needs edge scores (a CircuitScores from an edge method).")
+    rank = scores.ranking()
+    order = _snap_ties(rank, _tie_atol(rank, atol)).argsort(descending=True, stable=True)
     s = setup(model, clean, corrupted, metric=metric, labels=labels, positions=positions, categorical=categorical,
               seed=seed, default_metric=_EXACT_DEFAULT)
     g = s.graph
@@ -162,7 +228,6 @@ def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float]
             if not 0 <= int(x) <= E:
                 raise InputError(f"Edge counts must lie in [0, {E}]; got {x}.")
             ks.append(int(x))
-    order = scores.ranking().argsort(descending=True, stable=True)
     kept = torch.zeros(len(ks), E, dtype=torch.bool)
     for i, k in enumerate(ks):
         kept[i, order[:k]] = True
@@ -174,8 +239,6 @@ def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float]
         raise InputError(f"The metric is the same with every edge clean and every edge corrupted ({full:.6g}): "
                          f"faithfulness is undefined. Use other corrupted inputs or another metric.")
     faith = [(v - empty) / span for v in values]
-    import math
-
     xs = [math.log(max(c, 1)) if log_scale else c / E for c in counts]
     cpr = sum((xs[i + 1] - xs[i]) * (faith[i] + faith[i + 1]) / 2 for i in range(len(xs) - 1))
     cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - faith[i]) + abs(1 - faith[i + 1])) / 2 for i in range(len(xs) - 1))
