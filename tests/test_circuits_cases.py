@@ -131,8 +131,11 @@ def test_tokenizer_round_trip_and_clear_errors():
     assert tok.encode([["a", "b"], ["c", "a"]]).shape == (2, 3)
     padded = tok.encode([["a"], ["a", "b"]])
     assert padded.tolist() == [[0, 2, 1], [0, 2, 3]]  # PAD (id 1) fills the shorter row
-    both = tok.decode_output(case.predict(case.model(tok.encode([["a", "b", "c"], ["c", "a"]]))))
-    assert both[0][:4] == [None, "c", "b", "a"] and both[1][:3] == [None, "a", "c"]
+    ids = tok.encode([["a", "b", "c"], ["c", "a"]])
+    assert tok.decode_output(case.predict(case.model(ids), ids)) == [[None, "c", "b", "a"], [None, "a", "c", None]]
+    frac = load_case("frac-prevs")
+    ids = frac.tokenizer.encode([["x", "y"], ["x"]])
+    assert frac.tokenizer.decode_output(frac.predict(frac.model(ids), ids)) == [[None, 1.0, 0.5], [None, 1.0, None]]
     with pytest.raises(InputError, match=r"'d' \(position 2\) is not an input.*\['a', 'b', 'c'\]"):
         tok.encode(["a", "d"])
     with pytest.raises(InputError, match="at most 4"):
@@ -142,7 +145,7 @@ def test_tokenizer_round_trip_and_clear_errors():
     sort_tok = load_case("sort").tokenizer
     with pytest.raises(InputError, match="'1'.*not an input"):
         sort_tok.encode(["1", 2])  # 1 and "1" are different items
-    assert load_case("frac-prevs").tokenizer.decode_output([float("nan"), 0.5]) [1] == 0.5
+    assert load_case("frac-prevs").tokenizer.decode_output([float("nan"), 0.5]) == [None, 0.5]
 
 
 def test_unknown_case_names_the_shipped_ones():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,14 +91,15 @@ class CaseTokenizer:
         return [self.decode(i) if self._is_seq(i) else self.vocab[int(i)] for i in ids]
 
     def decode_output(self, ids: torch.Tensor | Sequence[Any]) -> list[Any]:
-        """Output items for output ids (categorical; -1 reads as None) or the numbers themselves (numerical)."""
+        """Output items for output ids (categorical; -1 reads as None) or the numbers themselves (numerical; nan
+        reads as None)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
         out = []
         for i in ids:
             if self._is_seq(i):
                 out.append(self.decode_output(i))
             elif self.output_vocab is None:
-                out.append(float(i))
+                out.append(None if math.isnan(float(i)) else float(i))
             else:
                 out.append(None if int(i) < 0 else self.output_vocab[int(i)])
         return out
@@ -129,17 +131,22 @@ class Case:
         """(N, T) bool: the positions that carry a label (not BOS, not PAD)."""
         return self.labels >= 0 if self.categorical else torch.isfinite(self.labels)
 
-    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+    def predict(self, logits: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Labels-like predictions: argmax over the output vocabulary, or the numerical output column.
 
-        Position 0 (BOS) reads -1 (categorical) or nan (numerical), as in ``labels``.
+        >>> ids = case.tokenizer.encode([["a", "b", "c"], ["c", "a"]])
+        >>> case.tokenizer.decode_output(case.predict(case.model(ids), ids))
+        [[None, 'c', 'b', 'a'], [None, 'a', 'c', None]]
+
+        Position 0 (BOS) reads -1 (categorical) or nan (numerical), as in ``labels``; so do PAD positions
+        when the ``tokens`` the logits came from are given.
         """
-        if self.categorical:
-            pred = logits.argmax(-1)
-            pred[..., 0] = -1
-        else:
-            pred = logits[..., 0].clone()
-            pred[..., 0] = float("nan")
+        none = -1 if self.categorical else float("nan")
+        pred = logits.argmax(-1) if self.categorical else logits[..., 0].clone()
+        pred[..., 0] = none
+        pad = getattr(self.model.cfg, "pad_id", None)
+        if tokens is not None and pad is not None:
+            pred = pred.masked_fill(tokens.to(pred.device) == pad, none)
         return pred
 
     def effective_circuit(self) -> Circuit:
