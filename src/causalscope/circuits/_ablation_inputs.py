@@ -115,9 +115,10 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
         labels = preds.clone()
         valid = torch.ones(N, T, dtype=torch.bool)
         valid[:, 0] = False  # tracr's BOS position carries no label
-        pad = getattr(getattr(m.module, "cfg", None), "pad_id", None)
-        if pad is not None:  # nor does padding
-            valid &= inputs.cpu() != pad
+        key_mask = getattr(m.module, "key_mask", None)  # compiled models: False at PAD
+        mask = key_mask(inputs) if key_mask is not None else None
+        if mask is not None:  # nor does padding
+            valid &= mask.cpu()
     else:
         labels = torch.as_tensor(labels)
         if tuple(labels.shape) != (N, T):

@@ -129,7 +129,7 @@ class Case:
     @property
     def has_label(self) -> torch.Tensor:
         """(N, T) bool: the positions that carry a label (not BOS, not PAD)."""
-        return self.labels >= 0 if self.categorical else torch.isfinite(self.labels)
+        return labelled(self.labels)
 
     def predict(self, logits: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Labels-like predictions: argmax over the output vocabulary, or the numerical output column.
@@ -157,6 +157,15 @@ class Case:
         drop = set(self.circuit.meta.get("constant_on_inputs", []))
         return Circuit([n for n in self.circuit.nodes if n not in drop],
                        [e for e in self.circuit.edges if not drop & set(e)], dict(self.circuit.meta))
+
+
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """Where ``labels`` hold a label: output ids >= 0 (long) or finite numbers (float); -1 / NaN mean none.
+
+    >>> labelled(torch.tensor([[-1, 2, 0]])), labelled(torch.tensor([float("nan"), 0.5]))
+    (tensor([[False,  True,  True]]), tensor([False,  True]))
+    """
+    return torch.isfinite(labels) if labels.is_floating_point() else labels >= 0
 
 
 def case_names() -> list[str]:

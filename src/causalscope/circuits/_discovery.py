@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .._errors import InputError
+from ._cases import labelled
 from ._discovery_result import CircuitScores
 from ._graph import ComputeGraph, GraphOutputs
 
@@ -200,7 +201,7 @@ def _label_mask(labels: Any, clean: GraphOutputs) -> torch.Tensor | None:
     if labels is not None:
         lab = torch.as_tensor(labels).cpu()
         if lab.shape == clean.tokens.shape:
-            has = torch.isfinite(lab) if lab.is_floating_point() else lab >= 0
+            has = labelled(lab)
             valid = has if valid is None else valid & has
     return valid
 
