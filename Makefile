@@ -24,7 +24,7 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# tests/test_data.py reads the real Fashion-MNIST IDX files from Debian's package (it skips where they are absent).
+# tests/zoo/test_data.py reads the real Fashion-MNIST IDX files from Debian's package (it skips where they are absent).
 fashion-mnist:
 	@test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

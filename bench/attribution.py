@@ -103,7 +103,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # TL's per-cell progress bar; disabl
 import torch  # noqa: E402
 
 import causalscope as cs  # noqa: E402
-from causalscope._attribution_patching import _ranks  # noqa: E402
+from causalscope.patching._attribution import _ranks  # noqa: E402
 
 PATCH_TARGET = 3.0      # ours vs TransformerLens, activation patching
 IG_TARGET = 1.5         # ours vs captum, layer integrated gradients

@@ -68,6 +68,6 @@ def test_cli_command_exits_0(line, command, tmp_path):
     argv = shlex.split(command, comments=True)
     # one intra-op thread: beside the other xdist worker, 2 threads on 2 cores stall every small op
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "causalscope._cli", *argv[1:]], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "causalscope", *argv[1:]], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, f"docs/cli.md:{line}: {command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from .._errors import InputError
-from .._sites import Site
+from ..core import Site
+from ..errors import InputError
 from ._ablation_inputs import ablation_data, check_positions, check_scales, label_pairs, node_sites
 from ._ablation_result import NodeEffects
 from ._ablation_rows import Rescale, Rows, effects_result, evaluate, progress_bar, site_view

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from .._errors import InputError, close_names
-from .._load import load
-from .._model import Model
-from .._sites import Site
+from ..core import Model, Site
+from ..errors import InputError, close_names
+from ..loading import load
 from ._circuit import Circuit, node_order
 
 

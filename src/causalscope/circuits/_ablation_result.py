@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .._errors import InputError
-from .._results import LabelledArray
+from ..errors import InputError
+from ..results import LabelledArray
 
 COLORS = {"in_circuit": "green", "not_in_circuit": "orange", "unknown": "gray"}
 

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._interventions import ApplyContext, Intervention
-from .._sites import Site
+from ..core import ApplyContext, Intervention, Site
 from ._ablation_inputs import AblationData, predict
 from ._ablation_result import NodeEffects
 from ._circuit import Circuit

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._errors import InputError
+from ..errors import InputError
 from ._discovery import _EXACT_DEFAULT, Setup, setup
 from ._discovery_result import CircuitScores
 

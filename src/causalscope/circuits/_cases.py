@@ -15,94 +15,13 @@ tensor([[0, 2, 3, 4, 4],
 """
 from __future__ import annotations
 
-import functools
-import json
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from .._errors import InputError
-from ..zoo.compiled import CompiledConfig, CompiledTransformer
+from ..zoo.compiled import CompiledTransformer
+from ..zoo.tracr import CaseTokenizer, load_tracr_model, tracr_index, tracr_names, tracr_record
 from ._circuit import Circuit
-
-DATA = Path(__file__).resolve().parent.parent / "zoo" / "data" / "tracr"
-
-
-class CaseTokenizer:
-    """Maps a case's vocabulary items to token ids and output ids back to items.
-
-    >>> tok = load_case("hist").tokenizer
-    >>> tok.encode([["a", "b", "a", "c", "c"], ["BOS", "c", "c", "c", "c", "c"]]).shape
-    torch.Size([2, 6])
-    >>> tok.decode_output([0, 2, 1])
-    [0, 2, 1]
-    """
-
-    def __init__(self, vocab: Sequence[Any], bos: str, pad: str, max_seq_len: int,
-                 output_vocab: Sequence[Any] | None) -> None:
-        self.vocab = list(vocab)
-        self.bos, self.pad, self.max_seq_len = bos, pad, int(max_seq_len)
-        self.output_vocab = None if output_vocab is None else list(output_vocab)
-        self._ids = {self._key(v): i for i, v in enumerate(self.vocab)}
-        self.input_vocab = [v for v in self.vocab if v not in (bos, pad)]
-
-    @staticmethod
-    def _key(item: Any) -> tuple[str, Any]:
-        return (type(item).__name__, item)  # 1 and "1" are different tokens
-
-    def _is_seq(self, x: Any) -> bool:
-        return isinstance(x, Sequence) and not isinstance(x, str)
-
-    def encode(self, inputs: Sequence[Any] | Sequence[Sequence[Any]]) -> torch.Tensor:
-        """Token ids (B, T) for one sequence of items or a list of them; BOS goes first, PAD fills to the longest."""
-        if isinstance(inputs, str) and all(isinstance(v, str) and len(v) == 1 for v in self.input_vocab):
-            inputs = list(inputs)
-        if not self._is_seq(inputs) or len(inputs) == 0:
-            raise InputError(f"Expected a sequence of vocabulary items {self.input_vocab} or a list of them; "
-                             f"got {inputs!r}.")
-        batch = [list(s) for s in inputs] if all(self._is_seq(s) for s in inputs) else [list(inputs)]
-        rows = [self._encode_one(seq) for seq in batch]
-        width = max(len(r) for r in rows)
-        pad = self._ids[self._key(self.pad)]
-        return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
-
-    def _encode_one(self, seq: list[Any]) -> list[int]:
-        if not seq or seq[0] != self.bos:
-            seq = [self.bos, *seq]
-        if len(seq) - 1 > self.max_seq_len:
-            raise InputError(f"{len(seq) - 1} items, but this case was compiled for at most {self.max_seq_len}.")
-        ids = []
-        for pos, item in enumerate(seq):
-            i = self._ids.get(self._key(item))
-            if i is None or (pos > 0 and item in (self.bos, self.pad)):
-                raise InputError(f"{item!r} (position {pos}) is not an input of this case; "
-                                 f"the vocabulary is {self.input_vocab} (BOS {self.bos!r} comes first).")
-            ids.append(i)
-        return ids
-
-    def decode(self, ids: torch.Tensor | Sequence[Any]) -> list[Any]:
-        """Input items for token ids (nested lists for a batch)."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        return [self.decode(i) if self._is_seq(i) else self.vocab[int(i)] for i in ids]
-
-    def decode_output(self, ids: torch.Tensor | Sequence[Any]) -> list[Any]:
-        """Output items for output ids (categorical; -1 reads as None) or the numbers themselves (numerical; nan
-        reads as None)."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        out = []
-        for i in ids:
-            if self._is_seq(i):
-                out.append(self.decode_output(i))
-            elif self.output_vocab is None:
-                out.append(None if math.isnan(float(i)) else float(i))
-            else:
-                out.append(None if int(i) < 0 else self.output_vocab[int(i)])
-        return out
 
 
 @dataclass
@@ -174,36 +93,17 @@ def case_names() -> list[str]:
     >>> case_names()
     ['frac-prevs', 'hist', 'majority', 'pair-balance', 'reverse', 'sort']
     """
-    return sorted(_index())
+    return tracr_names()
 
 
 def describe_cases() -> dict[str, str]:
-    return dict(sorted(_index().items()))
-
-
-@functools.lru_cache(maxsize=1)
-def _index() -> dict[str, str]:
-    path = DATA / "index.json"
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text())
-
-
-@functools.lru_cache(maxsize=None)
-def _record(name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    if name not in _index():
-        raise InputError(f"No tracr case {name!r}; the shipped cases are {', '.join(case_names())}.")
-    folder = DATA / name
-    return json.loads((folder / "case.json").read_text()), load_file(str(folder / "model.safetensors"))
+    return tracr_index()
 
 
 def load_case(name: str) -> Case:
     """One shipped case, freshly built (its model is a new module each call; float32, eval mode)."""
-    rec, state = _record(name)
-    model = CompiledTransformer(CompiledConfig(**rec["config"]))
-    model.load_state_dict(state)
-    model.eval()
-    tok = CaseTokenizer(rec["vocab"], rec["bos"], rec["pad"], rec["max_seq_len"], rec["output_vocab"])
+    model, tok = load_tracr_model(name)
+    rec = tracr_record(name)
     inputs = torch.tensor(rec["inputs"], dtype=torch.long)
     T = inputs.shape[1]
     if rec["categorical"]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import InputError
+from ..errors import InputError
 
 FORMAT = "causalscope-circuit/1"
 _NODE = re.compile(r"^(embed|logits|m(\d+)|a(\d+)\.h(\d+))$")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 from ._cases import labelled
 from ._discovery_result import CircuitScores
 from ._graph import ComputeGraph, GraphOutputs
@@ -256,19 +256,3 @@ def edge_patching(model: Any, clean: Any = None, corrupted: Any = None, *, metri
     patch = torch.eye(len(s.graph.edges), dtype=torch.float64)
     vals = _patched_values(s, patch, progress)
     return s.result(vals - s.meta["clean_metric"], "edge", "edge_patching")
-
-
-def discover(model: Any, clean: Any = None, corrupted: Any = None, *, method: str = "eap_ig",
-             **kwargs: Any) -> CircuitScores:
-    """Run one discovery method by name: ``node_patching``, ``edge_patching``, ``eap``, ``eap_ig``, ``acdc``.
-
-    >>> r = circuits.discover(case, method="acdc", threshold=1e-4)
-    """
-    from ._acdc import acdc
-    from ._eap import eap_ig, edge_attribution_patching
-
-    methods = {"node_patching": node_patching, "edge_patching": edge_patching, "eap": edge_attribution_patching,
-               "edge_attribution_patching": edge_attribution_patching, "eap_ig": eap_ig, "acdc": acdc}
-    if method not in methods:
-        raise InputError(f"Unknown method {method!r}: use one of {', '.join(methods)}.")
-    return methods[method](model, clean, corrupted, **kwargs)

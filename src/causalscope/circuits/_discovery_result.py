@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from .._errors import InputError
-from .._results import LabelledArray
+from ..errors import InputError
+from ..results import LabelledArray
 from ._circuit import Circuit, node_order, upstream
 
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from .._errors import InputError
-from .._guard import preserved
+from ..core import preserved
+from ..errors import InputError
 from ._discovery import Setup, setup
 from ._discovery_result import CircuitScores
 

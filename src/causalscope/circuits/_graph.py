@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .._errors import InputError
-from .._guard import preserved
+from ..core import preserved
+from ..errors import InputError
 from ._circuit import upstream
 
 #: most elements of the (configurations x rows x positions x senders x d_model) working tensor per pass
@@ -58,7 +58,7 @@ class ComputeGraph:
     """
 
     def __init__(self, model: Any) -> None:
-        from .._load import load
+        from ..loading import load
 
         m = load(model)
         fn = getattr(m.adapter, "graph_parts", None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

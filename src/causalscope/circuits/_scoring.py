@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 from ._circuit import Circuit
 from ._discovery import _EXACT_DEFAULT, setup
 from ._discovery_result import CircuitScores

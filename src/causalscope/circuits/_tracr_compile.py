@@ -164,8 +164,15 @@ class TracrBuild:
 def compile_case(name: str) -> TracrBuild:
     """Compile one shipped case with tracr; return tracr's model, its exact PyTorch copy and the circuit."""
     rasp, _ = _require_tracr()
-    from tracr.compiler import (assemble, basis_inference, craft_graph_to_model, craft_model_to_transformer,
-                                expr_to_craft_graph, nodes, rasp_to_graph)
+    from tracr.compiler import (
+        assemble,
+        basis_inference,
+        craft_graph_to_model,
+        craft_model_to_transformer,
+        expr_to_craft_graph,
+        nodes,
+        rasp_to_graph,
+    )
     from tracr.craft import bases
 
     spec = case_spec(name)

@@ -6,7 +6,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 
 DIGITS_N, DIGITS_TEST = 1797, 360
 

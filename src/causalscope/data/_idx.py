@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 
 # type code -> (big-endian numpy dtype, torch dtype, name)
 IDX_TYPES: dict[int, tuple[str, torch.dtype, str]] = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .._errors import InputError
+from ..errors import InputError
 from ._idx import load_idx
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",

@@ -9,16 +9,15 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ._tiny import build_mlp, build_tiny_lm, word_tokenizer
-from .facts import load_facts_gpt
 from .adder import build_adder
-from .gates import build_gate, train_gate
 from .digits_mlp import DigitsMLP, build_digits_mlp
+from .facts import load_facts_gpt
+from .gates import build_gate, train_gate
+from .tracr import load_tracr_model, tracr_index
 
 REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-gpt2": (lambda: build_tiny_lm("gpt2"), "GPT-2 architecture, 4 layers, d=64, 4 heads, random weights "
@@ -41,20 +40,8 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
 }
 
 
-def _tracr_case(case: str) -> tuple[Any, Any]:
-    from ..circuits._cases import load_case  # circuits imports the zoo: import on use
-
-    c = load_case(case)
-    return c.model, c.tokenizer
-
-
-def _tracr_index() -> dict[str, str]:
-    path = Path(__file__).resolve().parent / "data" / "tracr" / "index.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-REGISTRY.update({f"tracr-{case}": (functools.partial(_tracr_case, case), "tracr-compiled RASP program, exact "
-                                    f"weights and ground-truth circuit: {desc}") for case, desc in _tracr_index().items()})
+REGISTRY.update({f"tracr-{case}": (functools.partial(load_tracr_model, case), "tracr-compiled RASP program, exact "
+                                    f"weights and ground-truth circuit: {desc}") for case, desc in tracr_index().items()})
 
 
 def names() -> list[str]:

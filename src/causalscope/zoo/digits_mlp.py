@@ -9,8 +9,16 @@ Sites (module paths): ``fc1`` ... ``fc4`` (Linear outputs; ``fc4`` is the logits
 """
 from __future__ import annotations
 
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
+
+FOLDER = "digits-mlp"
+WEIGHTS, INFO = "model.safetensors", "training.json"
 
 
 class DigitsMLP(nn.Module):
@@ -39,8 +47,6 @@ class DigitsMLP(nn.Module):
 def build_digits_mlp(trained: bool = True, in_features: int = 64, seed: int = 0) -> DigitsMLP:
     """The MLP with the weights shipped in the package (``trained=True``), or seeded random weights."""
     if trained:
-        from .train_digits import load_trained  # noqa: PLC0415 (written by the training script's module)
-
         return load_trained()
     g = torch.Generator().manual_seed(seed)
     net = DigitsMLP(in_features)
@@ -50,3 +56,27 @@ def build_digits_mlp(trained: bool = True, in_features: int = 64, seed: int = 0)
             lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=g))
             lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=g))
     return net.eval()
+
+
+def _read(folder: Path | None, name: str) -> bytes:
+    if folder is not None:
+        return (Path(folder) / name).read_bytes()
+    return (resources.files(__package__) / "data" / FOLDER / name).read_bytes()
+
+
+def training_info(folder: str | Path | None = None) -> dict[str, Any]:
+    """The ``training.json`` of the shipped weights (or of ``folder``): settings, accuracies, time, versions."""
+    return json.loads(_read(None if folder is None else Path(folder), INFO).decode("utf-8"))
+
+
+def load_trained(folder: str | Path | None = None) -> DigitsMLP:
+    """The trained MLP (float32, eval mode) from the package data, or from a ``folder`` written by
+    :func:`save`. Never downloads."""
+    from safetensors.torch import load as load_safetensors
+
+    src = None if folder is None else Path(folder)
+    info = training_info(src)
+    state = load_safetensors(_read(src, WEIGHTS))
+    model = DigitsMLP(in_features=info["in_features"], n_classes=info["n_classes"])
+    model.load_state_dict(state, strict=True)
+    return model.eval()

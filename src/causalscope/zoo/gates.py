@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .._errors import InputError
+from ..errors import InputError
 
 #: (weight, bias) printed by the seed notebook after training (model.0.weight, model.0.bias)
 SEED_WEIGHTS: dict[str, tuple[tuple[float, float], float]] = {

@@ -16,16 +16,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .digits_mlp import DigitsMLP, build_digits_mlp
+from .digits_mlp import FOLDER, INFO, WEIGHTS, DigitsMLP, build_digits_mlp, load_trained, training_info
 
-FOLDER = "digits-mlp"
-WEIGHTS, INFO = "model.safetensors", "training.json"
+__all__ = ["TrainConfig", "accuracy", "load_trained", "main", "save", "train", "training_info"]
+
 
 
 @dataclass
@@ -112,30 +111,6 @@ def save(model: DigitsMLP, info: dict[str, Any], folder: Path) -> None:
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
     (folder / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the package data must be world-readable
     (folder / INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-
-
-def _read(folder: Path | None, name: str) -> bytes:
-    if folder is not None:
-        return (Path(folder) / name).read_bytes()
-    return (resources.files(__package__) / "data" / FOLDER / name).read_bytes()
-
-
-def training_info(folder: str | Path | None = None) -> dict[str, Any]:
-    """The ``training.json`` of the shipped weights (or of ``folder``): settings, accuracies, time, versions."""
-    return json.loads(_read(None if folder is None else Path(folder), INFO).decode("utf-8"))
-
-
-def load_trained(folder: str | Path | None = None) -> DigitsMLP:
-    """The trained MLP (float32, eval mode) from the package data, or from a ``folder`` written by
-    :func:`save`. Never downloads."""
-    from safetensors.torch import load as load_safetensors
-
-    src = None if folder is None else Path(folder)
-    info = training_info(src)
-    state = load_safetensors(_read(src, WEIGHTS))
-    model = DigitsMLP(in_features=info["in_features"], n_classes=info["n_classes"])
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

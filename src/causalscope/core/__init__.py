@@ -1,0 +1,40 @@
+"""The core every method family builds on: sites, interventions, the engine, the model wrapper, metrics.
+
+>>> from causalscope.core import Engine, Site, Patch
+>>> Site("layers.1", positions=[2, 3]).name
+'layers.1'
+
+Families import from here (``from ..core import Engine``), never from a ``core._module``; what two families
+share lives here (docs/decisions/0005-layout.md).
+"""
+from ._cells import GRIDS, Cell, first_difference, input_pair, seq_len, sweep_cells, unique_full_sites
+from ._engine import CPU_MAX_ROWS, ActivationCache, Engine, Run
+from ._guard import preserved
+from ._interventions import (
+                             Add,
+                             ApplyContext,
+                             Intervention,
+                             Mean,
+                             Noise,
+                             Patch,
+                             Project,
+                             Resample,
+                             Scale,
+                             Set,
+                             Zero,
+                             as_intervention,
+)
+from ._metrics import Metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
+from ._model import Model
+from ._segments import full_rows, segmented_ok, staircase
+from ._sites import Site, as_site
+from .adapters import Adapter, Batch, Resolved, adapter_for, primary
+
+__all__ = [
+    "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "segmented_ok", "seq_len", "staircase",
+    "sweep_cells", "unique_full_sites",
+    "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
+    "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
+    "adapter_for", "as_intervention", "as_site", "is_last_only", "logit", "logit_diff", "output_value", "preserved",
+    "primary", "prob", "resolve_metric",
+]

@@ -1,0 +1,128 @@
+"""Metrics: functions of a model's output that give one number per batch row.
+
+Every method that scores an intervention takes ``metric=``: any callable ``output -> (rows,)``, or one of
+these. The ones here read only the last position of an LM's logits, which lets segmented runs unembed
+that position alone (``metric.last_only``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _LastPosition:
+    """A metric of the last position's logits (or of a (rows, classes) output)."""
+
+    last_only = True
+
+    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.name, self._fn = name, fn
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self._fn(y[:, -1] if y.ndim == 3 else y)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _ids(model: Any, tokens: Any, what: str) -> torch.Tensor:
+    """Token ids from ints, strings (single tokens) or per-prompt lists of them."""
+    items = tokens if isinstance(tokens, (list, tuple, torch.Tensor)) else [tokens]
+    out = []
+    for t in items:
+        if isinstance(t, (int, torch.Tensor)):
+            out.append(int(t))
+            continue
+        tok = getattr(model, "tokenizer", None)
+        if tok is None:
+            raise InputError(f"{what} {t!r} is text but the model has no tokenizer: give token ids.")
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            ids = tok(" " + t.strip(), add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise InputError(f"{what} {t!r} is not a single token (it tokenizes to {ids}); give one token or its id.")
+        out.append(int(ids[0]))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _pick(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``logits[r, ids[r]]`` (one id per row, or one id for all rows)."""
+    if ids.numel() == 1:
+        return logits[:, int(ids[0])]
+    if ids.numel() != logits.shape[0]:
+        # rows of a sweep repeat the prompts: cell c, prompt p is row c * P + p
+        if logits.shape[0] % ids.numel():
+            raise InputError(f"{ids.numel()} answer tokens for {logits.shape[0]} rows: give one per prompt.")
+        ids = ids.repeat(logits.shape[0] // ids.numel())
+    return logits.gather(1, ids.to(logits.device)[:, None])[:, 0]
+
+
+def logit_diff(correct: Any, wrong: Any, model: Any = None) -> _LastPosition:
+    """Logit of ``correct`` minus logit of ``wrong`` at the last position (one token, or one per prompt).
+
+    >>> metric = cs.logit_diff(" Mary", " John", model=m)      # or token ids: cs.logit_diff(5, 9)
+    """
+    a, b = _ids(model, correct, "correct"), _ids(model, wrong, "wrong")
+    return _LastPosition(f"logit_diff({correct!r}, {wrong!r})", lambda y: _pick(y, a) - _pick(y, b))
+
+
+def logit(token: Any, model: Any = None) -> _LastPosition:
+    """The logit of ``token`` at the last position.
+
+    >>> metric = cs.logit(7)
+    """
+    a = _ids(model, token, "token")
+    return _LastPosition(f"logit({token!r})", lambda y: _pick(y, a))
+
+
+def prob(token: Any, model: Any = None) -> _LastPosition:
+    """The softmax probability of ``token`` at the last position.
+
+    >>> metric = cs.prob(" Paris", model=m)
+    """
+    a = _ids(model, token, "token")
+    return _LastPosition(f"prob({token!r})", lambda y: _pick(y.float().softmax(-1), a))
+
+
+class _Output:
+    """The output itself, one value per row."""
+
+    last_only = False
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        if y[0].numel() != 1:
+            raise InputError(f"The output has {y[0].numel()} values per row; give a metric that reduces it to "
+                             f"one number per row (e.g. cs.logit_diff(...) or a lambda).")
+        return y.reshape(y.shape[0])
+
+    def __repr__(self) -> str:
+        return "output"
+
+
+def output_value() -> _Output:
+    """The output itself, for models with one output value per row (e.g. a sigmoid unit).
+
+    >>> metric = cs.output_value()
+    """
+    return _Output()
+
+
+def resolve_metric(metric: Any, model: Any) -> Metric:
+    if metric is None:
+        return output_value()
+    if callable(metric):
+        return metric
+    raise InputError(f"metric must be a callable output -> (rows,), e.g. cs.logit_diff(...); got {metric!r}.")
+
+
+def is_last_only(metric: Any) -> bool:
+    return bool(getattr(metric, "last_only", False))
+
+
+__all__: Sequence[str] = ["logit_diff", "logit", "prob", "output_value"]

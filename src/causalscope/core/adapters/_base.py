@@ -1,0 +1,163 @@
+"""The generic adapter: any ``nn.Module``; sites are its module paths."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import InputError, SiteError, unknown_site
+from .._sites import Site
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A site resolved against a model: the module that produces it and how to read it."""
+
+    path: str
+    io: str
+    module: nn.Module
+    n_heads: int | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.path, self.io)
+
+
+@dataclass
+class Batch:
+    """A model input split into positional / keyword tensors, batch on dim 0."""
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    size: int = 1
+    seq_len: int | None = None
+    #: a segmented run covers positions pos_offset .. seq_len-1 only (site positions stay absolute)
+    pos_offset: int = 0
+
+    def take(self, index: torch.Tensor) -> Batch:
+        """The rows ``index`` (with repeats), as a new Batch."""
+        def pick(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == self.size:
+                return v.index_select(0, index.to(v.device))
+            if isinstance(v, (list, tuple)):
+                return type(v)(pick(x) for x in v)
+            return v
+        return Batch(tuple(pick(a) for a in self.args), {k: pick(v) for k, v in self.kwargs.items()},
+                     int(index.numel()), self.seq_len, self.pos_offset)
+
+
+class Adapter:
+    """Maps a model onto sites and turns user inputs into a model call.
+
+    >>> adapter = Adapter(my_mlp)
+    >>> adapter.resolve(Site("net.0")).module
+    Linear(in_features=4, out_features=8, bias=True)
+    """
+
+    kind = "module"
+
+    def __init__(self, module: nn.Module, tokenizer: Any = None, name: str | None = None) -> None:
+        if not isinstance(module, nn.Module):
+            raise InputError(f"Expected a torch.nn.Module, got {type(module).__name__}.")
+        self.module = module
+        self.tokenizer = tokenizer
+        self.name = name or type(module).__name__
+        self._modules = dict(module.named_modules())
+
+    # -- sites -------------------------------------------------------------------------------------
+    def aliases(self) -> Mapping[str, tuple[str, str, int | None]]:
+        """Canonical name -> (module path, io, n_heads). Empty for a plain module."""
+        return {}
+
+    def site_names(self) -> list[str]:
+        aliases = self.aliases()
+        return list(aliases) + [p for p in self._modules if p and p not in aliases]
+
+    def resolve(self, site: Site) -> Resolved:
+        alias = self.aliases().get(site.module)
+        path, io, n_heads = alias if alias is not None else (site.module, site.io, None)
+        if alias is not None and site.io == "input":
+            io = "input"
+        mod = self._modules.get(path)
+        if mod is None or not path:
+            raise unknown_site(site.module, self.site_names())
+        if site.n_heads is not None:
+            n_heads = site.n_heads
+        if site.heads is not None and n_heads is None and not self._heads_in_shape(path):
+            raise SiteError(f"Site {site.name!r} selects heads, but causalscope does not know how many heads "
+                            f"{path!r} has. Pass n_heads=..., or use a canonical head site such as "
+                            f"'layers.0.attn.z'.")
+        return Resolved(path, io, mod, n_heads)
+
+    def _heads_in_shape(self, path: str) -> bool:
+        """True where the activation already has a heads axis (B, T, H, d_head)."""
+        return False
+
+    # -- inputs / outputs --------------------------------------------------------------------------
+    def prepare(self, inputs: Any) -> Batch:
+        if isinstance(inputs, Batch):
+            return inputs
+        if isinstance(inputs, torch.Tensor):
+            return Batch((inputs,), {}, _batch_size(inputs), None)
+        if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+            sizes = {_batch_size(t) for t in inputs}
+            if len(sizes) != 1:
+                raise InputError(f"Input tensors disagree on the batch size (dim 0): {sorted(sizes)}.")
+            return Batch(tuple(inputs), {}, sizes.pop(), None)
+        if isinstance(inputs, Mapping) and inputs:
+            tens = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+            sizes = {_batch_size(v) for v in tens.values()}
+            if len(sizes) != 1:
+                raise InputError(f"Input tensors disagree on the batch size (dim 0): {sorted(sizes)}.")
+            return Batch((), dict(inputs), sizes.pop(), None)
+        raise InputError(f"Cannot feed {type(inputs).__name__} to {self.name}: pass a tensor (batch on dim 0), "
+                         f"a tuple of tensors or a dict of keyword tensors.")
+
+    def call(self, batch: Batch) -> Any:
+        return self.module(*batch.args, **batch.kwargs)
+
+    def token_layers(self, batch: Batch) -> int | None:
+        """Transformer blocks x positions x rows this batch's call executes (None where not a transformer)."""
+        return None
+
+    def last_position_cuts(self, batch: Batch) -> list[tuple[str, str]]:
+        """Modules whose input the engine may cut to the last position for this batch.
+
+        Each entry is ``(module path, scope path)``: when only the last position of a run's output is
+        read (a segment with ``last_only``), the final block's MLP needs only that position; its output
+        broadcasts back over the block's residual sum. The engine makes the cut only when no site of the
+        plan lies in ``scope`` (the final block), so every value a plan reads is exact.
+        """
+        return []
+
+    def output(self, out: Any) -> torch.Tensor:
+        """The tensor a metric sees (logits for LMs)."""
+        return primary(out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"adapter": self.kind, "model": self.name}
+
+
+def _batch_size(t: torch.Tensor) -> int:
+    if t.ndim == 0:
+        raise InputError("Model input is a 0-d tensor; give it a batch dimension (dim 0).")
+    return int(t.shape[0])
+
+
+def primary(out: Any) -> torch.Tensor:
+    """The main tensor of a module's output (first element of tuples, ``logits`` of HF outputs)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    if isinstance(out, Sequence) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise InputError(f"The model returned {type(out).__name__}, which holds no tensor causalscope can read.")

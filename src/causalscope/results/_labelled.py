@@ -1,0 +1,490 @@
+"""The labelled-array result type returned by every causalscope method."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from causalscope._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["LabelledArray", "load_result"]
+
+Label = Any  # int | float | str | bool | None | tuple of these
+_FORMAT = "causalscope.LabelledArray"
+_FORMAT_VERSION = 1
+_MAX_TICK_LABELS = 40
+
+
+class LabelledArray:
+    """An array with named dimensions, coordinate labels and provenance metadata.
+
+    >>> import torch
+    >>> from causalscope.results import LabelledArray
+    >>> a = LabelledArray(torch.arange(6.0).reshape(2, 3), dims=("layer", "token"),
+    ...                   coords={"token": ["The", "cat", "sat"]},
+    ...                   meta={"method": "demo"}, name="effect")
+    >>> a
+    <LabelledArray 'effect' (layer: 2, token: 3) float32 method='demo'>
+    >>> a.sel(token="cat").values
+    tensor([1., 4.])
+    >>> a.mean("layer").coords
+    {'token': ['The', 'cat', 'sat']}
+    >>> a.to_frame().head(2)
+       layer token  effect
+    0      0   The     0.0
+    1      0   cat     1.0
+
+    Invariants:
+
+    * ``values`` is a detached CPU ``torch.Tensor``; ``values.ndim == len(dims)``.
+    * ``dims`` is a tuple of unique strings, one per axis.
+    * ``coords`` has one list per dim, of length equal to that axis (default
+      ``list(range(n))``). Labels are ints, floats, strings, bools, ``None`` or
+      tuples of these; lists given as labels are stored as tuples.
+    * ``meta`` is a JSON-able dict, kept in its JSON form (tuples become lists,
+      numpy/torch scalars become Python numbers), so that save/load is exact.
+      ``meta["versions"]`` defaults to the causalscope and torch versions.
+    * Every operation returns a new ``LabelledArray`` carrying a copy of ``meta``
+      and the same ``name``.
+    """
+
+    __slots__ = ("_values", "_dims", "_coords", "_meta", "_name")
+
+    def __init__(
+        self,
+        values: torch.Tensor | np.ndarray,
+        dims: Sequence[str],
+        coords: Mapping[str, Sequence[Label]] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        name: str = "value",
+    ) -> None:
+        if isinstance(values, torch.Tensor):
+            tensor = values.detach().cpu()
+        else:
+            tensor = torch.from_numpy(np.array(values, copy=True))
+        dims_t = (dims,) if isinstance(dims, str) else tuple(dims)
+        if len(dims_t) != tensor.ndim:
+            raise ValueError(
+                f"got {len(dims_t)} dims {dims_t} for values of shape {tuple(tensor.shape)} "
+                f"({tensor.ndim} axes); give exactly one dim name per axis"
+            )
+        for d in dims_t:
+            if not isinstance(d, str):
+                raise ValueError(f"dim names must be strings, got {d!r} in dims {dims_t}")
+        duplicated = sorted({d for d in dims_t if dims_t.count(d) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate dim names {duplicated} in dims {dims_t}; dims must be unique")
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {name!r}")
+
+        coords = dict(coords or {})
+        unknown = [k for k in coords if k not in dims_t]
+        if unknown:
+            raise ValueError(f"coords given for unknown dims {unknown}; dims are {dims_t}")
+        coords_n: dict[str, list[Label]] = {}
+        for axis, d in enumerate(dims_t):
+            size = tensor.shape[axis]
+            if coords.get(d) is None:
+                coords_n[d] = list(range(size))
+                continue
+            raw = coords[d]
+            if isinstance(raw, (torch.Tensor, np.ndarray)):
+                raw = raw.tolist()
+            if isinstance(raw, str):
+                raise ValueError(f"coords[{d!r}] must be a sequence of labels, not the string {raw!r}")
+            labels = [_normalise_label(x, d) for x in raw]
+            if len(labels) != size:
+                raise ValueError(
+                    f"coords[{d!r}] has {len(labels)} labels but dim {d!r} has size {size} "
+                    f"(values shape {tuple(tensor.shape)}, dims {dims_t})"
+                )
+            coords_n[d] = labels
+
+        meta_n = _jsonable_meta(meta)
+        meta_n.setdefault("versions", {"causalscope": __version__, "torch": str(torch.__version__)})
+
+        self._values = tensor
+        self._dims = dims_t
+        self._coords = coords_n
+        self._meta = meta_n
+        self._name = name
+
+    # ------------------------------------------------------------------ properties
+
+    @classmethod
+    def from_array(cls, a: LabelledArray) -> Any:
+        """This result type over a plain array, e.g. one read back by :func:`load_result`.
+
+        >>> a = LabelledArray(torch.zeros(2), dims=("layer",), coords={"layer": [0, 1]})
+        >>> type(LabelledArray.from_array(a)).__name__   # TraceResult.from_array(load_result(path)) likewise
+        'LabelledArray'
+        """
+        return cls(a.values, a.dims, a.coords, a.meta, a.name)
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._values
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return self._dims
+
+    @property
+    def coords(self) -> dict[str, list[Label]]:
+        return self._coords
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._meta
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._values.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self._values.ndim
+
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array (a copy; bfloat16 and other types numpy lacks become float32)."""
+        try:
+            return self._values.numpy().copy()
+        except TypeError:
+            return self._values.float().numpy()
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{d}: {n}" for d, n in zip(self._dims, self.shape))
+        dtype = str(self._values.dtype).removeprefix("torch.")
+        method = self._meta.get("method")
+        tail = f" method={method!r}" if method is not None else ""
+        return f"<LabelledArray {self._name!r} ({dims}) {dtype}{tail}>"
+
+    # ------------------------------------------------------------------ derived arrays
+    def _new(self, values: torch.Tensor, dims: Sequence[str], coords: Mapping[str, list[Label]]) -> LabelledArray:
+        return LabelledArray(values, dims, coords, copy.deepcopy(self._meta), self._name)
+
+    def _axis(self, dim: str) -> int:
+        if dim not in self._dims:
+            raise ValueError(f"unknown dim {dim!r}; dims are {self._dims}")
+        return self._dims.index(dim)
+
+    def isel(self, **indexers: int | slice | Sequence[int]) -> LabelledArray:
+        """Select by position: an int drops the dim; a slice or list of ints keeps it."""
+        values = self._values
+        dims = list(self._dims)
+        coords = {d: list(c) for d, c in self._coords.items()}
+        for dim, idx in indexers.items():
+            axis = self._axis(dim)
+            ax = dims.index(dim)
+            size = self._values.shape[axis]
+            if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
+                i = int(idx)
+                if not -size <= i < size:
+                    raise IndexError(f"index {i} out of range for dim {dim!r} of size {size}")
+                values = values.select(ax, i)
+                dims.pop(ax)
+                del coords[dim]
+                continue
+            if isinstance(idx, slice):
+                positions = list(range(size))[idx]
+            elif isinstance(idx, (list, tuple, range, np.ndarray, torch.Tensor)):
+                positions = [int(i) for i in (idx.tolist() if hasattr(idx, "tolist") else idx)]
+            else:
+                raise TypeError(
+                    f"isel({dim}=...) takes an int, a slice or a list of ints, got {type(idx).__name__}"
+                )
+            bad = [i for i in positions if not -size <= i < size]
+            if bad:
+                raise IndexError(f"indices {bad} out of range for dim {dim!r} of size {size}")
+            positions = [i % size for i in positions]
+            values = values.index_select(ax, torch.tensor(positions, dtype=torch.long))
+            coords[dim] = [coords[dim][i] for i in positions]
+        return self._new(values, dims, coords)
+
+    def sel(self, **indexers: Label | list[Label]) -> LabelledArray:
+        """Select by coordinate label: a label drops the dim; a list of labels keeps it.
+
+        A tuple is one label (coords may hold tuples); pass a list for several labels.
+        """
+        positional: dict[str, int | list[int]] = {}
+        for dim, want in indexers.items():
+            self._axis(dim)
+            labels = self._coords[dim]
+            if isinstance(want, (list, np.ndarray, torch.Tensor)):
+                items = want.tolist() if hasattr(want, "tolist") else want
+                positional[dim] = [self._find(dim, labels, _normalise_label(x, dim)) for x in items]
+            else:
+                positional[dim] = self._find(dim, labels, _normalise_label(want, dim))
+        return self.isel(**positional)
+
+    @staticmethod
+    def _find(dim: str, labels: list[Label], label: Label) -> int:
+        hits = [i for i, x in enumerate(labels) if x == label]
+        if not hits:
+            shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
+            raise KeyError(f"label {label!r} not in coords[{dim!r}]: {shown}")
+        if len(hits) > 1:
+            raise KeyError(
+                f"label {label!r} occurs {len(hits)} times in coords[{dim!r}] (positions {hits}); "
+                f"use .isel({dim}=...) to pick one"
+            )
+        return hits[0]
+
+    def _reduce(self, dim: str | Sequence[str] | None, op: str) -> LabelledArray:
+        names = self._dims if dim is None else ((dim,) if isinstance(dim, str) else tuple(dim))
+        axes = sorted({self._axis(d) for d in names})
+        values = self._values
+        if op == "mean" and not (values.is_floating_point() or values.is_complex()):
+            values = values.to(torch.float64)  # like numpy: integer means are float64
+        if axes:
+            values = getattr(values, op)(dim=axes)
+        keep = [d for d in self._dims if d not in names]
+        return self._new(values, keep, {d: self._coords[d] for d in keep})
+
+    def sum(self, dim: str | Sequence[str] | None = None) -> LabelledArray:
+        """Sum over the named dim(s) (all dims when ``None``)."""
+        return self._reduce(dim, "sum")
+
+    def mean(self, dim: str | Sequence[str] | None = None) -> LabelledArray:
+        """Mean over the named dim(s) (all dims when ``None``); integer values give float64."""
+        return self._reduce(dim, "mean")
+
+    def transpose(self, *dims: str) -> LabelledArray:
+        """Reorder the dims (all of them, each once); no arguments reverses them."""
+        order = tuple(dims) if dims else self._dims[::-1]
+        if sorted(order) != sorted(self._dims):
+            raise ValueError(f"transpose needs a permutation of {self._dims}, got {order}")
+        values = self._values.permute(*[self._dims.index(d) for d in order])
+        return self._new(values, order, self._coords)
+
+    # ------------------------------------------------------------------ export
+    def to_frame(self) -> pd.DataFrame:
+        """Long-form DataFrame: one column per dim (coordinate labels) plus a ``name`` column."""
+        import pandas as pd
+
+        if self._name in self._dims:
+            raise ValueError(f"name {self._name!r} clashes with a dim; rename the array first")
+        flat = np.indices(self.shape).reshape(self.ndim, -1) if self.ndim else np.zeros((0, 1), int)
+        columns: dict[str, Any] = {}
+        for axis, d in enumerate(self._dims):
+            labels = np.empty(len(self._coords[d]), dtype=object)
+            for i, label in enumerate(self._coords[d]):
+                labels[i] = label
+            columns[d] = pd.Series(labels[flat[axis]], dtype=object).infer_objects()
+        columns[self._name] = self.numpy().reshape(-1)
+        return pd.DataFrame(columns)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one ``.npz`` file (values + JSON header); returns the path written.
+
+        numpy appends ``.npz`` when the path lacks it. Tuple labels are stored as
+        JSON lists and read back as tuples.
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        values = self._values.contiguous()
+        try:
+            array, bits = values.numpy(), False
+        except TypeError:  # bfloat16, float8...: store the raw bits as a same-width int
+            array, bits = values.view(_INT_OF_SIZE[values.element_size()]).numpy(), True
+        header = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "dtype": str(values.dtype).removeprefix("torch."),
+            "stored_as_bits": bits,
+            "dims": list(self._dims),
+            "coords": self._coords,
+            "meta": self._meta,
+            "name": self._name,
+        }
+        np.savez_compressed(path, values=array, header=np.array(json.dumps(header)))
+        return path
+
+    # ------------------------------------------------------------------ plotting
+    def plot(self, ax: Axes | None = None, backend: str = "matplotlib", **kw: Any) -> Any:
+        """1-D: line plot against the coords; 2-D: heatmap. Returns a matplotlib Figure,
+        or a plotly ``go.Figure`` with ``backend="plotly"`` (``ax`` is then ignored).
+        Extra keywords go to ``ax.plot``/``ax.imshow`` or ``go.Scatter``/``go.Heatmap``."""
+        if self.ndim == 0:
+            raise ValueError(f"nothing to plot: {self._name!r} is a single value ({self._values.item()!r})")
+        if self.ndim > 2:
+            d = self._dims[0]
+            raise ValueError(
+                f"can plot only 1-D or 2-D arrays; {self._name!r} has dims {self._dims} with shape "
+                f"{self.shape}. Reduce it first, e.g. .sel({d}=<label>), .isel({d}=0) or .mean({d!r})"
+            )
+        if backend == "matplotlib":
+            return self._plot_matplotlib(ax, **kw)
+        if backend == "plotly":
+            return self._plot_plotly(**kw)
+        raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
+
+    @property
+    def _title(self) -> str:
+        return str(self._meta.get("title") or self._name)
+
+    def _plot_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure:
+        from matplotlib.figure import Figure
+
+        if ax is None:
+            fig = Figure(figsize=(7, 4.5) if self.ndim == 2 else (7, 3.5), layout="constrained")
+            ax = fig.add_subplot()
+        else:
+            fig = ax.figure
+        data = self.numpy()
+        if self.ndim == 1:
+            (d,) = self._dims
+            labels = self._coords[d]
+            if all(_is_number(x) for x in labels):
+                ax.plot(labels, data, **kw)
+            else:
+                ax.plot(range(len(labels)), data, **kw)
+                _set_ticks(ax.set_xticks, ax.set_xticklabels, labels, rotate=True)
+            ax.set_xlabel(d)
+            ax.set_ylabel(self._name)
+        else:
+            rows, cols = self._dims
+            kw.setdefault("aspect", "auto")
+            kw.setdefault("interpolation", "nearest")
+            image = ax.imshow(data, **kw)
+            _set_ticks(ax.set_xticks, ax.set_xticklabels, self._coords[cols], rotate=True)
+            _set_ticks(ax.set_yticks, ax.set_yticklabels, self._coords[rows], rotate=False)
+            ax.set_xlabel(cols)
+            ax.set_ylabel(rows)
+            fig.colorbar(image, ax=ax, label=self._name)
+        ax.set_title(self._title)
+        return fig  # type: ignore[return-value]
+
+    def _plot_plotly(self, **kw: Any) -> Any:
+        import plotly.graph_objects as go
+
+        data = self.numpy()
+        fig = go.Figure()
+        if self.ndim == 1:
+            (d,) = self._dims
+            labels = self._coords[d]
+            if all(_is_number(x) for x in labels):
+                fig.add_trace(go.Scatter(x=labels, y=data, mode="lines+markers", name=self._name, **kw))
+            else:
+                fig.add_trace(go.Scatter(x=list(range(len(labels))), y=data, mode="lines+markers",
+                                         name=self._name, text=[str(x) for x in labels], **kw))
+                fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=[str(x) for x in labels])
+            fig.update_layout(xaxis_title=d, yaxis_title=self._name)
+        else:
+            rows, cols = self._dims
+            nr, nc = self.shape
+            fig.add_trace(go.Heatmap(z=data, x=list(range(nc)), y=list(range(nr)),
+                                     colorbar={"title": {"text": self._name}}, **kw))
+            fig.update_xaxes(title_text=cols, tickvals=list(range(nc)),
+                             ticktext=[str(x) for x in self._coords[cols]])
+            fig.update_yaxes(title_text=rows, tickvals=list(range(nr)),
+                             ticktext=[str(x) for x in self._coords[rows]], autorange="reversed")
+        fig.update_layout(title={"text": self._title})
+        return fig
+
+
+def load_result(path: str | os.PathLike[str]) -> LabelledArray:
+    """Read a file written by :meth:`LabelledArray.save` (exact round trip)."""
+    path = Path(path)
+    if not path.exists() and path.suffix != ".npz" and path.with_name(path.name + ".npz").exists():
+        path = path.with_name(path.name + ".npz")
+    if not path.is_file():
+        raise FileNotFoundError(f"no causalscope result file at {str(path)!r}")
+    not_ours = f"{str(path)!r} is not a causalscope result file (expected a .npz written by LabelledArray.save)"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(not_ours) from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy array
+        raise ValueError(not_ours)
+    with archive:
+        if {"values", "header"} - set(archive.files):
+            raise ValueError(not_ours)
+        try:
+            header = json.loads(str(archive["header"][()]))
+            array = archive["values"]
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(not_ours) from exc
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise ValueError(not_ours)
+    if header.get("format_version", 0) > _FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} uses result format version {header['format_version']}; this causalscope "
+            f"({__version__}) reads up to {_FORMAT_VERSION}. Upgrade causalscope."
+        )
+    values = torch.from_numpy(array)
+    if header["stored_as_bits"]:
+        values = values.view(getattr(torch, header["dtype"]))
+    coords = {d: [_tuplify(x) for x in labels] for d, labels in header["coords"].items()}
+    return LabelledArray(values, header["dims"], coords, header["meta"], header["name"])
+
+
+# ---------------------------------------------------------------------- helpers
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _normalise_label(x: Any, dim: str) -> Label:
+    if isinstance(x, (np.generic, torch.Tensor)) and np.ndim(x) == 0:
+        x = x.item()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, (tuple, list)):
+        return tuple(_normalise_label(i, dim) for i in x)
+    raise TypeError(
+        f"coordinate labels must be int, float, str, bool, None or tuples of these; "
+        f"got {type(x).__name__} {x!r} for dim {dim!r}"
+    )
+
+
+def _tuplify(x: Any) -> Label:
+    return tuple(_tuplify(i) for i in x) if isinstance(x, list) else x
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.generic, np.ndarray, torch.Tensor)):
+        return x.tolist()
+    if isinstance(x, (set, frozenset)):
+        return sorted(x, key=repr)
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    raise TypeError(f"meta values must be JSON-able; got {type(x).__name__} {x!r}")
+
+
+def _jsonable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a mapping, got {type(meta).__name__}")
+    try:
+        return json.loads(json.dumps(dict(meta), default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"meta is not JSON-able: {exc}") from exc
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _set_ticks(set_ticks: Any, set_labels: Any, labels: list[Label], rotate: bool) -> None:
+    if len(labels) > _MAX_TICK_LABELS:
+        return
+    set_ticks(range(len(labels)))
+    set_labels([str(x) for x in labels], rotation=90 if rotate and len(labels) > 8 else 0)
