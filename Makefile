@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.causalscope-installed
 
-.PHONY: demo test test-fast bench chromium fashion-mnist clean
+.PHONY: demo test test-fast lint bench chromium fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ fashion-mnist:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
-test: $(STAMP) chromium fashion-mnist
+# ruff (lint + import order) and mypy must be clean: `make test` fails on either, before any test runs.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) chromium fashion-mnist lint
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
 
 test-fast: $(STAMP)
