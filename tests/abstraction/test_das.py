@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_abstraction import hand_label, naive_iia
 
 import causalscope as cs
 from causalscope.zoo import build_adder
-
-from test_abstraction import hand_label, naive_iia
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import causalscope as cs
-from causalscope.abstraction._causal_graphs import HIGHLIGHT, fmt
+from causalscope.abstraction._graph_render import HIGHLIGHT, fmt
 from causalscope.zoo import build_adder
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -13,17 +13,16 @@ from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError, SiteError
 from ..loading import load
 from ..results import LabelledArray
-from ._abstraction import (
+from ._causal_model import CausalModel, positive_int
+from ._iia_common import (
     AlignmentSiteError,
-    CausalModel,
-    _as_sites,
-    _bootstrap,
-    _check_common,
-    _high_level,
-    _hits,
-    _judge,
-    _patched_values,
-    _positive_int,
+    alignment_sites,
+    bootstrap_iia,
+    check_iia_options,
+    high_level_data,
+    iia_hits,
+    output_readout,
+    patched_values,
 )
 
 
@@ -198,16 +197,16 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
     if not isinstance(causal_model, CausalModel):
         raise InputError(f"causal_model must be a cs.CausalModel, got {type(causal_model).__name__}.")
     causal_model._check_var(variable)
-    _check_common(tol, n_boot, ci)
+    check_iia_options(tol, n_boot, ci)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InputError(f"k (the subspace dimension) must be an int >= 1, got {k!r}.")
-    n_train, n_test = _positive_int(n_train, "n_train"), _positive_int(n_test, "n_test")
-    epochs, batch_size = _positive_int(epochs, "epochs"), _positive_int(batch_size, "batch_size")
+    n_train, n_test = positive_int(n_train, "n_train"), positive_int(n_test, "n_test")
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise InputError(f"refine must be an int >= 0 (L-BFGS iterations), got {refine!r}.")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}.")
-    (the_site,) = _as_sites(m, variable, site)
+    (the_site,) = alignment_sites(m, variable, site)
     if the_site.basis is not None:
         raise InputError(f"das learns the subspace itself; give the site without basis= (got {the_site.name!r}).")
 
@@ -216,12 +215,12 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
         halves = [{v: col[sl] for v, col in vals.items()} for sl in (slice(0, n_train), slice(n_train, None))
                   for vals in (drawn.base_values, drawn.source_values)]
     if data is not None:
-        base_tr, src_tr, *in_tr = _high_level(causal_model, data)[:4]
+        base_tr, src_tr, *in_tr = high_level_data(causal_model, data)[:4]
     else:
         base_tr, src_tr = halves[0], halves[1]
         in_tr = [causal_model.encode(base_tr), causal_model.encode(src_tr)]
     if test_data is not None:
-        base_te, src_te, *in_te = _high_level(causal_model, test_data)[:4]
+        base_te, src_te, *in_te = high_level_data(causal_model, test_data)[:4]
     else:
         base_te, src_te = halves[2], halves[3]
         in_te = [causal_model.encode(base_te), causal_model.encode(src_te)]
@@ -242,7 +241,7 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
     if not xb.is_floating_point():
         raise InputError(f"The activation at {the_site.name!r} is {xb.dtype}, not floating point.")
 
-    readout, _ = _judge(causal_model, metric)
+    readout, _ = output_readout(causal_model, metric)
     row_loss = _row_loss(causal_model, metric)
     g = torch.Generator().manual_seed(int(seed))
     R0 = _random_orthogonal(d, g)
@@ -295,11 +294,11 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
                heads=the_site.heads, n_heads=the_site.n_heads, basis=B)
 
     def iia(ins: list[Any], labels: torch.Tensor) -> torch.Tensor:
-        vals = _patched_values(m, [(sub,)], ins[0], ins[1], len(labels), readout, None)
-        return _hits(vals, labels[None], causal_model.categorical, tol)
+        vals = patched_values(m, [(sub,)], ins[0], ins[1], len(labels), readout, None)
+        return iia_hits(vals, labels[None], causal_model.categorical, tol)
 
-    tr_iia = _bootstrap(iia(in_tr, y_tr), n_boot, ci, seed)[0]
-    te_iia = _bootstrap(iia(in_te, y_te), n_boot, ci, seed)[0]
+    tr_iia = bootstrap_iia(iia(in_tr, y_tr), n_boot, ci, seed)[0]
+    te_iia = bootstrap_iia(iia(in_te, y_te), n_boot, ci, seed)[0]
     meta = {"method": "das", "model": m.name, "causal_model": causal_model.name, "variable": variable,
             "site": {"module": the_site.module, "io": the_site.io, "positions": _index_json(the_site.positions),
                      "neurons": _index_json(the_site.neurons), "heads": _index_json(the_site.heads),
@@ -322,7 +321,7 @@ def _row_loss(cm: CausalModel, metric: Any) -> Callable[[torch.Tensor, torch.Ten
             logits = metric(y) if metric is not None else (y[:, -1] if y.ndim == 3 else y)
             return F.cross_entropy(logits.float(), labels.to(logits.device), reduction="none")
         return ce
-    readout, _ = _judge(cm, metric)
+    readout, _ = output_readout(cm, metric)
 
     def mse(y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (readout(y).float() - labels.to(y.device)) ** 2
