@@ -136,8 +136,8 @@ def test_save_load_round_trip(net, tmp_path):
 
 
 def test_plots(net):
-    from matplotlib.figure import Figure
     import plotly.graph_objects as go
+    from matplotlib.figure import Figure
 
     X, y = _data()
     r = cs.class_directions(net, (X, y), "act2")

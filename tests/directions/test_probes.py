@@ -87,8 +87,9 @@ def test_probe_equals_plain_sklearn_on_the_same_activations_and_split():
         # the control accuracy is the same pipeline on the control labels, same split
         yc = r.control_labels[site]
         ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=0))
-        ref.fit(H.double().numpy()[train], yc[train])
-        assert float(r.sel(site=site, metric="control_accuracy").values) == ref.score(H.double().numpy()[test], yc[test])
+        Hd = H.double().numpy()
+        ref.fit(Hd[train], yc[train])
+        assert float(r.sel(site=site, metric="control_accuracy").values) == ref.score(Hd[test], yc[test])
 
 
 def test_control_task_definition_and_repeated_types_expose_memorisation():

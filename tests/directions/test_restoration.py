@@ -164,8 +164,8 @@ def test_model_unchanged_chunking_and_errors(setup):
 
 
 def test_save_load_and_plots(setup, tmp_path):
-    from matplotlib.figure import Figure
     import plotly.graph_objects as go
+    from matplotlib.figure import Figure
 
     net, X = setup
     r = cs.corrupt_and_restore(net, X[:50], ["noise", "shuffle"], SITES[:3], seed=0)

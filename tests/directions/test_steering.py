@@ -208,8 +208,8 @@ def test_save_load_round_trip(net, data, dirs, tmp_path):
 
 
 def test_plots(net, data, dirs):
-    from matplotlib.figure import Figure
     import plotly.graph_objects as go
+    from matplotlib.figure import Figure
 
     X, y = data
     r = cs.steer(net, (X, y), "fc2", dirs, STRENGTHS, target=7)

@@ -1,7 +1,7 @@
 """Class directions in activation space: per-class mean minus the global mean, their similarities, plots."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -11,142 +11,9 @@ from ..core import Site
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
+from ._inputs import as_matrix, as_site_arg, check_labels, n_inputs, progress_for, split_data
 
 Center = Literal["class_means", "samples"]
-
-
-# -- shared input helpers (also used by _steering and _restoration) ---------------------------------------------------
-def as_site_arg(site: Any) -> Site:
-    if isinstance(site, Site):
-        return site
-    if isinstance(site, str) and site:
-        return Site(site)
-    raise InputError(f"site must be a cs.Site or a module / canonical name such as 'fc2' or 'layers.1'; got "
-                     f"{type(site).__name__} {site!r}.")
-
-
-def _labels_list(y: Any, what: str = "labels") -> list[Any]:
-    if isinstance(y, np.ndarray):
-        y = torch.from_numpy(y) if y.dtype.kind in "biuf" else y
-    if isinstance(y, torch.Tensor) and y.is_floating_point():
-        if not torch.equal(y, y.round()):
-            raise InputError(f"{what} must be class labels (ints, strings or bools); got non-integer floats.")
-        y = y.long()
-    if isinstance(y, torch.Tensor):
-        if y.ndim != 1:
-            raise InputError(f"{what} must be 1-D (one label per input), got shape {tuple(y.shape)}.")
-        return y.tolist()
-    if isinstance(y, np.ndarray):
-        if y.ndim != 1:
-            raise InputError(f"{what} must be 1-D (one label per input), got shape {y.shape}.")
-        return y.tolist()
-    if isinstance(y, (list, tuple, range)):
-        out = [v.item() if isinstance(v, (np.generic, torch.Tensor)) else v for v in y]
-        for v in out:
-            if not isinstance(v, (int, float, str, bool)) or isinstance(v, float) and not float(v).is_integer():
-                raise InputError(f"{what} must be ints, strings or bools (class labels); got {v!r}.")
-        return [int(v) if isinstance(v, float) else v for v in out]
-    raise InputError(f"{what} must be a 1-D tensor, array or list of class labels; got {type(y).__name__}.")
-
-
-def split_data(data: Any, labels: Any = None, *, need_labels: bool) -> tuple[Any, list[Any] | None]:
-    """``(inputs, labels)`` from ``data``: an ``(X, y)`` pair, an object with ``X`` / ``y`` (or sklearn's
-    ``data`` / ``target``), a dict with ``"X"`` / ``"y"``, or inputs alone with ``labels=``."""
-    if labels is not None:
-        return _tensor(data), _labels_list(labels)
-    X = y = None
-    if isinstance(data, Mapping) and "X" in data and "y" in data:
-        X, y = data["X"], data["y"]
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str) \
-            and _label_like(data[1]):
-        X, y = data
-    elif hasattr(data, "X") and hasattr(data, "y"):
-        X, y = data.X, data.y
-    elif hasattr(data, "data") and hasattr(data, "target"):
-        X, y = data.data, data.target
-    if X is None:
-        if need_labels:
-            raise InputError("This method needs class labels: pass data=(inputs, labels), or the inputs with "
-                             "labels=[...] (one label per input).")
-        return _tensor(data), None
-    return _tensor(X), _labels_list(y)
-
-
-def _label_like(y: Any) -> bool:
-    """A 1-D integer / bool tensor or array, or a list of labels: the second item of an (inputs, labels) pair
-    (a float tensor there is the second positional input of a model taking two)."""
-    if isinstance(y, (torch.Tensor, np.ndarray)):
-        return y.ndim == 1 and not (y.dtype.is_floating_point if isinstance(y, torch.Tensor) else y.dtype.kind == "f")
-    return isinstance(y, (list, range)) or (isinstance(y, tuple) and not any(isinstance(v, torch.Tensor) for v in y))
-
-
-def _tensor(X: Any) -> Any:
-    """numpy arrays become tensors (floats as float32); anything else is passed to the engine as it is."""
-    if isinstance(X, np.ndarray):
-        return torch.from_numpy(X).float() if X.dtype.kind == "f" else torch.from_numpy(X)
-    return X
-
-
-def n_inputs(m: Any, X: Any) -> int:
-    return int(m.adapter.prepare(X).size)
-
-
-def check_labels(y: list[Any] | None, n: int) -> None:
-    if y is not None and len(y) != n:
-        raise InputError(f"Got {len(y)} labels for {n} inputs; give one label per input.")
-
-
-def as_matrix(acts: torch.Tensor, site: Site, what: str = "class_directions") -> torch.Tensor:
-    """``(n, d)`` from a site's selection: singleton axes between the batch and the last are dropped."""
-    if acts.ndim == 1:
-        return acts[:, None]
-    if acts.ndim == 2:
-        return acts
-    if all(s == 1 for s in acts.shape[1:-1]):
-        return acts.reshape(acts.shape[0], acts.shape[-1])
-    hint = f"cs.Site({site.module!r}, positions=-1)" if site.positions is None else "one position and one head"
-    raise InputError(f"{what} needs one vector per input at the site, but {site.name!r} gives "
-                     f"{tuple(acts.shape[1:])} per input (axes between the batch and the last one must have size "
-                     f"1). Select one position / head, e.g. {hint}.")
-
-
-def readout_fn(readout: Callable[[torch.Tensor], torch.Tensor] | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The logits of each row: 2-D outputs as they are, LM logits (rows, tokens, vocab) at the last position."""
-    if readout is not None:
-        if not callable(readout):
-            raise InputError(f"readout must be a function output -> (rows, classes) logits; got {readout!r}.")
-        return readout
-
-    def default(y: torch.Tensor) -> torch.Tensor:
-        if y.ndim == 2:
-            return y
-        if y.ndim == 3:
-            return y[:, -1]
-        raise InputError(f"The model output is {tuple(y.shape)}; expected (rows, classes) logits or LM logits "
-                         f"(rows, tokens, vocab). Pass readout=lambda out: ... returning (rows, classes).")
-    return default
-
-
-def class_index(label: Any, n_classes: int, what: str) -> int:
-    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= int(label) < n_classes:
-        raise InputError(f"{what} {label!r} is not an output class: steering outcomes are measured on output "
-                         f"classes 0 .. {n_classes - 1}, so class labels must be those indices. For directions of "
-                         f"other labels (strings, token classes) pass the vector, dirs.direction(c), and name the "
-                         f"output index to follow with target=.")
-    return int(label)
-
-
-def class_indices(labels: list[Any], n_classes: int, what: str) -> torch.Tensor:
-    """``labels`` as a LongTensor of output classes (each checked by :func:`class_index`)."""
-    if labels and set(map(type, labels)) <= {int} and 0 <= min(labels) and max(labels) < n_classes:
-        return torch.tensor(labels, dtype=torch.long)
-    return torch.tensor([class_index(v, n_classes, what) for v in labels], dtype=torch.long)
-
-
-def progress_for(n_rows: int) -> bool | None:
-    """No progress bar for runs of a few seconds at most (CPU chunks are small, so the engine's rule of
-    "more than 3 chunks" would show one for a 10k-row run of an MLP); the engine's rule above 200k rows."""
-    return None if n_rows > 200_000 else False
 
 
 def _sorted_unique(y: list[Any]) -> list[Any]:

@@ -9,227 +9,45 @@
 A probe answers "is the label linearly decodable from this activation?"; the control task (Hewitt & Liang
 2019) answers "could the same probe have memorised it anyway?"; the steering check answers "does the model
 *use* the probe's direction?". Only the last one is causal.
+
+This module holds the three entry points that need each other (``ProbeResult.steer_check`` calls
+:func:`probe_steering`, which fits with :func:`probe` when no probe is given); the fitting and the control task
+are in ``_probe_fit``, :class:`SteeringCheck` and the steering run in ``_probe_steering``, and the reading of
+``data`` / ``labels`` (shared with the rest of the family) in ``_inputs``.
 """
 from __future__ import annotations
 
-import hashlib
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import Add, Site, as_site
+from ..core import Site, as_site
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
-
-CONTROLS = ("random", "token", "input")
-METRICS = ("accuracy", "control_accuracy", "selectivity", "train_accuracy", "control_train_accuracy", "majority")
-STEER_STATS = ("fraction", "prob", "source_prob")
-MAX_ITER = 5000
-
-
-# --------------------------------------------------------------------------------------------- data
-def _n_inputs(inputs: Any) -> int:
-    if isinstance(inputs, str):
-        return 1
-    if isinstance(inputs, torch.Tensor):
-        return 1 if inputs.ndim == 1 and not inputs.is_floating_point() else int(inputs.shape[0])
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(s, str) for s in inputs):
-        return len(inputs)
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
-        return int(inputs[0].shape[0])
-    if isinstance(inputs, Mapping):
-        for v in inputs.values():
-            if isinstance(v, torch.Tensor):
-                return int(v.shape[0])
-    raise InputError(f"Cannot count the inputs of a {type(inputs).__name__}: pass a tensor (batch on dim 0), a list "
-                     f"of prompts, token ids, a tuple of tensors or a dict of keyword tensors.")
+from ._inputs import PROBE_NEEDS_LABELS, check_labels, count_inputs, split_data
+from ._probe_fit import (
+    CONTROLS,
+    MAX_ITER,
+    METRICS,
+    activations,
+    class_codes,
+    control_labels,
+    fit_probe,
+    probe_directions,
+)
+from ._probe_steering import SteeringCheck, steer_along_probe
 
 
-def _take(inputs: Any, idx: np.ndarray, n: int) -> Any:
-    """The inputs at ``idx`` (in that order), in the same form."""
-    ti = torch.as_tensor(idx, dtype=torch.long)
-    if isinstance(inputs, str):
-        return [inputs] * len(idx)
-    if isinstance(inputs, torch.Tensor):
-        return inputs[None][ti] if n == 1 and inputs.ndim == 1 else inputs[ti]
-    if isinstance(inputs, (list, tuple)) and all(isinstance(s, str) for s in inputs):
-        return [inputs[i] for i in idx.tolist()]
-    if isinstance(inputs, (list, tuple)):
-        return tuple(t[ti] for t in inputs)
-    return {k: v[ti] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n else v
-            for k, v in inputs.items()}
-
-
-def _is_label_vector(y: Any, n: int) -> bool:
-    if isinstance(y, torch.Tensor):
-        return y.ndim == 1 and y.shape[0] == n and not y.is_floating_point()
-    if isinstance(y, np.ndarray):
-        return y.ndim == 1 and y.shape[0] == n
-    return isinstance(y, (list, tuple)) and len(y) == n and not all(isinstance(v, torch.Tensor) for v in y)
-
-
-def _split_data(data: Any, labels: Any) -> tuple[Any, np.ndarray, int]:
-    """``(inputs, labels as a numpy vector, n)`` from ``data`` = inputs (with ``labels=``), ``(inputs, labels)``
-    or an object with ``.X`` / ``.y`` (or ``.inputs`` / ``.labels``)."""
-    if labels is None:
-        for a, b in (("X", "y"), ("inputs", "labels")):
-            if hasattr(data, a) and hasattr(data, b):
-                data, labels = getattr(data, a), getattr(data, b)
-                break
-        else:
-            if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str):
-                try:
-                    n0 = _n_inputs(data[0])
-                except InputError:
-                    n0 = -1
-                if n0 > 0 and _is_label_vector(data[1], n0):
-                    data, labels = data
-    if labels is None:
-        raise InputError("Probing needs a label per input: pass data=(inputs, labels), or data=inputs with "
-                         "labels=[...] (ints or strings, one per input).")
-    n = _n_inputs(data)
-    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise InputError(f"labels must be one label per input: got shape {tuple(y.shape)} for {n} inputs.")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise InputError("labels are class labels (ints or strings), got non-integer floats; a probe here is a "
-                             "classifier, not a regression.")
-        y = y.astype(np.int64)
-    return data, y, n
-
-
-def _classes(y: np.ndarray, min_count: int = 2) -> tuple[list[Any], np.ndarray]:
-    classes, yi = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise InputError(f"The labels hold a single class ({classes.tolist()}): a probe needs at least two.")
-    counts = np.bincount(yi)
-    few = [classes[i].item() for i in np.flatnonzero(counts < min_count)]
-    if few:
-        raise InputError(f"Classes {few} have fewer than {min_count} examples, too few for a stratified train/test "
-                         f"split. Add examples or drop those classes.")
-    return [c.item() for c in classes], yi
-
-
-def _groups(m: Any, inputs: Any, n: int) -> list[tuple[np.ndarray, Any]]:
-    """Equal-length groups of a list of prompts (causalscope batches equal-length prompts); one group otherwise."""
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(s, str) for s in inputs):
-        lengths = np.array([m.adapter.prepare(p).seq_len or 0 for p in inputs])
-        return [(np.flatnonzero(lengths == L), _take(inputs, np.flatnonzero(lengths == L), n))
-                for L in np.unique(lengths)]
-    return [(np.arange(n), inputs)]
-
-
-def _token_ids(m: Any, inputs: Any) -> torch.Tensor | None:
-    batch = m.adapter.prepare(inputs)
-    if batch.seq_len is None:
-        return None
-    ids = batch.kwargs.get("input_ids", batch.args[0] if batch.args else None)
-    return ids if isinstance(ids, torch.Tensor) and not ids.is_floating_point() else None
-
-
-def _input_hashes(inputs: Any, idx: np.ndarray) -> list[str]:
-    """One hash per input of its content: identical inputs are one type."""
-    if isinstance(inputs, torch.Tensor):
-        parts = [inputs]
-    elif isinstance(inputs, (list, tuple)) and not all(isinstance(s, str) for s in inputs):
-        parts = list(inputs)
-    elif isinstance(inputs, Mapping):
-        parts = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
-    else:  # prompts
-        return [hashlib.sha1(str(inputs[i]).encode()).hexdigest() for i in range(len(idx))]
-    out = []
-    for i in range(len(idx)):
-        h = hashlib.sha1()
-        for t in parts:
-            h.update(t[i].detach().cpu().contiguous().numpy().tobytes())
-        out.append(h.hexdigest())
-    return out
-
-
-# ----------------------------------------------------------------------------------- activations
-def _features(name: str, act: torch.Tensor, site: Site, is_seq: bool) -> torch.Tensor:
-    """(rows, features): a single selected position is squeezed; several positions are refused."""
-    if site.positions is not None:
-        npos = act.shape[1]
-        if npos != 1:
-            raise InputError(f"Site {name!r} selects {npos} positions; a probe reads one vector per input. Select "
-                             f"one position, e.g. Site({site.module!r}, positions=-1).")
-        act = act[:, 0]
-    elif is_seq and act.ndim >= 3:
-        raise InputError(f"Site {name!r} has a token axis (activation {tuple(act.shape)}); a probe reads one vector "
-                         f"per input. Select one position, e.g. Site({site.module!r}, positions=-1).")
-    return act
-
-
-def _activations(m: Any, inputs: Any, n: int, sites: list[Site], chunk_size: int | None
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]], dict[str, np.ndarray | None]]:
-    """Activations of every site (one cached run per equal-length group), their per-row shapes, and for
-    single-position sites of a token model the token id at that position (the control task's word type)."""
-    feats: dict[str, list] = {s.name: [] for s in sites}
-    tokens: dict[str, list | None] = {s.name: [] for s in sites}
-    order = []
-    for idx, sub in _groups(m, inputs, n):
-        run = m.run(sub, cache=sites, chunk_size=chunk_size, progress=False)
-        ids = _token_ids(m, sub)
-        for s in sites:
-            a = _features(s.name, run.cache[s.name], s, ids is not None)
-            feats[s.name].append(a.detach().float().cpu())
-            if ids is not None and s.positions is not None and not isinstance(s.positions, slice):
-                tokens[s.name].append(ids[:, s.positions[0]].cpu().numpy())  # type: ignore[union-attr]
-            else:
-                tokens[s.name] = None
-        order.append(idx)
-    perm = np.argsort(np.concatenate(order), kind="stable")
-    out = {k: torch.cat(v)[torch.as_tensor(perm)] for k, v in feats.items()}
-    shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}
-    toks = {k: (None if v is None else np.concatenate(v)[perm]) for k, v in tokens.items()}
-    return out, shapes, toks
-
-
-# ----------------------------------------------------------------------------------------- probes
-def _pipeline(C: float, seed: int, standardize: bool) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    lr = LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed)
-    return make_pipeline(StandardScaler(), lr) if standardize else make_pipeline(lr)
-
-
-def _fit(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, C: float, seed: int,
-         standardize: bool) -> tuple[Any, float, float, bool]:
-    """(fitted pipeline or None, train accuracy, test accuracy, converged)."""
-    if len(np.unique(y[train])) < 2:  # e.g. a control task whose few types all drew one label
-        only = y[train][0]
-        return None, float(np.mean(y[train] == only)), float(np.mean(y[test] == only)), True
-    from sklearn.exceptions import ConvergenceWarning
-
-    clf = _pipeline(C, seed, standardize)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf.fit(X[train], y[train])
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return clf, float(clf.score(X[train], y[train])), float(clf.score(X[test], y[test])), converged
-
-
-def _directions(clf: Any, n_classes: int) -> torch.Tensor:
-    """Unit directions (classes, features) in activation space: the gradient of each class's probe logit.
-
-    With a standardising probe, logit_c = w_c . (x - mu) / sigma + b_c, so the direction is w_c / sigma. A binary
-    probe has one weight vector w (for the second class); the first class's direction is -w."""
-    lr = clf[-1]
-    W = np.asarray(lr.coef_, dtype=np.float64)
-    if len(clf) > 1:
-        W = W / np.asarray(clf[0].scale_, dtype=np.float64)[None]
-    if W.shape[0] == 1 and n_classes == 2:
-        W = np.concatenate([-W, W])
-    D = torch.from_numpy(W).float()
-    return D / D.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def _probe_data(data: Any, labels: Any) -> tuple[Any, np.ndarray, int]:
+    """``(inputs, labels as a numpy vector, n)``: ``data`` in any form :func:`split_data` reads, counted without a
+    model (the probe takes subsets of the inputs)."""
+    inputs, y = split_data(data, labels, need_labels=True, missing=PROBE_NEEDS_LABELS)
+    n = count_inputs(inputs)
+    check_labels(y, n)
+    return inputs, np.asarray(y), n
 
 
 class ProbeResult(LabelledArray):
@@ -415,8 +233,8 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
     names = [s.name for s in site_list]
     if len(set(names)) != len(names):
         raise InputError(f"sites repeat a site: {names}.")
-    inputs, y_raw, n = _split_data(data, labels)
-    classes, y = _classes(y_raw)
+    inputs, y_raw, n = _probe_data(data, labels)
+    classes, y = class_codes(y_raw)
     if control is not None and not isinstance(control, str) and len(control) != n:
         raise InputError(f"control types must be one per input: got {len(control)} for {n} inputs.")
     if isinstance(control, str) and control not in CONTROLS:
@@ -430,14 +248,14 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
         raise InputError(f"{n} inputs split {n - n_test} / {n_test} (test_size={test_size}) leave fewer than one "
                          f"example per class ({len(classes)} classes) on a side. Use more inputs or another test_size.")
     train, test = train_test_split(np.arange(n), test_size=test_size, random_state=seed, stratify=y)
-    acts, shapes, toks = _activations(m, inputs, n, site_list, chunk_size)
+    acts, shapes, toks = activations(m, inputs, n, site_list, chunk_size)
 
     prior = np.bincount(y, minlength=len(classes)) / n
     hashes: list[str] | None = None
     values = np.zeros((len(site_list), len(METRICS)))
     probes_: dict[str, Any] = {}
     dirs: dict[str, torch.Tensor] = {}
-    control_labels: dict[str, np.ndarray] = {}
+    controls: dict[str, np.ndarray] = {}
     converged: dict[str, bool] = {}
     control_desc: dict[str, str] = {}
     degenerate: list[str] = []
@@ -445,35 +263,17 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
     maj = int(np.argmax(np.bincount(y[train], minlength=len(classes))))
     for i, s in enumerate(site_list):
         X = acts[s.name].reshape(n, -1).double().numpy()
-        clf, tr, te, ok = _fit(X, y, train, test, C, seed, standardize)
+        clf, tr, te, ok = fit_probe(X, y, train, test, C, seed, standardize)
         probes_[s.name], converged[s.name] = clf, ok
-        dirs[s.name] = _directions(clf, len(classes))
+        dirs[s.name] = probe_directions(clf, len(classes))
         row = {"accuracy": te, "train_accuracy": tr, "majority": float(np.mean(y[test] == maj))}
         if control is not None:
-            mode = control if isinstance(control, str) else "given"
-            tok = toks[s.name]
-            if mode == "token" and tok is None:
-                raise InputError(f"control='token' needs a token model and a site with one position; {s.name!r} has "
-                                 f"no token at a single position. Use control='input' or pass types.")
-            if mode == "random":  # word types where there are enough of them, else each input its own type
-                mode = "token" if tok is not None and len(np.unique(tok)) >= max(2, len(classes)) else "input"
-            if mode == "given":
-                types_raw, control_desc[s.name] = np.asarray([str(t) for t in control]), "random label per given type"
-            elif mode == "token":
-                types_raw, control_desc[s.name] = tok, "random label per token type at the site's position"
-            else:
-                if hashes is None:
-                    hashes = _input_hashes(inputs if not isinstance(inputs, str) else [inputs], np.arange(n))
-                types_raw = np.asarray(hashes)
-                control_desc[s.name] = "random label per input (identical inputs share one)"
-            kinds, t_idx = np.unique(types_raw, return_inverse=True)
-            rng = np.random.default_rng(seed)
-            behaviour = rng.choice(len(classes), size=len(kinds), p=prior)   # C(v) for every type v
-            yc = behaviour[t_idx]
-            control_labels[s.name], n_types[s.name] = yc, len(kinds)
+            yc, control_desc[s.name], n_types[s.name], hashes = control_labels(
+                control, s, toks[s.name], len(classes), prior, seed, inputs, n, hashes)
+            controls[s.name] = yc
             if len(np.unique(yc[train])) < 2:
                 degenerate.append(s.name)
-            _, ctr, cte, cok = _fit(X, yc, train, test, C, seed, standardize)
+            _, ctr, cte, cok = fit_probe(X, yc, train, test, C, seed, standardize)
             converged[s.name] = converged[s.name] and cok
             row.update(control_accuracy=cte, control_train_accuracy=ctr, selectivity=te - cte)
         else:
@@ -485,97 +285,19 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
     meta = {"method": "probe", "model": m.name, "sites": names, "n_inputs": n, "n_train": len(train),
             "n_test": len(test), "test_size": test_size, "seed": seed, "C": C, "standardize": standardize,
             "max_iter": MAX_ITER, "classes": [str(c) for c in classes], "control": control_desc,
-            "n_types": n_types, "control_degenerate": degenerate, "converged": converged, "sklearn": sklearn.__version__,
+            "n_types": n_types, "control_degenerate": degenerate, "converged": converged,
+            "sklearn": sklearn.__version__,
             "title": f"linear probes on {m.name}"}
     r = ProbeResult(torch.from_numpy(values), ("site", "metric"), {"site": names, "metric": list(METRICS)}, meta,
                     name="accuracy")
     r.probes, r.classes, r._dirs = probes_, classes, dirs
-    r.train_index, r.test_index, r.control_labels, r.feature_shapes = train, test, control_labels, shapes
+    r.train_index, r.test_index, r.control_labels, r.feature_shapes = train, test, controls, shapes
     return r
 
 
-# ------------------------------------------------------------------------------------ steering check
-class SteeringCheck(LabelledArray):
-    """The causal check of a probe direction: dims ``("direction", "strength", "stat")``.
-
-    ``direction``: ``probe`` (the target class's unit probe direction) and ``random0`` ... (random unit
-    directions, the control); ``stat``: ``fraction`` (share of the steered inputs the model assigns to the
-    target class), ``prob`` (mean probability of the target class), ``source_prob`` (mean probability of the
-    inputs' own class).
-
-    >>> chk.probe.sel(stat="prob").values, chk.random.sel(stat="prob").values
-    >>> chk.plot()
-    """
-
-    @property
-    def probe(self) -> LabelledArray:
-        """(strength, stat) along the probe direction."""
-        return self.sel(direction="probe")
-
-    @property
-    def random(self) -> LabelledArray:
-        """(strength, stat), mean over the random directions."""
-        rand = [d for d in self.coords["direction"] if d != "probe"]
-        return self.sel(direction=rand).mean("direction")
-
-    def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
-        """Fraction predicted as the target and its mean probability vs strength: probe direction against the
-        random directions (mean and min-max band)."""
-        s = np.asarray(self.coords["strength"], dtype=float)
-        rand = [d for d in self.coords["direction"] if d != "probe"]
-        R = self.sel(direction=rand).values.numpy()                # (random, strength, stat)
-        P = self.probe.values.numpy()
-        tgt, src = self.meta["target"], self.meta["source"]
-        titles = {"fraction": f"fraction classified as {tgt}", "prob": f"mean p({tgt})"}
-        if backend == "plotly":
-            import plotly.graph_objects as go
-            from plotly.subplots import make_subplots
-
-            fig = make_subplots(rows=1, cols=2, subplot_titles=tuple(titles.values()))
-            for j, k in enumerate(titles):
-                c = STEER_STATS.index(k)
-                fig.add_trace(go.Scatter(x=s, y=P[:, c], mode="lines+markers", name="probe direction",
-                                         line={"color": "#5A4FCF"}, showlegend=j == 0), row=1, col=j + 1)
-                fig.add_trace(go.Scatter(x=s, y=R[:, :, c].mean(0), mode="lines+markers", name="random direction",
-                                         line={"color": "#999999", "dash": "dash"}, showlegend=j == 0),
-                              row=1, col=j + 1)
-            fig.update_yaxes(range=[0, 1.05])
-            fig.update_xaxes(title_text="strength")
-            fig.update_layout(title={"text": f"steering {src} -> {tgt} at {self.meta['site']}"})
-            return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(10, 3.6), layout="constrained")
-        axes = fig.subplots(1, 2)
-        for a, k in zip(axes, titles):
-            c = STEER_STATS.index(k)
-            a.plot(s, P[:, c], "o-", color="#5A4FCF", label="probe direction")
-            a.plot(s, R[:, :, c].mean(0), "s--", color="#999999", label=f"random directions ({len(rand)})")
-            a.fill_between(s, R[:, :, c].min(0), R[:, :, c].max(0), color="#999999", alpha=0.2)
-            a.set_ylim(-0.02, 1.05)
-            a.set_xlabel("strength (activation units, unit direction)")
-            a.set_title(titles[k])
-            a.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"steering inputs of class {src} toward {tgt} at {self.meta['site']}")
-        return fig
-
-
-def _resolve_readout(readout: Any, classes: list[Any]) -> Callable[[torch.Tensor], torch.Tensor] | list[int]:
-    if callable(readout):
-        return readout
-    if readout is None:
-        if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
-            raise InputError(f"The classes {classes[:6]} are not output indices, so the model's output cannot be read "
-                             f"per class. Pass readout=[output index of each class] (e.g. token ids), or a function "
-                             f"of the output returning (rows, {len(classes)}) class scores.")
-        return [int(c) for c in classes]
-    cols = [int(c) for c in readout]
-    if len(cols) != len(classes):
-        raise InputError(f"readout has {len(cols)} output indices for {len(classes)} classes {classes}.")
-    return cols
+def _fit_probes(*args: Any, **kwargs: Any) -> ProbeResult:
+    """:func:`probe`, for :func:`probe_steering`, whose ``probe=`` argument hides the function's name."""
+    return probe(*args, **kwargs)
 
 
 def probe_steering(model: Any, data: Any, site: Site | str, source: Any, target: Any,
@@ -608,58 +330,8 @@ def probe_steering(model: Any, data: Any, site: Site | str, source: Any, target:
     if not isinstance(n_random, int) or n_random < 1:
         raise InputError(f"n_random must be a positive int (random control directions), got {n_random!r}.")
     s_obj = as_site(site)
-    inputs, y_raw, n = _split_data(data, labels)
+    inputs, y_raw, n = _probe_data(data, labels)
     if probe is None:
-        from . import _probes
-
-        probe = _probes.probe(m, (inputs, y_raw), [s_obj], seed=seed, chunk_size=chunk_size)
-    key = probe._site_key(s_obj)
-    ti, si = probe._class_index(target), probe._class_index(source)
-    if ti == si:
-        raise InputError(f"source and target are the same class ({source!r}): steer toward another class.")
-    src_label = probe.classes[si]
-    idx = np.flatnonzero(np.array([y == src_label or str(y) == str(src_label) for y in y_raw.tolist()]))
-    if idx.size == 0:
-        raise InputError(f"No input of class {source!r} in data (its labels: {sorted(set(y_raw.tolist()))[:10]}).")
-    if max_inputs is not None:
-        idx = idx[:max_inputs]
-    cols = _resolve_readout(readout, probe.classes)
-    shape = probe.feature_shapes[key]
-    g = torch.Generator().manual_seed(seed)
-    rand = torch.randn(n_random, int(np.prod(shape)), generator=g)
-    rand = rand / rand.norm(dim=-1, keepdim=True)
-    dirs = [probe.direction(key, probe.classes[ti])] + [r.reshape(shape) for r in rand]
-
-    def metric(out: torch.Tensor) -> torch.Tensor:
-        y = out[:, -1] if out.ndim == 3 else out.reshape(out.shape[0], -1)
-        if callable(cols):
-            scores = cols(out)
-            if not isinstance(scores, torch.Tensor) or scores.shape != (out.shape[0], len(probe.classes)):
-                raise InputError(f"readout must return (rows, {len(probe.classes)}) class scores, got "
-                                 f"{tuple(getattr(scores, 'shape', ()))}.")
-            p = scores.float().softmax(-1)
-            t, s_, top = ti, si, scores.argmax(-1)
-        else:
-            if max(cols) >= y.shape[-1]:
-                raise InputError(f"readout index {max(cols)} is out of range for an output of width {y.shape[-1]}.")
-            p = y.float().softmax(-1)
-            t, s_, top = cols[ti], cols[si], y.argmax(-1)
-        return torch.stack([(top == t).float(), p[:, t], p[:, s_]], -1)
-
-    sub = _take(inputs, idx, n)
-    k = len(idx)
-    res = torch.zeros(len(dirs), len(strengths), len(STEER_STATS))
-    for gidx, ginputs in _groups(m, sub, k):
-        ivs = [[Add(d, strength=s) for s in strengths] for d in dirs]
-        rows = [row for per_dir in ivs for row in ({s_obj: iv} for iv in per_dir) for _ in range(len(gidx))]
-        index = list(range(len(gidx))) * (len(dirs) * len(strengths))
-        run = m.run(ginputs, rows, input_index=index, metric=metric, chunk_size=chunk_size, progress=False)
-        res += run.metric.float().cpu().reshape(len(dirs), len(strengths), len(gidx), len(STEER_STATS)).sum(2)
-    res /= k
-    meta = {"method": "probe_steering", "model": m.name, "site": key, "source": str(src_label),
-            "target": str(probe.classes[ti]), "n_inputs": int(k), "n_random": n_random, "seed": seed,
-            "readout": "function" if callable(cols) else cols, "probe_seed": probe.meta.get("seed"),
-            "title": f"steering {src_label} -> {probe.classes[ti]} at {key}"}
-    return SteeringCheck(res, ("direction", "strength", "stat"),
-                         {"direction": ["probe"] + [f"random{i}" for i in range(n_random)], "strength": strengths,
-                          "stat": list(STEER_STATS)}, meta, name="value")
+        probe = _fit_probes(m, inputs, [s_obj], labels=y_raw, seed=seed, chunk_size=chunk_size)
+    return steer_along_probe(m, inputs, y_raw, n, probe, s_obj, source, target, strengths, n_random=n_random,
+                             seed=seed, readout=readout, max_inputs=max_inputs, chunk_size=chunk_size)

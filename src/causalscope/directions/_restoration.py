@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,11 +12,11 @@ from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
-from ._classes import as_site_arg, n_inputs, progress_for, readout_fn, split_data
+from ._inputs import as_site_arg, n_inputs, progress_for, readout_fn, split_data
 from ._steering import softmax
 
 CORRUPTIONS = ("noise", "zero", "uniform", "shuffle")
-Corruption = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+Corruption = str | Callable[[torch.Tensor], torch.Tensor]
 SPREADS = ("std", "iqr", "sem", "minmax")
 
 

@@ -16,8 +16,8 @@ from ..core import Add
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
-from ._classes import (
-    DirectionsResult,
+from ._classes import DirectionsResult
+from ._inputs import (
     as_site_arg,
     check_labels,
     class_index,
