@@ -65,12 +65,13 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
 
     A prediction is the argmax output id (``ties="no_prediction"``, the default: a tied maximum, e.g. the
     all-zero logits of an ablated output head, is no prediction and misses every label; ``ties="first"``
-    takes torch's first maximal id as InterpBench does); for a numerical model (``categorical=False``) the output, and it
-    differs from a label when ``|out - label| > atol``. Labels: the case's, or ``labels`` (N, T; -1 / NaN
-    where there is none), or by default the model's own predictions on ``inputs`` at every position but 0
-    (tracr's BOS) and the model's PAD positions. Effects are pooled over all triples (InterpBench averages per-batch ratios of 256, a
-    different weighting of the same counts). ``circuit`` (default: the case's) marks each node
-    ``in_circuit`` / ``not_in_circuit``. Every (node, scale, pair) is one engine row; the model is not changed.
+    takes torch's first maximal id as InterpBench does); for a numerical model (``categorical=False``) the
+    output, and it differs from a label when ``|out - label| > atol``. Labels: the case's, or ``labels``
+    (N, T; -1 / NaN where there is none), or by default the model's own predictions on ``inputs`` at every
+    position but 0 (tracr's BOS) and the model's PAD positions. Effects are pooled over all triples
+    (InterpBench averages per-batch ratios of 256, a different weighting of the same counts). ``circuit``
+    (default: the case's) marks each node ``in_circuit`` / ``not_in_circuit``. Every (node, scale, pair) is one
+    engine row; the model is not changed.
     """
     if ablation not in ("resample", "mean", "zero"):
         raise InputError(f"ablation must be 'resample', 'mean' or 'zero', got {ablation!r}.")

@@ -108,7 +108,7 @@ class NodeEffects(LabelledArray):
         else:
             fig = ax.figure
         seen: set[str] = set()
-        for name, st, y in zip(self.nodes, self.meta["status"], data):
+        for _name, st, y in zip(self.nodes, self.meta["status"], data):
             ax.plot(x, y, marker="o", ms=3, color=COLORS[st], alpha=0.8, label=None if st in seen else st, **kw)
             seen.add(st)
         ax.set_xlabel("scale")

@@ -81,6 +81,7 @@ def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | 
         edits = list(itertools.chain.from_iterable([g] * R for g in part))
         run = d.model.run(rows.inputs, edits, input_index=list(range(R)) * len(part), metric=metric,
                           keep_output=False, chunk_size=chunk_size, progress=False)
+        assert run.metric is not None  # a metric was passed, so every run returns its values
         out.append(run.metric.cpu().view(len(part), R).sum(1))
         bar.update(len(part) * R)
     eff = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

@@ -52,7 +52,7 @@ class GraphMetric:
         self._w = (w / w.sum(-1, keepdim=True).clamp_min(1.0)).to(clean_logits.device)
         if callable(kind):
             self.name = getattr(kind, "__name__", repr(kind))
-            self._user = kind
+            self._user: Callable[[torch.Tensor], torch.Tensor] | None = kind
             self.higher_is_better = True if higher_is_better is None else bool(higher_is_better)
             return
         if kind not in METRICS:
@@ -181,7 +181,8 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
     if labels is not None and kind == "logprob":
         lab = torch.as_tensor(labels)
         if lab.shape != clean_t.shape:
-            raise InputError(f"labels have shape {tuple(lab.shape)}; expected one per input token {tuple(clean_t.shape)}.")
+            raise InputError(f"labels have shape {tuple(lab.shape)}; expected one per input token "
+                             f"{tuple(clean_t.shape)}.")
     valid = _label_mask(labels, c_out)
     gm = GraphMetric(kind, clean_logits=c_out.logits, positions=positions, labels=lab,
                      higher_is_better=higher_is_better, valid=valid)

@@ -1,7 +1,7 @@
 """The result of every circuit-discovery method: one score per edge (or per node), with the settings."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -81,9 +81,9 @@ class CircuitScores(LabelledArray):
         names = [n for n, m in zip(self.names, mask.tolist()) if m]
         meta = {"method": self.meta.get("method"), "threshold": threshold, "k": k}
         if self.level == "edge":
-            edges = [tuple(n.split("->")) for n in names]
+            edges = [cast("tuple[str, str]", tuple(n.split("->"))) for n in names]
             nodes = sorted({x for e in edges for x in e}, key=node_order)
-            return Circuit(nodes, edges, meta)  # type: ignore[arg-type]
+            return Circuit(nodes, edges, meta)
         nodes = sorted(set(names) | {"embed", "logits"}, key=node_order)
         edges = [(s, r) for r in nodes for s in nodes if upstream(s, r)]
         return Circuit(nodes, edges, meta)
@@ -180,9 +180,9 @@ class CircuitScores(LabelledArray):
             ax.plot([pos[s][0], pos[r][0]], [pos[s][1], pos[r][1]], color="tab:red" if v > 0 else "tab:blue",
                     lw=0.5 + 4 * abs(v) / big, alpha=0.8, zorder=1)
         for n, (x, y) in pos.items():
-            v = node_val.get(n)
-            face = "lightgrey" if v is None else ("tab:red" if v > 0 else "tab:blue")
-            ax.scatter([x], [y], s=120 if v is None else 40 + 300 * abs(v) / big, color=face, zorder=2,
+            nv = node_val.get(n)
+            face = "lightgrey" if nv is None else ("tab:red" if nv > 0 else "tab:blue")
+            ax.scatter([x], [y], s=120 if nv is None else 40 + 300 * abs(nv) / big, color=face, zorder=2,
                        edgecolor="k", lw=0.5)
             ax.annotate(n, (x, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=7)
         ax.set_axis_off()

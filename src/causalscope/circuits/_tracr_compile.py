@@ -33,13 +33,14 @@ from __future__ import annotations
 import inspect
 import itertools
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from ..zoo.compiled import CompiledConfig, CompiledTransformer
+from ..zoo.compiled import Block, CompiledConfig, CompiledTransformer
 from ._circuit import Circuit, upstream
 
 BOS = "BOS"
@@ -222,7 +223,7 @@ def _to_torch(assembled: Any, labels: list[str], out_labels: list[str]) -> Compi
         net.W_E.copy_(t(p["token_embed"]["embeddings"]))
         net.W_pos.copy_(t(p["pos_embed"]["embeddings"]))
         net.W_U.copy_(t(W_U))
-        for i, block in enumerate(net.blocks):
+        for i, block in enumerate(cast(Iterable[Block], net.blocks)):
             a, m = f"transformer/layer_{i}/attn", f"transformer/layer_{i}/mlp"
             for part in ("query", "key", "value"):
                 w = t(p[f"{a}/{part}"]["w"]).reshape(d_model, H, dh).permute(1, 0, 2)

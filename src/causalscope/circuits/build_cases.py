@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save_file
 
-from ..zoo.compiled import CompiledTransformer
+from ..zoo.compiled import Block, CompiledTransformer
 from ._tracr_compile import BOS, CASES, PAD, compile_case, evaluation_inputs, tracr_outputs
 
 DATA = Path(__file__).resolve().parent.parent / "zoo" / "data" / "tracr"
@@ -39,7 +40,7 @@ def node_outputs(model: CompiledTransformer, tokens: torch.Tensor) -> dict[str, 
     x = model.embed(tokens)
     mask = model.key_mask(tokens)
     out = {"embed": x}
-    for layer, block in enumerate(model.blocks):
+    for layer, block in enumerate(cast(Iterable[Block], model.blocks)):
         heads = block.attn.heads(x, mask)
         for h in range(heads.shape[2]):
             out[f"a{layer}.h{h}"] = heads[:, :, h]
@@ -126,7 +127,8 @@ def write_index(out: Path = DATA) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m causalscope.circuits.build_cases", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m causalscope.circuits.build_cases",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", help=f"cases to build (default: all of {', '.join(CASES)})")
     parser.add_argument("--out", type=Path, default=DATA, help="output folder (default: the package data)")
     args = parser.parse_args(argv)

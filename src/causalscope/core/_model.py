@@ -60,7 +60,7 @@ class Model:
         return [self.tokenizer.decode([int(i)]) for i in ids[0]]
 
     def run(self, inputs: Any, edits: Any = None, *, cache: Sequence[Site | str] = (),
-            grads: Sequence[Site | str] = (), metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            grads: Sequence[Site | str] = (), metric: Callable[..., torch.Tensor] | None = None,
             input_index: Sequence[int] | None = None, chunk_size: int | None = None,
             keep_output: bool | None = None, keep_kv: bool = False, progress: bool | None = None) -> Run:
         """Run the model on ``inputs`` with per-row interventions, caching and activation gradients.

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal, cast
 
 import torch
 
 from ..errors import SiteError
 
-Index = Union[None, int, Sequence[int], slice, range]
+Index = None | int | Sequence[int] | slice | range
 
 
 def _as_index(value: Index, what: str) -> tuple[int, ...] | slice | None:
@@ -22,10 +22,10 @@ def _as_index(value: Index, what: str) -> tuple[int, ...] | slice | None:
     if isinstance(value, torch.Tensor):
         value = value.flatten().tolist()
     try:
-        out = tuple(int(v) for v in value)  # type: ignore[union-attr]
+        out = tuple(int(v) for v in value)
     except (TypeError, ValueError):
         raise SiteError(f"{what} must be an int, a list of ints, a range or a slice; got {value!r}.") from None
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in value):  # type: ignore[union-attr]
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in value):
         raise SiteError(f"{what} must be ints; got {value!r}.")
     if len(set(out)) != len(out):
         raise SiteError(f"{what} repeat an index ({list(out)}); list each index once.")
@@ -90,7 +90,7 @@ class Site:
                 None if self.basis is None else id(self.basis), self.n_heads)
 
     def _full_key(self) -> tuple:
-        pos = self.positions
+        pos: object = self.positions
         if isinstance(pos, slice):
             pos = ("slice", pos.start, pos.stop, pos.step)
         return (*self.key(), pos)
@@ -112,8 +112,8 @@ class Site:
         if self.io == "input":
             parts.append("input")
         for label, v in (("pos", self.positions), ("heads", self.heads), ("neurons", self.neurons)):
-            if v is not None:
-                parts.append(f"{label}={_fmt(v)}")
+            if v is not None:  # __post_init__ has normalised every index to a tuple or a slice
+                parts.append(f"{label}={_fmt(cast('tuple[int, ...] | slice', v))}")
         if self.basis is not None:
             parts.append(f"subspace={self.basis.shape[1]}")
         return self.module + (f"[{', '.join(parts)}]" if parts else "")

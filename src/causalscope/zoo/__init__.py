@@ -1,7 +1,8 @@
 """Models that ship with causalscope (no downloads). ``causalscope.load(name)`` builds them.
 
 >>> causalscope.zoo.names()
-['adder', 'adder-rotated', 'and-gate', 'digits-mlp', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama', 'tiny-neox', 'tracr-frac-prevs', 'tracr-hist', 'tracr-majority', 'tracr-pair-balance', 'tracr-reverse', 'tracr-sort']
+['adder', 'adder-rotated', 'and-gate', 'digits-mlp', 'facts-gpt', 'mlp', 'or-gate', 'tiny-gpt2', 'tiny-llama',
+ 'tiny-neox', 'tracr-frac-prevs', 'tracr-hist', 'tracr-majority', 'tracr-pair-balance', 'tracr-reverse', 'tracr-sort']
 
 ``tracr-<case>`` are RASP programs compiled by tracr into a CompiledTransformer, with ground-truth circuits
 (``causalscope.circuits.load_case``; docs/tracr-cases.md).
@@ -25,8 +26,9 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-neox": (lambda: build_tiny_lm("gpt_neox"), "GPT-NeoX architecture, same size, random weights (seed 0)"),
     "tiny-llama": (lambda: build_tiny_lm("llama"), "Llama architecture (GQA), same size, random weights (seed 0)"),
     "mlp": (lambda: (build_mlp(), None), "MLP 16-32-32-4 with ReLU, random weights (seed 0): a plain nn.Module"),
-    "adder": (lambda: (build_adder(), None), "Linear(3,3)-Linear(3,3)-Linear(3,1) computing A+B+C (the causal-mediation "
-                                             "tutorial's toy network; h12 = A, h13 = B+C, h22 = A+B+C, h23 dead)"),
+    "adder": (lambda: (build_adder(), None), "Linear(3,3)-Linear(3,3)-Linear(3,1) computing A+B+C (the "
+                                             "causal-mediation tutorial's toy network; h12 = A, h13 = B+C, "
+                                             "h22 = A+B+C, h23 dead)"),
     "adder-rotated": (lambda: (build_adder(rotated=True), None), "the adder with layer 1 rotated by a random "
                                                                  "orthogonal matrix: no single neuron carries A (DAS)"),
     "and-gate": (lambda: (build_gate("and"), None), "Linear(2,1)+Sigmoid AND gate with the latent-circuits "
@@ -41,7 +43,8 @@ REGISTRY: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
 
 
 REGISTRY.update({f"tracr-{case}": (functools.partial(load_tracr_model, case), "tracr-compiled RASP program, exact "
-                                    f"weights and ground-truth circuit: {desc}") for case, desc in tracr_index().items()})
+                                    f"weights and ground-truth circuit: {desc}")
+                 for case, desc in tracr_index().items()})
 
 
 def names() -> list[str]:
@@ -52,5 +55,6 @@ def describe() -> dict[str, str]:
     return {k: REGISTRY[k][1] for k in names()}
 
 
-__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate", "build_adder"]
+__all__ = ["names", "describe", "build_tiny_lm", "build_mlp", "word_tokenizer", "build_gate", "train_gate",
+           "build_adder"]
 __all__ += ["DigitsMLP", "build_digits_mlp"]

@@ -1,6 +1,8 @@
 """Small models built from configs with seeded random weights, and a word-level tokenizer."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -28,14 +30,17 @@ def lm_config(arch: str, vocab_size: int, n_layers: int = 4, d_model: int = 64, 
     """A small config of ``arch`` ('gpt2', 'gpt_neox' or 'llama')."""
     import transformers as tf
 
-    ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init_std)
+    ids: dict[str, Any] = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init_std)
     if arch == "gpt2":
         return tf.GPT2Config(**ids, vocab_size=vocab_size, n_positions=64, n_embd=d_model, n_layer=n_layers,
                              n_head=n_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     if arch == "gpt_neox":
+        # ``rotary_pct`` is a named argument in transformers 4.x and a legacy kwarg in 5.x (whose stubs lack it):
+        # passed through a dict so both versions get the same config
+        neox: dict[str, Any] = dict(rotary_pct=0.5)
         return tf.GPTNeoXConfig(**ids, vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
                                 num_attention_heads=n_heads, intermediate_size=4 * d_model,
-                                max_position_embeddings=64, rotary_pct=0.5)
+                                max_position_embeddings=64, **neox)
     if arch == "llama":
         return tf.LlamaConfig(**ids, vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
                               num_attention_heads=n_heads, num_key_value_heads=max(1, n_heads // 2),

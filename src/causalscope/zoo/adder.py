@@ -57,7 +57,8 @@ def build_adder(rotated: bool = False, seed: int = 0) -> Adder:
         rot = (q * torch.sign(torch.diagonal(r))).float()  # a uniformly random orthogonal matrix
         w1, b1, w2 = rot @ w1, rot @ b1, w2 @ rot.T
     with torch.no_grad():
-        for lin, w, b in ((net.l1, w1, b1), (net.l2, w2, torch.tensor(B2)), (net.l3, torch.tensor(W3), torch.tensor(B3))):
+        for lin, w, b in ((net.l1, w1, b1), (net.l2, w2, torch.tensor(B2)),
+                          (net.l3, torch.tensor(W3), torch.tensor(B3))):
             lin.weight.copy_(w)
             lin.bias.copy_(b)
     return net.eval()

@@ -8,7 +8,7 @@ shipped as ``weights="seed"``; :func:`train_gate` reproduces that training deter
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -38,11 +38,11 @@ class GateNet(nn.Module):
         return self.model(x)
 
 
-def _check(kind: str) -> str:
+def _check(kind: str) -> Literal["and", "or"]:
     kind = str(kind).lower()
     if kind not in SEED_WEIGHTS:
         raise InputError(f"gate kind must be 'and' or 'or', got {kind!r}.")
-    return kind
+    return cast(Literal["and", "or"], kind)
 
 
 def build_gate(kind: Literal["and", "or"] = "and", weights: Literal["seed", "trained"] = "seed",
@@ -58,9 +58,10 @@ def build_gate(kind: Literal["and", "or"] = "and", weights: Literal["seed", "tra
         raise InputError(f"weights must be 'seed' or 'trained', got {weights!r}.")
     net = GateNet()
     (w0, w1), b = SEED_WEIGHTS[kind]
+    linear = cast(nn.Linear, net.model[0])
     with torch.no_grad():
-        net.model[0].weight.copy_(torch.tensor([[w0, w1]]))
-        net.model[0].bias.copy_(torch.tensor([b]))
+        linear.weight.copy_(torch.tensor([[w0, w1]]))
+        linear.bias.copy_(torch.tensor([b]))
     return net.eval()
 
 
@@ -75,9 +76,10 @@ def train_gate(kind: Literal["and", "or"] = "and", seed: int = 0, epochs: int = 
     y = (TRUTH.sum(1, keepdim=True) >= (2 if kind == "and" else 1)).float()
     g = torch.Generator().manual_seed(seed)
     net = GateNet()
+    linear = cast(nn.Linear, net.model[0])
     with torch.no_grad():  # deterministic init from our generator (not the global RNG)
-        net.model[0].weight.copy_(torch.empty(1, 2).uniform_(-0.7071, 0.7071, generator=g))
-        net.model[0].bias.copy_(torch.empty(1).uniform_(-0.7071, 0.7071, generator=g))
+        linear.weight.copy_(torch.empty(1, 2).uniform_(-0.7071, 0.7071, generator=g))
+        linear.bias.copy_(torch.empty(1).uniform_(-0.7071, 0.7071, generator=g))
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.BCELoss()
     with torch.enable_grad():

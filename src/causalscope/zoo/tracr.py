@@ -87,7 +87,7 @@ class CaseTokenizer:
         """Output items for output ids (categorical; -1 reads as None) or the numbers themselves (numerical; nan
         reads as None)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        out = []
+        out: list[Any] = []
         for i in ids:
             if self._is_seq(i):
                 out.append(self.decode_output(i))

@@ -82,6 +82,7 @@ def train(cfg: TrainConfig | None = None, log: Callable[[str], None] | None = pr
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
         t0 = time.perf_counter()
+        total: float | torch.Tensor  # the epoch's summed loss: a float, then a tensor once a batch is added
         for epoch in range(cfg.epochs):
             total, perm = 0.0, torch.randperm(len(y), generator=gen)
             for i in range(0, len(y), cfg.batch_size):
