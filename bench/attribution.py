@@ -100,10 +100,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # TL's per-cell progress bar; disabling it only helps TL
 
-import torch  # noqa: E402
+import torch
 
-import causalscope as cs  # noqa: E402
-from causalscope.patching._attribution import _ranks  # noqa: E402
+import causalscope as cs
+from causalscope.patching._attribution import _ranks
 
 PATCH_TARGET = 3.0      # ours vs TransformerLens, activation patching
 IG_TARGET = 1.5         # ours vs captum, layer integrated gradients
@@ -114,9 +114,10 @@ DIFF_POS = 4            # the one position where corrupted differs from clean
 
 
 # -- helpers (as in bench/causal_trace.py) -------------------------------------------------------------------------
-from _common import finish, interleaved, start  # noqa: E402
-from _common import rule as _rule, verdict as _verdict  # noqa: E402
-from _common import timed as _timed  # noqa: E402
+from _common import finish, interleaved, start
+from _common import rule as _rule
+from _common import timed as _timed
+from _common import verdict as _verdict
 
 
 def _version(dist: str) -> str:
@@ -355,11 +356,12 @@ def _print_ig(res: dict, P: int) -> None:
           f"{', '.join(f'{x:+.4f}' for x in sc)}")
     print(f"  convergence delta: ours (r.delta) {', '.join(f'{x:+.1e}' for x in res['delta']['ours'])}; captum "
           f"{', '.join(f'{x:+.1e}' for x in res['delta']['captum'])}")
+    outside = "" if res["allclose"] else f" ({res['n_over_tolerance']} elements outside)"
     print(f"  attributions: max |diff| {res['max_abs_diff']:.2e} (largest |attribution| "
           f"{res['max_abs_attribution']:.3e}, "
           f"ratio {res['max_abs_diff_over_max_abs']:.1e})"
           f"; allclose(rtol 1e-3, atol 1e-4): {res['allclose']}"
-          f"{'' if res['allclose'] else ' (%d elements outside)' % res['n_over_tolerance']}")
+          f"{outside}")
     print(f"  speedup {res['speedup']:.2f}x  target >= {IG_TARGET}x  {_verdict(res['pass'])}", flush=True)
 
 

@@ -59,14 +59,15 @@ import pstats
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-import causalscope as cs  # noqa: E402
+import causalscope as cs
 
 SPEEDUP_TARGET = 4.0
 ATOL = 1e-5  # ours vs naive, absolute, on probabilities
@@ -75,9 +76,10 @@ SUBJECT = "old king"
 WINDOW = 10
 
 
-from _common import finish, start  # noqa: E402
-from _common import rule as _rule, verdict as _verdict  # noqa: E402
-from _common import timed as _timed  # noqa: E402
+from _common import finish, start
+from _common import rule as _rule
+from _common import timed as _timed
+from _common import verdict as _verdict
 
 
 def window_start(layer: int, n_layers: int, window: int) -> int:
@@ -244,7 +246,8 @@ def bench_kind(m: cs.Model, kind: str, draws: torch.Tensor, window: int, naive_l
     naive_s = nv["base_s"] + sum(nv["cell_s"]) if n_ran == n_cells else nv["base_s"] + per_cell * n_cells
     counts = token_layer_counts(kind, L, T, N, b, window, int(r.meta["token_layers"]))
     speedup = naive_s / ours_s
-    res = {"kind": kind, "schedule": r.meta["schedule"], "ours_s": ours_s, "ours_s_reps": ours_times, "naive_s": naive_s,
+    res = {"kind": kind, "schedule": r.meta["schedule"], "ours_s": ours_s, "ours_s_reps": ours_times,
+           "naive_s": naive_s,
            "naive_extrapolated": n_ran < n_cells, "naive_cells_run": n_ran, "naive_cells_total": n_cells,
            "naive_layers": naive_layers, "naive_s_per_cell": per_cell, "naive_base_s": nv["base_s"],
            "naive_measured_s": nv["base_s"] + sum(nv["cell_s"]), "max_abs_diff": diff, "cells_compared": n_ran,
@@ -275,7 +278,8 @@ def _print_kind(res: dict, N: int) -> None:
     _rule(f"kind = {res['kind']}   (answer {res['answer']!r}: clean p {res['high_score']:.4f}, "
           f"corrupted p {res['low_score']:.4f}, trace spread {res['trace_spread']:.3f})")
     print(f"{'method':<58}{'seconds':>10}{'token-layers':>14}{'tok-layers/s':>14}")
-    print(f"{'ours: causal_trace(samples=' + str(N) + ', noise=draws), ' + res['schedule']:<58}{res['ours_s']:>10.2f}{c['ours']:>14,}"
+    ours_label = f"ours: causal_trace(samples={N}, noise=draws), {res['schedule']}"
+    print(f"{ours_label:<58}{res['ours_s']:>10.2f}{c['ours']:>14,}"
           f"{res['ours_token_layers_per_s']:>14,.0f}")
     print(f"{'naive ROME loop: one (N+1)-row forward per cell':<58}{res['naive_s']:>10.2f}{c['naive']:>14,}"
           f"{res['naive_token_layers_per_s']:>14,.0f}{ext}")
@@ -408,10 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     _rule("Summary")
     for kind, res in results["kinds"].items():
         c = res["token_layers"]
+        fp64 = "" if res["allclose_fp32"] else f" (fp64: {res['fp64_recheck']['max_abs_diff_fp64']:.1e})"
         print(f"{kind:<7} ours {res['ours_s']:7.2f} s   naive {res['naive_s']:8.2f} s"
               f"{' (extrapolated)' if res['naive_extrapolated'] else ''}   speedup {res['speedup']:5.2f}x "
               f"(token-layer ratio {c['naive_over_ours']:.2f}x)   max|diff| {res['max_abs_diff']:.1e}"
-              f"{'' if res['allclose_fp32'] else ' (fp64: %.1e)' % res['fp64_recheck']['max_abs_diff_fp64']}   "
+              f"{fp64}   "
               f"target >= {SPEEDUP_TARGET:.0f}x  {_verdict(res['pass'])}")
     return finish(results, env, args.json)
 

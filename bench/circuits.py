@@ -34,11 +34,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, rule, start, timed  # noqa: E402
-
-import causalscope as cs  # noqa: E402
-from causalscope import circuits as C  # noqa: E402
-from causalscope.circuits._discovery import _EXACT_DEFAULT, setup  # noqa: E402
+import causalscope as cs
+from _common import finish, rule, start, timed
+from causalscope import circuits as C
+from causalscope.circuits._discovery import _EXACT_DEFAULT, setup
 
 METHODS = ("node_patching", "edge_patching", "eap", "eap_ig", "acdc", "acdc-zero")
 THRESHOLD = 1e-6

@@ -35,9 +35,10 @@ The experiment is the seed's (../shared/seeds/000_569454d2698c2aa3.txt), on laye
   ``type(model)()`` and loads the state dict: the same cost class). Runs under ``torch.no_grad()`` as there.
 
 Exactness: the directions must agree (allclose atol 1e-6, rtol 1e-5: the seed sums fp32 activations in its
-own order, which on a GPU differs from ours by fp32 rounding of the larger entries); the numbers of correct predictions of every
-strength and every matrix cell must be equal as integers (ours: fraction x count, rounded). Times are the
-medians of ``--reps`` interleaved repetitions (alternating which side goes first) after one warm-up of each.
+own order, which on a GPU differs from ours by fp32 rounding of the larger entries); the numbers of correct
+predictions of every strength and every matrix cell must be equal as integers (ours: fraction x count,
+rounded). Times are the medians of ``--reps`` interleaved repetitions (alternating which side goes first)
+after one warm-up of each.
 Target: ours >= 20x faster over the whole experiment (directions + sweep + matrix). Threads: ``--threads
 auto`` (the default) uses 1 thread when the load average is above half the cores, else torch's default;
 ``--threads K`` sets K. The exit status is 1 if an exactness check fails (not for a missed speed target).
@@ -49,7 +50,8 @@ import copy
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +59,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import causalscope as cs
-
-from _common import finish, interleaved, start  # noqa: E402
-from _common import rule as _rule, verdict as _verdict  # noqa: E402
+from _common import finish, interleaved, start
+from _common import rule as _rule
+from _common import verdict as _verdict
 
 TARGET = 20.0
 STRENGTHS = (0.0, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)

@@ -29,22 +29,24 @@ import pstats
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-import causalscope as cs  # noqa: E402
+import causalscope as cs
 
 OVERHEAD_TARGET = 1.05     # benchmark 1: run time / plain forward time
 FIXED_COST_TARGET_US = 50  # benchmark 2: µs added per empty run
 
 
-from _common import finish  # noqa: E402
-from _common import loadavg as _loadavg, rule as _rule, verdict as _verdict  # noqa: E402
-from _common import timed  # noqa: E402
+from _common import finish, timed
+from _common import loadavg as _loadavg
+from _common import rule as _rule
+from _common import verdict as _verdict
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -104,8 +106,7 @@ def bench_overhead(device: torch.device, quick: bool) -> dict:
     for k, label in (("bare", "m.run(ids)"), ("noop", "m.run(ids, {Site('layers.5'): Scale(1.0)})")):
         print(f"{label:<52}{med[k]:>11.1f}{ratio[k]:>9.3f}{diffs[k]:>11.1e}  "
               f"<= {OVERHEAD_TARGET:.2f}x  {_verdict(res['pass'][k])}")
-    del m, model
-    return res
+    return res  # the model and its wrapper go with this frame
 
 
 # -- 2. fixed cost of an empty run -----------------------------------------------------------------------------
