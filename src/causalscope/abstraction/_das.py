@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +260,7 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
         run = m.run(in_tr[0], [{the_site: _RowValues(new.detach(), slot)}] * len(idx), input_index=idx.tolist(),
                     grads=[the_site], metric=lambda y: row_loss(y, labels), chunk_size=len(idx), progress=False)
         torch.autograd.backward(new, run.grads[the_site.name] * scale)
-        return float(run.metric.sum())
+        return float(cast(torch.Tensor, run.metric).sum())  # metric= given: never None
 
     losses: list[float] = []
     opt = torch.optim.Adam([S], lr=float(lr))

@@ -8,6 +8,7 @@ drawn run with its values and marks).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..core import Site
 
@@ -32,7 +33,7 @@ class Node:
     @property
     def site(self) -> Site:
         """Where the engine reads and writes this unit."""
-        io = "input" if self.kind == "input" else "output"
+        io: Literal["output", "input"] = "input" if self.kind == "input" else "output"
         return Site(self.module, io=io, neurons=self.index)
 
 

@@ -171,7 +171,7 @@ class _Net:
                 self.edges.append(Edge(layer_nodes[k][in_i].name, layer_nodes[k + 1][out_j].name,
                                        float(w[out_j, in_i])))
         self.layer_names = ["input" if self.at_input else f"{self.paths[0]} in"] + self.paths
-        self.cache = [Site(self.paths[0], io="input"), *self.paths]
+        self.cache: list[Site | str] = [Site(self.paths[0], io="input"), *self.paths]
 
     def node(self, name: Any, what: str) -> Node:
         if not isinstance(name, str) or name not in self.by_name:

@@ -99,7 +99,7 @@ class GraphDrawing:
         grid_w = widest * _DX
         panel_w = max(_LEFT + grid_w + _RIGHT, 20 + text_w)
         cx = (_LEFT + panel_w - _RIGHT) / 2
-        rows_y = [_HEAD + _R + 6 + (n_rows - 1 - layer) * _DY for layer in range(n_rows)]
+        rows_y: list[float] = [_HEAD + _R + 6 + (n_rows - 1 - layer) * _DY for layer in range(n_rows)]
         pos: dict[str, tuple[float, float]] = {}
         for layer, nodes in per_layer.items():
             for j, n in enumerate(nodes):
@@ -117,6 +117,8 @@ class GraphDrawing:
     def _link_path(x0: float, x1: float, y: float, k: int, below: bool) -> tuple[tuple[float, float], ...]:
         """Quadratic Bezier control points of the k-th patch link: an arc peaking halfway between its row
         and the next one up (or under the row, for the inputs at the bottom), clear of other nodes."""
+        end: float
+        lift: float
         if below:
             end, lift = y + _R, 14 + 3 * k
             return (x0, end), ((x0 + x1) / 2, end + 2 * lift), (x1, end)

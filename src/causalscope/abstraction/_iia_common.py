@@ -13,7 +13,7 @@ without borrowing another module's privates; the package ``__init__`` does not e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -96,7 +96,7 @@ def patched_values(m: Model, cells: Sequence[tuple[Site, ...]], base_in: Any, so
         if isinstance(e, InputError):
             raise
         raise AlignmentSiteError(str(e)) from None
-    return run.metric.view(len(cells), P).cpu()
+    return cast(torch.Tensor, run.metric).view(len(cells), P).cpu()  # metric= given: never None
 
 
 def iia_hits(values: torch.Tensor, labels: torch.Tensor, categorical: bool, tol: float) -> torch.Tensor:

@@ -128,8 +128,8 @@ class DirectionsResult(LabelledArray):
         v = self.values[self._index(c)]
         return v.abs().argsort(descending=True)[: max(0, int(k))].tolist()
 
-    def plot(self, kind: str = "bars", ax: Any = None, backend: str = "matplotlib",
-             classes: Sequence[Any] | None = None, top: int = 5, **kw: Any) -> Any:
+    def plot(self, kind: str = "bars", ax: Any = None,  # type: ignore[override]  # public API: kind= comes first
+             backend: str = "matplotlib", classes: Sequence[Any] | None = None, top: int = 5, **kw: Any) -> Any:
         """``kind="bars"``: one bar chart per class (neuron index across), the ``top`` neurons of largest
         |value| marked (red positive, blue negative) and labelled. ``kind="similarity"``: the annotated
         cosine-similarity heatmap (:meth:`SimilarityMatrix.plot`)."""
@@ -151,8 +151,8 @@ class DirectionsResult(LabelledArray):
             fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"class {c}" for c in chosen])
             for k, i in enumerate(idx):
                 v = data[i]
-                tops = set(self.top_neurons(self.classes[i], top))
-                colors = ["#d62728" if (n in tops and v[n] > 0) else "#1f77b4" if n in tops else "#b0b0b0"
+                marked = set(self.top_neurons(self.classes[i], top))
+                colors = ["#d62728" if (n in marked and v[n] > 0) else "#1f77b4" if n in marked else "#b0b0b0"
                           for n in range(d)]
                 fig.add_trace(go.Bar(x=list(range(d)), y=v, marker_color=colors, showlegend=False,
                                      hovertemplate="neuron %{x}: %{y:.4f}<extra></extra>"), k // cols + 1, k % cols + 1)

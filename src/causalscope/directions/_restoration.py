@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -252,8 +252,8 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     """
     m = load(model)
     X, _ = split_data(inputs, None, need_labels=False)
-    if isinstance(X, (str, list)) and getattr(m.adapter, "tokenize", None) is not None:
-        X = m.adapter.tokenize(X)
+    if isinstance(X, (str, list)) and (tokenize := getattr(m.adapter, "tokenize", None)) is not None:
+        X = tokenize(X)
     if not isinstance(X, torch.Tensor):
         raise InputError(f"corrupt_and_restore needs the inputs as one tensor (batch on dim 0), or prompts for a "
                          f"language model; got {type(X).__name__}.")
@@ -270,7 +270,8 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     names = [s.name for s in st]
     if len(set(names)) != len(names):
         raise InputError(f"sites repeat: {names}.")
-    corruptions = list(corruption) if isinstance(corruption, (list, tuple)) else [corruption]
+    corruptions: list[Corruption] = (list(corruption) if isinstance(corruption, (list, tuple))
+                                     else [cast(Corruption, corruption)])
     if not corruptions:
         raise InputError("corruption is empty: give one corruption or a list.")
     labels = [_name(c, i) for i, c in enumerate(corruptions)]
@@ -280,7 +281,7 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     metric_all = readout_fn(readout)
     clean = m.run(X, cache=st, metric=lambda y: softmax(metric_all(y).float()),
                   chunk_size=chunk_size, progress=progress_for(n))
-    p_clean_all = clean.metric
+    p_clean_all = cast(torch.Tensor, clean.metric)  # metric= given: never None
     pred = p_clean_all.argmax(-1)
     uniq, pos = torch.unique(pred, return_inverse=True)
     p_clean = p_clean_all.gather(1, pred[:, None])[:, 0]
@@ -301,7 +302,8 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
             index += block
     run = m.run(corrupted, rows, input_index=index, metric=metric,
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    p = run.metric.cpu().view(C, G, n, -1).gather(3, pos.view(1, 1, n, 1).expand(C, G, n, 1))[..., 0]
+    probs = cast(torch.Tensor, run.metric)  # metric= given: never None
+    p = probs.cpu().view(C, G, n, -1).gather(3, pos.view(1, 1, n, 1).expand(C, G, n, 1))[..., 0]
     site_labels = names + (["all"] if all_sites else [])
     meta = {"method": "corrupt_and_restore", "model": m.name, "sites": names, "corruptions": labels, "scale": scale,
             "seed": seed, "n_examples": n, "clean_prob": p_clean.tolist(), "clean_pred": pred.tolist(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -261,8 +261,8 @@ class SteeringMatrix(LabelledArray):
         return LabelledArray(v, ("source", "class"), {"source": self.sources}, {**self.meta, "title": "baseline"},
                              name="fraction predicted")
 
-    def plot(self, stat: str = "frac_target", ax: Any = None, backend: str = "matplotlib", annotate: bool | None = None,
-             **kw: Any) -> Any:
+    def plot(self, stat: str = "frac_target", ax: Any = None,  # type: ignore[override]  # public API: stat= first
+             backend: str = "matplotlib", annotate: bool | None = None, **kw: Any) -> Any:
         """Annotated heatmap of one statistic: source class down, added direction (target) across."""
         a = self.stat(stat)
         data = a.numpy()
@@ -322,7 +322,7 @@ def steer(model: Any, inputs: Any, site: Any, direction: Any, strengths: Any = (
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    probs = run.metric.view(len(ks), n, -1).cpu()
+    probs = cast(torch.Tensor, run.metric).view(len(ks), n, -1).cpu()  # metric= given: never None
     C = probs.shape[-1]
     pred = probs.argmax(-1)
     hist = torch.nn.functional.one_hot(pred, C).sum(1)
@@ -399,7 +399,7 @@ def steering_matrix(model: Any, data: Any, site: Any, directions: Any, strength:
         index += base
     run = m.run(X, rows, input_index=index, metric=_probs_metric(readout_fn(readout)),
                 chunk_size=chunk_size, progress=progress_for(len(rows)))
-    probs = run.metric.cpu().view(len(vecs) + int(baseline), n, -1).double()
+    probs = cast(torch.Tensor, run.metric).cpu().view(len(vecs) + int(baseline), n, -1).double()  # metric= given
     C = probs.shape[-1]
     t_idx = torch.tensor([class_index(t, C, "target class") for t in targets], dtype=torch.long)
     y_idx = class_indices(y, C, "label")
