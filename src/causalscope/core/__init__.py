@@ -26,13 +26,14 @@ from ._interventions import (
 )
 from ._metrics import Metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
 from ._model import Model
-from ._segments import full_rows, segmented_ok, staircase
+from ._segments import block_staircase, block_step, full_rows, segmented_ok, staircase
 from ._sites import Site, as_site
-from .adapters import Adapter, Batch, Resolved, adapter_for, primary
+from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
     "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "segmented_ok", "seq_len", "staircase",
     "sweep_cells", "unique_full_sites",
+    "SegmentedLM", "block_staircase", "block_step", "segmented",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "is_last_only", "logit", "logit_diff", "output_value", "preserved",

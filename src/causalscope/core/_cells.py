@@ -64,12 +64,6 @@ def first_difference(a: Any, b: Any) -> int:
     return int(diff[0]) if len(diff) else int(a.shape[1])
 
 
-def _resid_pre(m: Model, layer: int) -> Site:
-    if m.adapter.kind == "transformer-lens":
-        return Site(f"blocks.{layer}.hook_resid_pre")
-    return Site(f"layers.{layer}", io="input")
-
-
 def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] | None, T: int,
            clean_in: Any) -> tuple[tuple[str, ...], dict[str, list], list[Cell]]:
     L = int(m.n_layers or 0)
@@ -84,7 +78,8 @@ def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] 
             cells = [Cell((l, h), Site(f"layers.{l}.attn.z", heads=h)) for l in range(L) for h in range(H)]
             return ("layer", "head"), {"layer": list(range(L)), "head": list(range(H))}, cells
         pos = _positions(positions, T)
-        make = {"resid_pre": lambda l, t: Site(_resid_pre(m, l).module, io=_resid_pre(m, l).io, positions=t),
+        pre = m.adapter.resid_pre_site
+        make = {"resid_pre": lambda l, t: Site(pre(l).module, io=pre(l).io, positions=t),
                 "resid_post": lambda l, t: Site(f"layers.{l}", positions=t),
                 "attn": lambda l, t: Site(f"layers.{l}.attn", positions=t),
                 "mlp": lambda l, t: Site(f"layers.{l}.mlp", positions=t)}[sites]

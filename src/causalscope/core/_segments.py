@@ -1,21 +1,31 @@
-"""The two patching schedules shared by activation patching and mediation: full batched rows for any
-model, and the segmented "staircase" for Hugging Face LMs (only blocks from the patched one on, only
-positions from the first that can change, against cached keys / values).
+"""The patching schedules shared by activation patching, mediation and causal tracing: full batched rows for
+any model, and the segmented "staircase" for LMs with a segmented forward (only blocks from the patched
+one on, only positions from the first that can change, against cached keys / values).
 
 >>> values, token_layers = staircase(m, cells, base_run, source_run, P, T, d, metric, None, "denoise")
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import PlanError
 from ._cells import Cell
 from ._interventions import Patch
 from ._metrics import is_last_only
 from ._model import Model
 from ._sites import Site
+from .adapters import KV, SegmentedLM, segmented
+
+if TYPE_CHECKING:
+    from ._engine import Run
+
+#: the groups entering at one block: (state (P, positions, d_model), its P rows of edits at that block)
+Entering = list[tuple[torch.Tensor, list[dict]]]
 
 
 def full_rows(m: Model, cells: list[Cell], base_in: Any, source: Any, P: int, metric: Any, chunk_size: int | None,
@@ -29,18 +39,68 @@ def full_rows(m: Model, cells: list[Cell], base_in: Any, source: Any, P: int, me
     return vals.view(len(cells), P, *vals.shape[1:]), int(run.meta["token_layers"] or 0)
 
 
-def _block_of(m: Model, site: Site) -> int | None:
+def _block_of(lm: SegmentedLM, m: Model, site: Site) -> int | None:
     res = m.adapter.resolve(site)
-    prefix = m.adapter.arch.layers + "."  # type: ignore[attr-defined]
+    prefix = lm.arch.layers + "."
     if not res.path.startswith(prefix):
         return None
     return int(res.path[len(prefix):].split(".")[0])
 
 
 def segmented_ok(m: Model, cells: list[Cell]) -> bool:
-    if m.adapter.kind != "hf-causal-lm":
+    lm = segmented(m.adapter)
+    if lm is None:
         return False
-    return all(_block_of(m, c.site) is not None for c in cells)
+    return all(_block_of(lm, m, c.site) is not None for c in cells)
+
+
+def block_step(m: Model, lm: SegmentedLM, kv: KV | None, states: Sequence[torch.Tensor], j: int, t: int,
+               rows: list[dict], *, head: bool = False, last_only: bool = False, metric: Any = None,
+               cache: Sequence[Site | str] = ()) -> tuple[Run, int]:
+    """Block ``j`` alone, once, on the stacked ``states`` (groups of rows at positions ``t..``), against the
+    keys / values before ``t`` of ``kv`` (one run's, repeated per group). Returns the run and its token-layers.
+
+    >>> run, tl = block_step(m, lm, corrupted.kv, [h1, h2], j=3, t=5, rows=[{}] * (2 * samples))
+    """
+    if kv is None:
+        raise PlanError("A segmented block call needs the base run's keys / values: run it with keep_kv=True.")
+    past = lm.stacked_past(kv, j, len(states), t)
+    seg = lm.segment(torch.cat(list(states)), layer=j, stop=j + 1, pos=t, past=past, head=head, last_only=last_only)
+    run = m.run(seg, rows, metric=metric, cache=cache)
+    return run, int(run.meta["token_layers"] or 0)
+
+
+def block_staircase(m: Model, lm: SegmentedLM, kv: KV | None, t: int, P: int, enter: Callable[[int], Entering],
+                    carry: Callable[[int], list[dict]] | None = None, metric: Any = None,
+                    last_only: bool = False) -> tuple[Run | None, int]:
+    """The staircase over blocks at positions ``t..``: every group of ``P`` rows enters at its own block
+    (``enter(j)``: the groups entering at block ``j``, with their rows of edits there) and then runs every
+    block above it; block ``j`` runs once on the stacked states of all groups entered so far, the running
+    ones first, in the order they entered. ``carry(j)``: the ``P`` rows of edits of each running group at
+    block ``j`` (default: none). The last block runs the head (on the last position only, with
+    ``last_only``; then ``metric`` is taken there). Returns the last block's run (None where no group
+    entered) and the token-layers run.
+
+    >>> run, tl = block_staircase(m, lm, corrupted.kv, t, samples, lambda j: [(state_at(j), [{}] * samples)])
+    """
+    L = lm.n_layers
+    states: list[torch.Tensor] = []
+    token_layers = 0
+    for j in range(L):
+        new = enter(j)
+        if not states and not new:
+            continue
+        keep = carry(j) if carry is not None else [{}] * P
+        rows = keep * len(states) + [r for _, group_rows in new for r in group_rows]
+        states += [h for h, _ in new]
+        last = j == L - 1
+        run, tl = block_step(m, lm, kv, states, j, t, rows, head=last, last_only=last and last_only,
+                             metric=metric if last and last_only else None)
+        token_layers += tl
+        if last:
+            return run, token_layers
+        states = list(run.output.split(P))
+    return None, token_layers
 
 
 def _first_position(site: Site, T: int) -> int:
@@ -66,11 +126,15 @@ def _from(site: Site, p0: int, T: int) -> Site | None:
 
 
 def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: int, d: int, metric: Any,
-               progress: bool | None, name: str) -> tuple[torch.Tensor, int]:
-    """Hugging Face LMs: cells grouped by the first position they can change; within a group every block
-    call runs the stacked states of all cells already patched, on positions from that one on. Returns the
-    metric per (cell, prompt[, the metric's own columns])."""
-    L = int(m.n_layers or 0)
+              progress: bool | None, name: str) -> tuple[torch.Tensor, int]:
+    """LMs with a segmented forward: cells grouped by the first position they can change; within a group
+    each cell enters at its own block (the base run's block input, patched there) and every block call
+    runs the stacked states of all cells already patched, on positions from that one on (:func:`block_staircase`).
+    Returns the metric per (cell, prompt[, the metric's own columns])."""
+    lm = segmented(m.adapter)
+    if lm is None:
+        raise PlanError(f"The segmented schedule needs a transformer LM with a segmented forward; {m.name} "
+                        f"({m.adapter.kind}) has none.")
     last_only = is_last_only(metric)
     patches = [Patch(source, row=p) for p in range(P)]
     # cells that patch nothing keep the base run's value (of this metric: the base output, where kept)
@@ -82,36 +146,31 @@ def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: in
         site = _from(c.site, p0, T) if p0 < T else None
         if site is None:
             continue  # patches only positions where clean and corrupted agree: the base run's value
-        groups.setdefault(p0, []).append((i, int(_block_of(m, c.site)), site))  # type: ignore[arg-type]
+        block = _block_of(lm, m, c.site)
+        assert block is not None  # segmented_ok checked every cell
+        groups.setdefault(p0, []).append((i, block, site))
     token_layers = 0
     bar = tqdm(sorted(groups.items()), desc=f"activation patching ({name})", unit="position",
                disable=not (progress if progress is not None else len(cells) * P > 2000))
     for t, members in bar:
-        states: list[torch.Tensor] = []
-        order: list[int] = []
-        first = min(b for _, b, _ in members)
-        for j in range(first, L):
-            new = [(i, s) for i, b, s in members if b == j]
-            entering = base.cache[Site(f"layers.{j}", io="input").name][:, t:]
-            hidden = torch.cat(states + [entering] * len(new)) if (states or new) else None
-            if hidden is None:
-                continue
-            rows: list[dict] = [{}] * (len(states) * P)
-            rows += [{s: patches[p]} for _, s in new for p in range(P)]
-            order += [i for i, _ in new]
-            last = j == L - 1
-            seg = m.adapter.segment(hidden, layer=j, stop=j + 1, pos=t,  # type: ignore[attr-defined]
-                                    past=m.adapter.stacked_past(base.kv, j, len(order), t),  # type: ignore
-                                    head=last, last_only=last and last_only)
-            run = m.run(seg, rows, metric=metric if last and last_only else None)
-            token_layers += int(run.meta["token_layers"] or 0)
-            if not last:
-                states = list(run.output.split(P))
-                continue
-            if last_only:
-                vals = run.metric.float()
-            else:  # the metric may read any position: put back the base run's logits before t
-                prefix = base.output[:, :t]
-                vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in run.output.split(P)])
-            values[order] = vals.view(len(order), P, *vals.shape[1:])
+        order = [i for i, _, _ in sorted(members, key=lambda x: x[1])]  # the order cells enter the staircase
+        enter = functools.partial(_entering, base, t, members, patches)
+        run, tl = block_staircase(m, lm, base.kv, t, P, enter, metric=metric, last_only=last_only)
+        token_layers += tl
+        assert run is not None  # every group has a cell, and the staircase ends at the last block
+        if last_only:
+            vals = run.metric.float()
+        else:  # the metric may read any position: put back the base run's logits before t
+            prefix = base.output[:, :t]
+            vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in run.output.split(P)])
+        values[order] = vals.view(len(order), P, *vals.shape[1:])
     return values, token_layers
+
+
+def _entering(base: Any, t: int, members: list[tuple[int, int, Site]], patches: list[Patch], j: int) -> Entering:
+    """The cells of ``members`` patched in block ``j``: the base run's block-``j`` input, patched there."""
+    new = [s for _, b, s in members if b == j]
+    if not new:
+        return []
+    state = base.cache[Site(f"layers.{j}", io="input").name][:, t:]
+    return [(state, [{s: patches[p]} for p in range(len(patches))]) for s in new]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..core import ApplyContext, Intervention, Model, Run, Site, as_site
+from ..core import ApplyContext, Intervention, Model, Run, SegmentedLM, Site, as_site, segmented
 from ..core.adapters import Batch
 from ..errors import InputError
 from ..loading import load
@@ -175,16 +175,16 @@ class _Segment:
     layer: int
     site: Site          # the attribution site in the segment (block outputs become the next block's input)
     entry: Site         # the activation that feeds the segment (cached on the inputs' run)
+    lm: SegmentedLM     # the model's segmented forward
 
 
 def _segment_plan(m: Model, site: Site) -> _Segment | None:
-    """Where a Hugging Face causal LM can start the grad run for ``site`` (None: run the whole model)."""
-    a = m.adapter
-    if a.kind != "hf-causal-lm" or not hasattr(a, "segment"):
+    """Where an LM with a segmented forward can start the grad run for ``site`` (None: run the whole model)."""
+    lm = segmented(m.adapter)
+    if lm is None:
         return None
-    L = int(a.n_layers)  # type: ignore[attr-defined]
-    arch = a.arch  # type: ignore[attr-defined]
-    res = a.resolve(site)
+    L, arch = lm.n_layers, lm.arch
+    res = m.adapter.resolve(site)
     entry = lambda j: Site(f"layers.{j}", io="input") if j < L else Site(f"layers.{L - 1}")  # noqa: E731
     prefix = arch.layers + "."
     if res.path.startswith(prefix):
@@ -193,12 +193,12 @@ def _segment_plan(m: Model, site: Site) -> _Segment | None:
             return None
         i = int(head)
         if rest or res.io == "input":  # inside block i, or block i's input: start at block i
-            return _Segment(i, site, entry(i))
+            return _Segment(i, site, entry(i), lm)
         # block i's output is block i+1's input (the final norm's input after the last block)
         nxt = dataclasses.replace(site, module=f"layers.{i + 1}" if i + 1 < L else "final_norm", io="input")
-        return _Segment(i + 1, nxt, entry(i + 1))
-    if res.path in (arch.final_norm, getattr(a, "unembed_path", arch.unembed)):
-        return _Segment(L, site, entry(L))
+        return _Segment(i + 1, nxt, entry(i + 1), lm)
+    if res.path in (arch.final_norm, lm.unembed_path):
+        return _Segment(L, site, entry(L), lm)
     return None  # embeddings: before block 0, the whole model runs
 
 
@@ -306,8 +306,8 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
     if seg is not None:
         entry = _clean(run_x.cache[seg.entry])
         own_metric = metric is None
-        grad_input: Any = m.adapter.segment(entry, layer=seg.layer, pos=0,  # type: ignore[attr-defined]
-                                            last_only=own_metric and seg.layer < int(m.n_layers or 0))
+        grad_input: Any = seg.lm.segment(entry, layer=seg.layer, pos=0,
+                                         last_only=own_metric and seg.layer < seg.lm.n_layers)
     else:
         grad_input = batch
 
@@ -385,9 +385,7 @@ def _dims(a: torch.Tensor, site: Site, seq_len: int | None) -> tuple[list[str], 
 
 
 def _tokens(m: Model, batch: Batch) -> list[list[str]] | None:
-    ids = batch.kwargs.get("input_ids")
-    if ids is None and m.adapter.kind == "transformer-lens" and batch.args:
-        ids = batch.args[0]
+    ids = m.adapter.token_ids(batch)
     if not isinstance(ids, torch.Tensor) or m.tokenizer is None or ids.ndim != 2:
         return None
     try:

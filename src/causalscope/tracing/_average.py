@@ -128,7 +128,7 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[str] = ("
     ROME does. With answers given and ``require_correct``, facts the model gets wrong are skipped (ROME
     traces known facts only); ``meta["skipped"]`` lists them.
     """
-    m = _lm(model)
+    m, lm = _lm(model)
     items = _facts(facts)
     if isinstance(noise, str):
         try:
@@ -141,9 +141,10 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[str] = ("
     L = int(m.n_layers or 0)
     per_kind: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
     traces, skipped, used = [], [], []
-    bar = tqdm(items, desc="trace_average", unit="fact", disable=not (progress if progress is not None else len(items) > 5))
+    show = progress if progress is not None else len(items) > 5
+    bar = tqdm(items, desc="trace_average", unit="fact", disable=not show)
     for prompt, subject, answer in bar:
-        ids = m.adapter.tokenize(prompt)
+        ids = lm.tokenize(prompt)
         if answer is not None and require_correct:
             pred = m.tokenizer.decode([int(m.run(ids).output[0, -1].argmax())]).strip()
             if pred != str(answer).strip():

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..core import Model, Noise, Patch, Site
+from ..core import Model, Noise, Patch, SegmentedLM, Site, block_staircase, block_step, segmented
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
@@ -17,12 +17,14 @@ Kind = Literal["hidden", "mlp", "attn"]
 _COLORS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 
 
-def _lm(model: Any) -> Model:
+def _lm(model: Any) -> tuple[Model, SegmentedLM]:
+    """The model and its segmented forward; causal tracing needs both and a tokenizer."""
     m = load(model)
-    if not hasattr(m.adapter, "forward_from") or m.tokenizer is None:
+    lm = segmented(m.adapter)
+    if lm is None or m.tokenizer is None:
         raise InputError(f"causal tracing needs a Hugging Face causal LM with a tokenizer (GPT-2, GPT-NeoX, Llama "
                          f"family); got a {m.adapter.kind} model{'' if m.tokenizer else ' without a tokenizer'}.")
-    return m
+    return m, lm
 
 
 def subject_range(model: Any, prompt: str, subject: str) -> tuple[int, int]:
@@ -31,13 +33,13 @@ def subject_range(model: Any, prompt: str, subject: str) -> tuple[int, int]:
     >>> subject_range(m, "the capital of france is", "france")
     (3, 4)
     """
-    m = _lm(model)
+    m, lm = _lm(model)
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("The prompt is empty: give the text whose next token states the fact.")
     if not isinstance(subject, str) or not subject.strip():
         raise InputError("The subject is empty: give the words of the prompt to corrupt.")
     tok = m.tokenizer
-    ids = m.adapter.tokenize(prompt)[0].tolist()
+    ids = lm.tokenize(prompt)[0].tolist()
     tokens = [tok.decode([i]) for i in ids]
     start = prompt.find(subject)
     if start >= 0:
@@ -67,15 +69,15 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
 
     >>> noise = 3 * causalscope.embedding_std(m, ["paris", "tomas veldran"])
     """
-    m = _lm(model)
+    m, lm = _lm(model)
     if isinstance(subjects, str):
         subjects = [subjects]
-    ids = [m.adapter.tokenize(s)[0] for s in subjects]
+    ids = [lm.tokenize(s)[0] for s in subjects]
     if not ids:
         raise InputError("embedding_std needs at least one subject.")
     emb = m.module.get_input_embeddings()
     with torch.inference_mode():
-        vecs = torch.cat([emb(i.to(m.adapter.device)) for i in ids])
+        vecs = torch.cat([emb(i.to(lm.device)) for i in ids])
     return float(vecs.float().std())
 
 
@@ -160,8 +162,9 @@ class TraceResult(LabelledArray):
         return fig
 
 
-def _noise_draws(m: Model, noise: Any, samples: int, n_sub: int, subject: str, seed: int) -> tuple[torch.Tensor, float]:
-    d = int(m.adapter.d_model)  # type: ignore[attr-defined]
+def _noise_draws(m: Model, lm: SegmentedLM, noise: Any, samples: int, n_sub: int, subject: str,
+                 seed: int) -> tuple[torch.Tensor, float]:
+    d = int(lm.d_model)
     if isinstance(noise, torch.Tensor):
         if noise.ndim != 3 or noise.shape[1:] != (n_sub, d):
             raise InputError(f"An explicit noise tensor must be shaped (samples, subject tokens, d_model) = "
@@ -178,7 +181,8 @@ def _noise_draws(m: Model, noise: Any, samples: int, n_sub: int, subject: str, s
         try:
             std = float(noise)
         except (TypeError, ValueError):
-            raise InputError(f"noise must be a float, a string like '3x' or a tensor; got {type(noise).__name__}.") from None
+            raise InputError(f"noise must be a float, a string like '3x' or a tensor; "
+                             f"got {type(noise).__name__}.") from None
     if not std >= 0:
         raise InputError(f"noise std must be >= 0, got {std}.")
     g = torch.Generator().manual_seed(int(seed))
@@ -219,7 +223,7 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     what a GPU pays for); ``"auto"`` picks ``"batched"`` when the model is on an accelerator. Both give
     the naive loop's scores (docs/decisions/0002-segment-schedules.md).
     """
-    m = _lm(model)
+    m, lm = _lm(model)
     if kind not in ("hidden", "mlp", "attn"):
         raise InputError(f"kind must be 'hidden', 'mlp' or 'attn', got {kind!r}.")
     if sever not in (None, "mlp", "attn"):
@@ -235,10 +239,10 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     if not isinstance(samples, int) or samples < 1:
         raise InputError(f"samples must be an int >= 1, got {samples!r}.")
     b, e = subject_range(m, prompt, subject)
-    ids = m.adapter.tokenize(prompt).to(m.adapter.device)
+    ids = lm.tokenize(prompt).to(lm.device)
     T, L = ids.shape[1], int(m.n_layers or 0)
     tokens = [m.tokenizer.decode([int(i)]) for i in ids[0]]
-    draws, std = _noise_draws(m, noise, samples, e - b, subject, seed)
+    draws, std = _noise_draws(m, lm, noise, samples, e - b, subject, seed)
 
     block_in = [Site(f"layers.{i}", io="input") for i in range(L)]
     kind_sites = [f"layers.{i}.{kind}" for i in range(L)] if kind != "hidden" else []
@@ -267,9 +271,9 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
         show = progress if progress is not None else (T - b) * L > 200
         for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
             if kind == "hidden":
-                per_layer, tl = _states_at(m, t, sever, samples, clean, corrupted, block_in, metric)
+                per_layer, tl = _states_at(m, lm, t, sever, samples, clean, corrupted, block_in, metric)
             else:
-                per_layer, tl = _windows_at(m, t, kind, window, samples, clean, corrupted, block_in, metric,
+                per_layer, tl = _windows_at(m, lm, t, kind, window, samples, clean, corrupted, block_in, metric,
                                             entries, b)
             scores[t] = torch.tensor(per_layer)
             token_layers += tl
@@ -284,45 +288,42 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                        name="p(answer)")
 
 
-def _states_at(m: Model, t: int, sever: str | None, samples: int, clean: Any, corrupted: Any,
+def _states_at(m: Model, lm: SegmentedLM, t: int, sever: str | None, samples: int, clean: Any, corrupted: Any,
                block_in: list[Site], metric: Any) -> tuple[list[float], int]:
     """Scores of restoring the block output at token ``t`` in every layer: a staircase over blocks.
 
     Cell l's state enters at block l+1 (the corrupted block input with position t set to the clean
     block-l output); block j then runs once on the stacked states of all cells l < j, on positions
-    t..T-1 only, against the corrupted run's cached keys / values. The last block runs only what the
-    last position needs, and the restored last layer needs the head alone.
+    t..T-1 only, against the corrupted run's cached keys / values (:func:`block_staircase`). The last
+    block runs only what the last position needs, and the restored last layer needs the head alone.
     """
-    L, T = int(m.n_layers or 0), int(corrupted.cache[block_in[0].name].shape[1])
-    states: list[torch.Tensor] = []
-    token_layers = 0
-    scores = [0.0] * L
+    L, T = lm.n_layers, int(corrupted.cache[block_in[0].name].shape[1])
     frozen = [Patch(corrupted, row=i) for i in range(samples)]  # sample i's corrupted value, in every copy
-    for j in range(1, L):
+
+    def carry(j: int) -> list[dict]:  # the rows of every cell's group at block j
+        if sever and not (j == L - 1 and t < T - 1):  # at the last layer only the last position is read
+            site = Site(f"layers.{j}.{sever}", positions=t)
+            return [{site: frozen[i]} for i in range(samples)]
+        return [{}] * samples
+
+    def enter(j: int) -> list[tuple[torch.Tensor, list[dict]]]:  # cell j-1 enters at block j
+        if j == 0:
+            return []
         h = corrupted.cache[block_in[j].name][:, t:].clone()
         h[:, 0] = clean.cache[f"layers.{j - 1}"][0, t]
-        states.append(h)
-        last = j == L - 1
-        past = m.adapter.stacked_past(corrupted.kv, j, len(states), t)  # type: ignore[attr-defined]
-        seg = m.adapter.segment(torch.cat(states), layer=j, stop=j + 1, pos=t, past=past,  # type: ignore[attr-defined]
-                                head=last, last_only=last)
-        rows: list[dict] = [{}] * (len(states) * samples)
-        if sever and not (last and t < T - 1):  # at the last layer only the last position is read
-            site = Site(f"layers.{j}.{sever}", positions=t)
-            rows = [{site: frozen[i]} for _ in states for i in range(samples)]
-        run = m.run(seg, rows, metric=metric if last else None)
-        token_layers += int(run.meta["token_layers"] or 0)
-        if last:
-            scores[: L - 1] = run.metric.view(len(states), samples).mean(1).tolist()
-        else:
-            states = list(run.output.split(samples))
+        return [(h, carry(j))]
+
+    run, token_layers = block_staircase(m, lm, corrupted.kv, t, samples, enter, carry, metric, last_only=True)
+    scores = [0.0] * L
+    if run is not None:
+        scores[: L - 1] = run.metric.view(L - 1, samples).mean(1).tolist()
     # restoring the last block's output changes the output only at its own position: run the head alone
-    scores[L - 1] = float(metric(_head(m, clean.cache[f"layers.{L - 1}"][:, -1:]))[0]) if t == T - 1 else \
+    scores[L - 1] = float(metric(_head(lm, clean.cache[f"layers.{L - 1}"][:, -1:]))[0]) if t == T - 1 else \
         float(corrupted.metric.mean())
     return scores, token_layers
 
 
-def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: Any, corrupted: Any,
+def _windows_at(m: Model, lm: SegmentedLM, t: int, kind: str, window: int, samples: int, clean: Any, corrupted: Any,
                 block_in: list[Site], metric: Any, entries: dict[int, torch.Tensor], b: int) -> tuple[list[float], int]:
     """Scores of every window cell at token ``t`` with shared prefixes computed once.
 
@@ -335,7 +336,7 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
     of the block input). So one pass of block j over the corrupted input, restoring every position
     from the subject on at once, gives every token's entry state (``entries[j]``, shared by all t).
     """
-    L, T = int(m.n_layers or 0), int(corrupted.cache[block_in[0].name].shape[1])
+    L, T = lm.n_layers, int(corrupted.cache[block_in[0].name].shape[1])
     # restoring the last layer's module at t < T-1 changes only position t of the output: no effect
     top = L if t == T - 1 else L - 1
     wins = [range(w.start, min(w.stop, top)) for w in (_window(l, L, window) for l in range(L))]
@@ -357,7 +358,7 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
                     nxt.append((None, off))
                 if on:  # entering: the corrupted block output with position t from entries[j]
                     if j not in entries:
-                        entries[j], tl = _entry(m, j, kind, b, samples, clean, corrupted, block_in)
+                        entries[j], tl = _entry(m, lm, j, kind, b, samples, clean, corrupted, block_in)
                         token_layers += tl
                     out = (corrupted.cache[block_in[j + 1].name] if j + 1 < L else
                            corrupted.cache[f"layers.{L - 1}"])[:, t:].clone()
@@ -371,15 +372,13 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
                 if on:
                     jobs.append((h, True, on, None))
         if jobs:
-            past = m.adapter.stacked_past(corrupted.kv, j, len(jobs), t)  # type: ignore[attr-defined]
-            seg = m.adapter.segment(torch.cat([h for h, *_ in jobs]), layer=j, stop=j + 1,  # type: ignore[attr-defined]
-                                    pos=t, past=past, head=False, last_only=j == L - 1)
             site = Site(f"layers.{j}.{kind}", positions=t)
             rows = [{site: patch} if restore else {} for _, restore, _, _ in jobs for _ in range(samples)]
             split = any(d is not None for *_, d in jobs)
             whole = Site(f"layers.{j}.{kind}")  # cached over the segment's positions; position t is index 0
-            run = m.run(seg, rows, cache=[whole] if split else [])
-            token_layers += int(run.meta["token_layers"] or 0)
+            run, tl = block_step(m, lm, corrupted.kv, [h for h, *_ in jobs], j, t, rows, last_only=j == L - 1,
+                                 cache=[whole] if split else [])
+            token_layers += tl
             own = run.cache[whole.name][:, 0].split(samples) if split else [None] * len(jobs)
             for (_, _, members, derived), out, mlp_t in zip(jobs, run.output.split(samples), own):
                 nxt.append((out, members))
@@ -392,14 +391,14 @@ def _windows_at(m: Model, t: int, kind: str, window: int, samples: int, clean: A
     live = [(h, members) for h, members in groups if h is not None]
     if not live:
         return scores, token_layers
-    probs = metric(_head(m, torch.cat([h[:, -1:] for h, _ in live]))).view(len(live), samples).mean(1)
+    probs = metric(_head(lm, torch.cat([h[:, -1:] for h, _ in live]))).view(len(live), samples).mean(1)
     for (_, members), p in zip(live, probs.tolist()):
         for l in members:
             scores[l] = p
     return scores, token_layers
 
 
-def _entry(m: Model, j: int, kind: str, b: int, samples: int, clean: Any, corrupted: Any,
+def _entry(m: Model, lm: SegmentedLM, j: int, kind: str, b: int, samples: int, clean: Any, corrupted: Any,
            block_in: list[Site]) -> tuple[torch.Tensor, int]:
     """Block j's output on the corrupted input with its ``kind`` output restored at every position >= b.
 
@@ -412,16 +411,15 @@ def _entry(m: Model, j: int, kind: str, b: int, samples: int, clean: Any, corrup
         out = corrupted.cache[block_in[j + 1].name] if j + 1 < L else corrupted.cache[f"layers.{L - 1}"]
         delta = clean.cache[f"layers.{j}.mlp"][:, b:] - corrupted.cache[f"layers.{j}.mlp"][:, b:]
         return out[:, b:] + delta, 0
-    seg = m.adapter.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b,  # type: ignore[attr-defined]
-                            past=corrupted.kv, head=False)
+    seg = lm.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b, past=corrupted.kv,
+                     head=False)
     run = m.run(seg, {Site(f"layers.{j}.{kind}", positions=range(b, T)): Patch(clean)})
     return run.output, int(run.meta["token_layers"] or 0)
 
 
-def _head(m: Model, h: torch.Tensor) -> torch.Tensor:
-    a = m.adapter
+def _head(lm: SegmentedLM, h: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return a.forward_from(h, layer=a.n_layers, pos=0)  # type: ignore[attr-defined]
+        return lm.forward_from(h, layer=lm.n_layers, pos=0)
 
 
 def _target_id(m: Model, target: str | int) -> int:

@@ -9,6 +9,7 @@ from ...errors import InputError
 from ._base import Adapter, Batch, Resolved, primary
 from ._compiled import CompiledAdapter, is_compiled_transformer
 from ._hf import ARCHS, HFCausalLMAdapter, is_hf_causal_lm
+from ._segmented import KV, SegmentedLM, segmented
 from ._tl import TransformerLensAdapter, is_hooked_transformer
 
 
@@ -26,4 +27,5 @@ def adapter_for(model: Any, tokenizer: Any = None, name: str | None = None, gene
     return Adapter(model, tokenizer, name)
 
 
-__all__ = ["Adapter", "Batch", "Resolved", "CompiledAdapter", "HFCausalLMAdapter", "TransformerLensAdapter", "adapter_for", "primary"]
+__all__ = ["Adapter", "Batch", "Resolved", "CompiledAdapter", "HFCausalLMAdapter", "KV", "SegmentedLM",
+           "TransformerLensAdapter", "adapter_for", "primary", "segmented"]

@@ -96,6 +96,14 @@ class Adapter:
         """True where the activation already has a heads axis (B, T, H, d_head)."""
         return False
 
+    def resid_pre_site(self, layer: int) -> Site:
+        """The residual stream entering block ``layer`` (the ``resid_pre`` sweep's site).
+
+        >>> adapter.resid_pre_site(2).name
+        'layers.2'
+        """
+        return Site(f"layers.{layer}", io="input")
+
     # -- inputs / outputs --------------------------------------------------------------------------
     def prepare(self, inputs: Any) -> Batch:
         if isinstance(inputs, Batch):
@@ -118,6 +126,14 @@ class Adapter:
 
     def call(self, batch: Batch) -> Any:
         return self.module(*batch.args, **batch.kwargs)
+
+    def token_ids(self, batch: Batch) -> Any:
+        """The token ids a prepared batch feeds the model (None where it feeds none by name).
+
+        >>> adapter.token_ids(adapter.prepare({"input_ids": ids})) is ids
+        True
+        """
+        return batch.kwargs.get("input_ids")
 
     def token_layers(self, batch: Batch) -> int | None:
         """Transformer blocks x positions x rows this batch's call executes (None where not a transformer)."""

@@ -12,11 +12,10 @@ from torch import nn
 
 from ...errors import InputError, SiteError
 from ._base import Adapter, Batch, primary
+from ._segmented import KV
 
 if TYPE_CHECKING:
     from ._graph_parts_hf import GPT2Parts
-
-KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ ARCHS: dict[str, Arch] = {
 
 
 class HFCausalLMAdapter(Adapter):
-    """A Hugging Face ``*ForCausalLM`` (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3).
+    """A Hugging Face ``*ForCausalLM`` (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3); a :class:`SegmentedLM`.
 
     Canonical sites: ``embed``, ``pos_embed`` (GPT-2), ``layers.i`` (block output; ``io="input"`` is the
     block input), ``layers.i.attn``, ``layers.i.mlp``, ``layers.i.attn.z`` (per-head outputs, the input

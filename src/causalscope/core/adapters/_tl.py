@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import InputError
+from .._sites import Site
 from ._base import Adapter, Batch
 
 if TYPE_CHECKING:
@@ -75,6 +76,13 @@ class TransformerLensAdapter(Adapter):
 
     def token_layers(self, batch: Batch) -> int | None:
         return self.n_layers * int(batch.seq_len or 0) * batch.size
+
+    def resid_pre_site(self, layer: int) -> Site:
+        return Site(f"blocks.{layer}.hook_resid_pre")
+
+    def token_ids(self, batch: Batch) -> Any:
+        ids = super().token_ids(batch)
+        return batch.args[0] if ids is None and batch.args else ids
 
     def graph_parts(self) -> TransformerLensParts:
         """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``).
