@@ -1,7 +1,7 @@
 """Causal mediation: total, natural direct and indirect effects and interchange-intervention accuracy per site."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -124,7 +124,8 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,
                      keep_output=True, chunk_size=chunk_size) for k, x in (("base", base_in), ("source", src_in))}
-    y_base, y_src = runs["base"].metric.float(), runs["source"].metric.float()
+    # both runs were given a metric and keep their output
+    y_base, y_src = cast(torch.Tensor, runs["base"].metric).float(), cast(torch.Tensor, runs["source"].metric).float()
     P = len(y_base)
     d = first_difference(base_in, src_in) if fast else 0
 
@@ -139,7 +140,7 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
             return torch.stack([metric_fn(y).float(), y[:, -1].argmax(-1).float()], 1)
         both.last_only = is_last_only(metric_fn)  # type: ignore[attr-defined]
         into_base, top = patched(runs["base"], base_in, runs["source"], both).unbind(-1)
-        hit = top == runs["source"].output[:, -1].argmax(-1).float()[None]
+        hit = top == cast(torch.Tensor, runs["source"].output)[:, -1].argmax(-1).float()[None]
     else:
         into_base = patched(runs["base"], base_in, runs["source"], metric_fn)        # (cells, pairs)
         hit = (into_base - y_src[None]).abs() <= tol

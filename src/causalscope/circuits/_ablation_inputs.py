@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -59,9 +59,9 @@ def predict(output: torch.Tensor, categorical: bool, ties: str = "no_prediction"
     ``ties="no_prediction"``: where several outputs share the maximum (an ablated output head leaves all
     logits 0), there is no prediction (``NO_PREDICTION``), which matches no label. Outputs within
     ``TIE_RTOL * max(1, |max|)`` of the maximum count as sharing it: a compiled head whose query was
-    zeroed attends to BOS but leaks ~1e-7 onto the tokens, and that float32 noise is no prediction. ``ties="first"`` takes
-    the first maximal id, as ``torch.argmax`` and InterpBench do; that makes a zeroed output "correct"
-    whenever the label happens to be output id 0, an artefact of the vocabulary order.
+    zeroed attends to BOS but leaks ~1e-7 onto the tokens, and that float32 noise is no prediction.
+    ``ties="first"`` takes the first maximal id, as ``torch.argmax`` and InterpBench do; that makes a zeroed
+    output "correct" whenever the label happens to be output id 0, an artefact of the vocabulary order.
     """
     if categorical:
         pred = output.argmax(-1)
@@ -108,7 +108,8 @@ def ablation_data(model_or_case: Any, inputs: Any, labels: Any, categorical: boo
     check_adapter(m)
     if ties not in ("no_prediction", "first"):
         raise InputError(f"ties must be 'no_prediction' or 'first', got {ties!r}.")
-    preds = m.run(inputs, metric=lambda y: predict(y, categorical, ties), keep_output=False, progress=False).metric.cpu()
+    run = m.run(inputs, metric=lambda y: predict(y, categorical, ties), keep_output=False, progress=False)
+    preds = cast(torch.Tensor, run.metric).cpu()  # a metric was requested
     N, T = inputs.shape
     if labels is None:
         labels = preds.clone()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -128,7 +128,7 @@ class ComputeGraph:
         if key not in self._eidx:
             raise InputError(f"{edge!r} is not an edge of this graph ({len(self.edges)} edges, e.g. "
                              f"{self.edges[0][0]}->{self.edges[0][1]}); edges run forward from a sender to a receiver.")
-        return self._eidx[key]  # type: ignore[index]
+        return self._eidx[key]
 
     def edge_names(self) -> list[str]:
         return [f"{s}->{r}" for s, r in self.edges]
@@ -214,7 +214,8 @@ class ComputeGraph:
         if patch.ndim == 1:
             patch = patch[None]
         if patch.ndim != 2 or patch.shape[1] != len(self.edges):
-            raise InputError(f"patch must be (configurations, {len(self.edges)} edges); got shape {tuple(patch.shape)}.")
+            raise InputError(f"patch must be (configurations, {len(self.edges)} edges); "
+                             f"got shape {tuple(patch.shape)}.")
         if clean.senders.shape != corrupted.senders.shape:
             raise InputError(f"Clean and corrupted runs differ in shape: {tuple(clean.senders.shape)} vs "
                              f"{tuple(corrupted.senders.shape)}; give corrupted inputs shaped like the clean ones.")
@@ -233,7 +234,8 @@ class ComputeGraph:
                 logits.append(lg)
                 outs.append(so)
         out = torch.cat(logits)
-        return (out, torch.cat(outs)) if return_outputs else out
+        # with return_outputs every chunk returns its sender outputs
+        return (out, torch.cat(cast(list[torch.Tensor], outs))) if return_outputs else out
 
     def _run_chunk(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
                    base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -120,7 +120,8 @@ def _per(m: Model, site: Site, per: str, positions: Sequence[int] | None, T: int
         raise InputError(f"per must be 'neuron', 'position' or 'head', got {per!r}.")
     probe = m.run(clean_in, cache=[Site(site.module, io=site.io)]).cache[Site(site.module, io=site.io).name]
     res = m.adapter.resolve(site)
-    base = dict(module=site.module, io=site.io, positions=site.positions, neurons=site.neurons, heads=site.heads)
+    base: dict[str, Any] = dict(module=site.module, io=site.io, positions=site.positions, neurons=site.neurons,
+                                heads=site.heads)
     if per == "position":
         if probe.ndim < 3:
             raise InputError(f"per='position' needs a (batch, positions, ...) activation; {site.name!r} is "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -35,7 +35,7 @@ def full_rows(m: Model, cells: list[Cell], base_in: Any, source: Any, P: int, me
     rows = [{c.site: patch} for c in cells for _ in range(P)]
     run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
                 chunk_size=chunk_size, progress=progress if progress is False else None)
-    vals = run.metric.float()
+    vals = cast(torch.Tensor, run.metric).float()  # a metric was requested
     return vals.view(len(cells), P, *vals.shape[1:]), int(run.meta["token_layers"] or 0)
 
 
@@ -99,7 +99,7 @@ def block_staircase(m: Model, lm: SegmentedLM, kv: KV | None, t: int, P: int, en
         token_layers += tl
         if last:
             return run, token_layers
-        states = list(run.output.split(P))
+        states = list(cast(torch.Tensor, run.output).split(P))  # no metric here, so the run keeps its output
     return None, token_layers
 
 
@@ -159,10 +159,11 @@ def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: in
         token_layers += tl
         assert run is not None  # every group has a cell, and the staircase ends at the last block
         if last_only:
-            vals = run.metric.float()
+            vals = cast(torch.Tensor, run.metric).float()  # a metric was requested
         else:  # the metric may read any position: put back the base run's logits before t
             prefix = base.output[:, :t]
-            vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in run.output.split(P)])
+            out = cast(torch.Tensor, run.output)  # no metric here, so the run keeps its output
+            vals = torch.cat([metric(torch.cat([prefix, y], 1)).float() for y in out.split(P)])
         values[order] = vals.view(len(order), P, *vals.shape[1:])
     return values, token_layers
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -55,11 +55,17 @@ class Site:
 
     module: str
     io: Literal["output", "input"] = "output"
-    positions: Index = None
-    neurons: Index = None
-    heads: Index = None
+    # __post_init__ normalises every index to a tuple of ints, a slice or None
+    positions: tuple[int, ...] | slice | None = None
+    neurons: tuple[int, ...] | slice | None = None
+    heads: tuple[int, ...] | slice | None = None
     basis: torch.Tensor | None = field(default=None, repr=False)
     n_heads: int | None = None
+
+    if TYPE_CHECKING:  # the constructor takes any Index; the fields hold its normalised form
+        def __init__(self, module: str, io: Literal["output", "input"] = "output", positions: Index = None,
+                     neurons: Index = None, heads: Index = None, basis: torch.Tensor | None = None,
+                     n_heads: int | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, str) or not self.module:
@@ -112,8 +118,8 @@ class Site:
         if self.io == "input":
             parts.append("input")
         for label, v in (("pos", self.positions), ("heads", self.heads), ("neurons", self.neurons)):
-            if v is not None:  # __post_init__ has normalised every index to a tuple or a slice
-                parts.append(f"{label}={_fmt(cast('tuple[int, ...] | slice', v))}")
+            if v is not None:
+                parts.append(f"{label}={_fmt(v)}")
         if self.basis is not None:
             parts.append(f"subspace={self.basis.shape[1]}")
         return self.module + (f"[{', '.join(parts)}]" if parts else "")

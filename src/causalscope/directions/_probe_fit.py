@@ -102,7 +102,7 @@ def activations(m: Any, inputs: Any, n: int, sites: list[Site], chunk_size: int 
             a = _features(s.name, run.cache[s.name], s, ids is not None)
             feats[s.name].append(a.detach().float().cpu())
             if ids is not None and s.positions is not None and not isinstance(s.positions, slice):
-                pos = cast(tuple[int, ...], s.positions)  # Site normalises an int to a 1-tuple
+                pos = s.positions  # Site normalises an int to a 1-tuple
                 cast(list, tokens[s.name]).append(ids[:, pos[0]].cpu().numpy())  # a list while the site has one
             else:
                 tokens[s.name] = None

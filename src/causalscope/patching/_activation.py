@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -76,7 +76,8 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     runs = {name: m.run(inp, cache=key_sites + extra, metric=metric_fn, keep_kv=fast, keep_output=keep_out,
                         chunk_size=chunk_size)
             for name, inp in (("clean", clean_in), ("corrupted", corr_in))}
-    m_clean, m_corr = (float(runs[k].metric.float().mean()) for k in ("clean", "corrupted"))
+    # both runs were given a metric
+    m_clean, m_corr = (float(cast(torch.Tensor, runs[k].metric).float().mean()) for k in ("clean", "corrupted"))
     if abs(m_clean - m_corr) < 1e-12 * max(1.0, abs(m_clean)):
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}): there is "
                          f"nothing to patch. Check the inputs and the metric.")

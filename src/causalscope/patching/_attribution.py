@@ -1,7 +1,7 @@
 """Attribution patching: the first-order (gradient) approximation of activation patching for every cell."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -105,7 +105,8 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     runs = {}
     for name, inp, grads in (("clean", clean_in, need_clean_grads), ("corrupted", corr_in, need_corr_grads)):
         runs[name] = m.run(inp, cache=full, grads=full if grads else (), metric=metric_fn, chunk_size=chunk_size)
-    m_clean, m_corr = (float(runs[k].metric.float().mean()) for k in ("clean", "corrupted"))
+    # both runs were given a metric
+    m_clean, m_corr = (float(cast(torch.Tensor, runs[k].metric).float().mean()) for k in ("clean", "corrupted"))
     span = m_clean - m_corr
     if abs(span) < 1e-12 * max(1.0, abs(m_clean)):
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -328,7 +328,8 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
     total = torch.tensordot(w, grads, dims=([0], [0]))
     attributions = (diff.to(total.device) * total).detach()
 
-    f_x, f_b, f_s = (r.metric.detach().double().cpu() for r in (run_x, run_b, run_s))
+    # each of these runs was given a metric
+    f_x, f_b, f_s = (cast(torch.Tensor, r.metric).detach().double().cpu() for r in (run_x, run_b, run_s))
     summed = attributions.reshape(B, -1).double().sum(1).cpu()
     delta, path_delta = summed - (f_x - f_b), summed - (f_x - f_s)
 

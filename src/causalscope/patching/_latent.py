@@ -1,7 +1,7 @@
 """The latent-circuits experiment: AND / OR gates, patching in both directions vs integrated gradients."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -81,7 +81,8 @@ class LatentCircuits(LabelledArray):
         return fig
 
 
-def latent_circuits(weights: str = "seed", steps: int = 50, method: str = "gausslegendre") -> LatentCircuits:
+def latent_circuits(weights: Literal["seed", "trained"] = "seed", steps: int = 50,
+                    method: str = "gausslegendre") -> LatentCircuits:
     """Reproduce the latent-circuits notebook: AND and OR gates, inputs A and B, clean (1, 1) vs corrupted (0, 0).
 
     >>> r = cs.latent_circuits()

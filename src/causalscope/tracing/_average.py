@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..results import LabelledArray
-from ._trace import _lm, causal_trace, embedding_std
+from ._trace import Kind, _lm, causal_trace, embedding_std
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")
@@ -100,9 +100,9 @@ class TraceAverage(LabelledArray):
         for a, k in zip(axes, kinds):
             for c in classes:
                 sub = self.sel(kind=k, token_class=c)
-                mean = sub.sel(stat="mean").numpy()
+                mean_line = sub.sel(stat="mean").numpy()
                 a.fill_between(layers, sub.sel(stat="ci_low").numpy(), sub.sel(stat="ci_high").numpy(), alpha=0.15)
-                a.plot(layers, mean, marker=".", label=f"{c} (n={n.get(c, '?')})")
+                a.plot(layers, mean_line, marker=".", label=f"{c} (n={n.get(c, '?')})")
             a.set_title(f"{k}", color=_KIND_COLORS.get(k, "black"))
             a.set_xlabel("layer")
         axes[0].set_ylabel("average indirect effect")
@@ -113,7 +113,7 @@ class TraceAverage(LabelledArray):
         return fig
 
 
-def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[str] = ("hidden", "mlp", "attn"),
+def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = ("hidden", "mlp", "attn"),
                   samples: int = 10, noise: Any = "3x", window: int = 10, seed: int = 0,
                   require_correct: bool = True, n_boot: int = 1000, ci: float = 0.95,
                   progress: bool | None = None) -> TraceAverage:
@@ -146,7 +146,8 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[str] = ("
     for prompt, subject, answer in bar:
         ids = lm.tokenize(prompt)
         if answer is not None and require_correct:
-            pred = m.tokenizer.decode([int(m.run(ids).output[0, -1].argmax())]).strip()
+            logits = cast(torch.Tensor, m.run(ids).output)  # no metric, so the run keeps its output
+            pred = m.tokenizer.decode([int(logits[0, -1].argmax())]).strip()
             if pred != str(answer).strip():
                 skipped.append({"prompt": prompt, "answer": answer, "predicted": pred})
                 continue

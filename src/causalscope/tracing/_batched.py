@@ -9,7 +9,8 @@ schedule runs the whole trace in a few full passes of ``cells x samples`` rows (
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 
@@ -17,7 +18,7 @@ from ..core import Intervention, Model, Patch, Site
 
 
 def batched_scores(m: Model, ids: torch.Tensor, kind: str, window: int, samples: int, b: int,
-                   noise: dict[Site, Intervention], clean: Any, corrupted: Any, sever: str | None, metric: Any,
+                   noise: Mapping[Site, Intervention], clean: Any, corrupted: Any, sever: str | None, metric: Any,
                    low: float, progress: bool | None) -> tuple[torch.Tensor, int]:
     """Scores (T x L) of every cell from token ``b`` on, and the token-layers the passes ran.
 
@@ -53,7 +54,7 @@ def batched_scores(m: Model, ids: torch.Tensor, kind: str, window: int, samples:
         return scores, 0
     run = m.run(ids.expand(samples, -1), rows, input_index=index, metric=metric, keep_output=False,
                 progress=progress)
-    per_cell = run.metric.float().cpu().view(len(cells), samples).mean(1)
+    per_cell = cast(torch.Tensor, run.metric).float().cpu().view(len(cells), samples).mean(1)  # a metric was requested
     for (t, layer), v in zip(cells, per_cell.tolist()):
         scores[t, layer] = v
     return scores, int(run.meta["token_layers"] or 0)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -75,7 +75,7 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
     ids = [lm.tokenize(s)[0] for s in subjects]
     if not ids:
         raise InputError("embedding_std needs at least one subject.")
-    emb = m.module.get_input_embeddings()
+    emb = cast(Any, m.module).get_input_embeddings()  # a transformers LM (it has a segmented forward)
     with torch.inference_mode():
         vecs = torch.cat([emb(i.to(lm.device)) for i in ids])
     return float(vecs.float().std())
@@ -248,16 +248,16 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     kind_sites = [f"layers.{i}.{kind}" for i in range(L)] if kind != "hidden" else []
     sever_sites = [f"layers.{i}.{sever}" for i in range(L)] if sever else []
     clean = m.run(ids, cache=[f"layers.{i}" for i in range(L)] + kind_sites)
-    logits = clean.output[0, -1]
+    logits = cast(torch.Tensor, clean.output)[0, -1]  # no metric, so the run keeps its output
     answer_id = _target_id(m, target) if target is not None else int(logits.argmax())
     high = float(logits.softmax(-1)[answer_id])
     metric = lambda y: y[:, -1].float().softmax(-1)[:, answer_id]  # noqa: E731
 
     corrupt_edit = {Site("embed", positions=range(b, e)): Noise(draws=draws, replace=replace)}
     corrupted = m.run(ids.expand(samples, -1), corrupt_edit, metric=metric,
-                      cache=block_in + [f"layers.{L - 1}"] + sever_sites + (kind_sites if kind == "mlp" else []),
+                      cache=[*block_in, f"layers.{L - 1}", *sever_sites, *(kind_sites if kind == "mlp" else [])],
                       keep_kv=True)
-    low = float(corrupted.metric.mean())
+    low = float(cast(torch.Tensor, corrupted.metric).mean())  # a metric was requested
 
     if schedule == "auto":
         schedule = "floor" if ids.device.type == "cpu" else "batched"
@@ -316,7 +316,7 @@ def _states_at(m: Model, lm: SegmentedLM, t: int, sever: str | None, samples: in
     run, token_layers = block_staircase(m, lm, corrupted.kv, t, samples, enter, carry, metric, last_only=True)
     scores = [0.0] * L
     if run is not None:
-        scores[: L - 1] = run.metric.view(L - 1, samples).mean(1).tolist()
+        scores[: L - 1] = cast(torch.Tensor, run.metric).view(L - 1, samples).mean(1).tolist()  # metric requested
     # restoring the last block's output changes the output only at its own position: run the head alone
     scores[L - 1] = float(metric(_head(lm, clean.cache[f"layers.{L - 1}"][:, -1:]))[0]) if t == T - 1 else \
         float(corrupted.metric.mean())
@@ -380,7 +380,8 @@ def _windows_at(m: Model, lm: SegmentedLM, t: int, kind: str, window: int, sampl
                                  cache=[whole] if split else [])
             token_layers += tl
             own = run.cache[whole.name][:, 0].split(samples) if split else [None] * len(jobs)
-            for (_, _, members, derived), out, mlp_t in zip(jobs, run.output.split(samples), own):
+            outs = cast(torch.Tensor, run.output).split(samples)  # no metric, so the run keeps its output
+            for (_, _, members, derived), out, mlp_t in zip(jobs, outs, own):
                 nxt.append((out, members))
                 if derived is not None:
                     restored = out.clone()
@@ -414,7 +415,7 @@ def _entry(m: Model, lm: SegmentedLM, j: int, kind: str, b: int, samples: int, c
     seg = lm.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b, past=corrupted.kv,
                      head=False)
     run = m.run(seg, {Site(f"layers.{j}.{kind}", positions=range(b, T)): Patch(clean)})
-    return run.output, int(run.meta["token_layers"] or 0)
+    return cast(torch.Tensor, run.output), int(run.meta["token_layers"] or 0)  # no metric: the output is kept
 
 
 def _head(lm: SegmentedLM, h: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ class Adapter:
         self.module = module
         self.tokenizer = tokenizer
         self.name = name or type(module).__name__
-        self._modules = dict(module.named_modules())
+        self._modules: dict[str, nn.Module] = dict(module.named_modules())
 
     # -- sites -------------------------------------------------------------------------------------
     def aliases(self) -> Mapping[str, tuple[str, str, int | None]]:

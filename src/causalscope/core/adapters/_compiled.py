@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
-from torch import nn
 
 from ...errors import InputError
-from ...zoo.compiled import CompiledTransformer
+from ...zoo.compiled import Block, CompiledTransformer
 from ._base import Adapter, Batch
 
 _HEAD_HOOKS = ("hook_z", "hook_result")
@@ -27,8 +26,9 @@ class CompiledAdapter(Adapter):
     """
 
     kind = "compiled-transformer"
+    module: CompiledTransformer
 
-    def __init__(self, module: nn.Module, tokenizer: Any = None, name: str | None = None) -> None:
+    def __init__(self, module: CompiledTransformer, tokenizer: Any = None, name: str | None = None) -> None:
         super().__init__(module, tokenizer, name or "CompiledTransformer")
         self.cfg = module.cfg
         self.n_layers = int(self.cfg.n_layers)
@@ -114,21 +114,24 @@ class CompiledParts:
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.module.embed(tokens)
 
+    def _block(self, layer: int) -> Block:
+        return cast(Block, self.module.blocks[layer])  # an nn.ModuleList of Blocks
+
     def heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.module.blocks[layer].attn.heads(x, key_mask)
+        return self._block(layer).attn.heads(x, key_mask)
 
     def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
         return self.module.key_mask(tokens)
 
     def attn_bias(self, layer: int) -> torch.Tensor:
-        return self.module.blocks[layer].attn.b_O
+        return self._block(layer).attn.b_O
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        return self.module.blocks[layer].mlp(x)
+        return self._block(layer).mlp(x)
 
     def logits(self, resid: torch.Tensor) -> torch.Tensor:
         return self.module.unembed(resid @ self.module.W_U)
 
 
-def is_compiled_transformer(obj: Any) -> bool:
+def is_compiled_transformer(obj: Any) -> TypeGuard[CompiledTransformer]:
     return isinstance(obj, CompiledTransformer)

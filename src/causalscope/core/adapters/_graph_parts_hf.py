@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ def check_supported(model: nn.Module) -> None:
     mtype = getattr(getattr(model, "config", None), "model_type", None)
     tr = getattr(model, "transformer", None)
     if mtype not in GRAPH_MODEL_TYPES or tr is None or not all(hasattr(tr, a) for a in ("wte", "wpe", "h", "ln_f")) \
-            or model.get_output_embeddings() is None:
+            or cast(Any, model).get_output_embeddings() is None:  # a transformers model here
         raise InputError(f"Circuit discovery on Hugging Face models supports GPT-2-style causal LMs "
                          f"(model_type {', '.join(GRAPH_MODEL_TYPES)}, e.g. GPT2LMHeadModel); {type(model).__name__} "
                          f"(model_type {mtype!r}) has no graph parts. Convert it to a TransformerLens "
@@ -44,11 +44,12 @@ class GPT2Parts:
 
     def __init__(self, model: nn.Module) -> None:
         check_supported(model)
-        self.model = model
-        self.config: Any = model.config
-        tr = model.transformer
+        lm: Any = model  # a GPT-2-style transformers LM (check_supported): its parts are not on nn.Module
+        self.model = lm
+        self.config: Any = lm.config
+        tr = lm.transformer
         self.wte, self.wpe, self.blocks, self.ln_f = tr.wte, tr.wpe, tr.h, tr.ln_f
-        self.lm_head = model.get_output_embeddings()
+        self.lm_head = lm.get_output_embeddings()
         self.n_layers = len(self.blocks)
         self.n_heads = int(self.config.n_head)
         self.d_model = int(self.config.n_embd)

@@ -51,9 +51,10 @@ class TransformerLensParts:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        check_supported(model.cfg)
-        self.model = model
-        self.cfg = model.cfg
+        ht: Any = model  # a transformer_lens HookedTransformer: its parts and ``cfg`` are not on nn.Module
+        check_supported(ht.cfg)
+        self.model = ht
+        self.cfg = ht.cfg
         self.n_layers = int(self.cfg.n_layers)
         self.n_heads = int(self.cfg.n_heads)
         self.d_model = int(self.cfg.d_model)

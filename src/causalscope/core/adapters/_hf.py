@@ -5,7 +5,7 @@ import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ class HFCausalLMAdapter(Adapter):
     def __init__(self, module: nn.Module, tokenizer: Any = None, name: str | None = None) -> None:
         super().__init__(module, tokenizer, name or getattr(getattr(module, "config", None), "_name_or_path", None)
                          or type(module).__name__)
-        config = getattr(module, "config", None)
+        config: Any = getattr(module, "config", None)  # a transformers config, or None (then mtype is None)
         mtype = getattr(config, "model_type", None)
         if mtype not in ARCHS:
             raise InputError(f"causalscope has no canonical site map for Hugging Face model_type {mtype!r} "
@@ -73,11 +73,11 @@ class HFCausalLMAdapter(Adapter):
                              f"causalscope.load(model, generic=True), and name sites by module path.")
         self.config = config
         self.arch = ARCHS[mtype]
-        self.layers: nn.ModuleList = self._modules[self.arch.layers]  # type: ignore[assignment]
+        self.layers = cast(nn.ModuleList, self._modules[self.arch.layers])
         self.n_layers = len(self.layers)
         self.n_heads = int(getattr(config, self.arch.n_heads_attr))
         self.d_model = int(config.hidden_size)
-        head = module.get_output_embeddings()
+        head = cast(Any, module).get_output_embeddings()  # a transformers model (is_hf_causal_lm)
         self.unembed_path = next((n for n, m in self._modules.items() if m is head), self.arch.unembed)
 
     @functools.cached_property

@@ -29,10 +29,12 @@ class TransformerLensAdapter(Adapter):
     """
 
     kind = "transformer-lens"
+    #: a transformer_lens HookedTransformer (duck-typed: its methods and ``cfg`` are not on nn.Module)
+    module: Any
 
     def __init__(self, module: nn.Module, tokenizer: Any = None, name: str | None = None) -> None:
         super().__init__(module, tokenizer or getattr(module, "tokenizer", None), name or "HookedTransformer")
-        self.cfg = module.cfg
+        self.cfg: Any = self.module.cfg
         self.n_layers = int(self.cfg.n_layers)
         self.n_heads = int(self.cfg.n_heads)
 
