@@ -1,12 +1,16 @@
-"""Results: labelled arrays (named dims, coordinates, settings) and the plotting helpers every family shares.
+"""Results: labelled arrays (named dims, coordinates, settings) and the plotting helpers every family shares:
+the backend switch, the heatmap and the figure writer.
 
 >>> import torch
->>> from causalscope.results import LabelledArray
+>>> from causalscope.results import LabelledArray, save_figure
 >>> r = LabelledArray(torch.zeros(2, 3), dims=("layer", "position"), coords={"layer": [0, 1]})
 >>> r.sel(layer=1).dims
 ('position',)
+>>> save_figure(r.plot(), "effect.png")  # doctest: +SKIP
 """
+from ._figures import BACKENDS, DEFAULT_BACKEND, backend_for, resolve_backend, save_figure
+from ._heatmap import annotated_heatmap, heatmap
 from ._labelled import LabelledArray, load_result
-from ._plotting import annotated_heatmap
 
-__all__ = ["LabelledArray", "annotated_heatmap", "load_result"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "annotated_heatmap", "backend_for", "heatmap",
+           "load_result", "resolve_backend", "save_figure"]

@@ -15,6 +15,9 @@ import torch
 
 from causalscope._version import __version__
 
+from ._figures import DEFAULT_BACKEND, resolve_backend
+from ._heatmap import heatmap, set_ticks
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -319,7 +322,7 @@ class LabelledArray:
         return path
 
     # ------------------------------------------------------------------ plotting
-    def plot(self, ax: Axes | None = None, backend: str = "matplotlib", **kw: Any) -> Any:
+    def plot(self, ax: Axes | None = None, backend: str = DEFAULT_BACKEND, **kw: Any) -> Any:
         """1-D: line plot against the coords; 2-D: heatmap. Returns a matplotlib Figure,
         or a plotly ``go.Figure`` with ``backend="plotly"`` (``ax`` is then ignored).
         Extra keywords go to ``ax.plot``/``ax.imshow`` or ``go.Scatter``/``go.Heatmap``."""
@@ -331,72 +334,54 @@ class LabelledArray:
                 f"can plot only 1-D or 2-D arrays; {self._name!r} has dims {self._dims} with shape "
                 f"{self.shape}. Reduce it first, e.g. .sel({d}=<label>), .isel({d}=0) or .mean({d!r})"
             )
-        if backend == "matplotlib":
-            return self._plot_matplotlib(ax, **kw)
+        backend = resolve_backend(backend)
+        if self.ndim == 2:
+            rows, cols = self._dims
+            return heatmap(self.numpy(), self._coords[rows], self._coords[cols], title=self._title, row_title=rows,
+                           col_title=cols, value_title=self._name, backend=backend, ax=ax, size=(7, 4.5),
+                           max_ticks=_MAX_TICK_LABELS, rotate_over=8, title_size=None, categorical=False, **kw)
         if backend == "plotly":
-            return self._plot_plotly(**kw)
-        raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
+            return self._line_plotly(**kw)
+        return self._line_matplotlib(ax, **kw)
 
     @property
     def _title(self) -> str:
         return str(self._meta.get("title") or self._name)
 
-    def _plot_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure:
+    def _line_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure:
         from matplotlib.figure import Figure
 
         if ax is None:
-            fig = Figure(figsize=(7, 4.5) if self.ndim == 2 else (7, 3.5), layout="constrained")
+            fig = Figure(figsize=(7, 3.5), layout="constrained")
             ax = fig.add_subplot()
         else:
             fig = ax.figure
-        data = self.numpy()
-        if self.ndim == 1:
-            (d,) = self._dims
-            labels = self._coords[d]
-            if all(_is_number(x) for x in labels):
-                ax.plot(labels, data, **kw)
-            else:
-                ax.plot(range(len(labels)), data, **kw)
-                _set_ticks(ax.set_xticks, ax.set_xticklabels, labels, rotate=True)
-            ax.set_xlabel(d)
-            ax.set_ylabel(self._name)
+        (d,) = self._dims
+        labels = self._coords[d]
+        if all(_is_number(x) for x in labels):
+            ax.plot(labels, self.numpy(), **kw)
         else:
-            rows, cols = self._dims
-            kw.setdefault("aspect", "auto")
-            kw.setdefault("interpolation", "nearest")
-            image = ax.imshow(data, **kw)
-            _set_ticks(ax.set_xticks, ax.set_xticklabels, self._coords[cols], rotate=True)
-            _set_ticks(ax.set_yticks, ax.set_yticklabels, self._coords[rows], rotate=False)
-            ax.set_xlabel(cols)
-            ax.set_ylabel(rows)
-            fig.colorbar(image, ax=ax, label=self._name)
+            ax.plot(range(len(labels)), self.numpy(), **kw)
+            set_ticks(ax.set_xticks, ax.set_xticklabels, labels, max_ticks=_MAX_TICK_LABELS, rotate_over=8)
+        ax.set_xlabel(d)
+        ax.set_ylabel(self._name)
         ax.set_title(self._title)
         return fig  # type: ignore[return-value]
 
-    def _plot_plotly(self, **kw: Any) -> Any:
+    def _line_plotly(self, **kw: Any) -> Any:
         import plotly.graph_objects as go
 
         data = self.numpy()
         fig = go.Figure()
-        if self.ndim == 1:
-            (d,) = self._dims
-            labels = self._coords[d]
-            if all(_is_number(x) for x in labels):
-                fig.add_trace(go.Scatter(x=labels, y=data, mode="lines+markers", name=self._name, **kw))
-            else:
-                fig.add_trace(go.Scatter(x=list(range(len(labels))), y=data, mode="lines+markers",
-                                         name=self._name, text=[str(x) for x in labels], **kw))
-                fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=[str(x) for x in labels])
-            fig.update_layout(xaxis_title=d, yaxis_title=self._name)
+        (d,) = self._dims
+        labels = self._coords[d]
+        if all(_is_number(x) for x in labels):
+            fig.add_trace(go.Scatter(x=labels, y=data, mode="lines+markers", name=self._name, **kw))
         else:
-            rows, cols = self._dims
-            nr, nc = self.shape
-            fig.add_trace(go.Heatmap(z=data, x=list(range(nc)), y=list(range(nr)),
-                                     colorbar={"title": {"text": self._name}}, **kw))
-            fig.update_xaxes(title_text=cols, tickvals=list(range(nc)),
-                             ticktext=[str(x) for x in self._coords[cols]])
-            fig.update_yaxes(title_text=rows, tickvals=list(range(nr)),
-                             ticktext=[str(x) for x in self._coords[rows]], autorange="reversed")
+            fig.add_trace(go.Scatter(x=list(range(len(labels))), y=data, mode="lines+markers",
+                                     name=self._name, text=[str(x) for x in labels], **kw))
+            fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=[str(x) for x in labels])
+        fig.update_layout(xaxis_title=d, yaxis_title=self._name)
         fig.update_layout(title={"text": self._title})
         return fig
 
@@ -482,9 +467,3 @@ def _jsonable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
-
-def _set_ticks(set_ticks: Any, set_labels: Any, labels: list[Label], rotate: bool) -> None:
-    if len(labels) > _MAX_TICK_LABELS:
-        return
-    set_ticks(range(len(labels)))
-    set_labels([str(x) for x in labels], rotation=90 if rotate and len(labels) > 8 else 0)

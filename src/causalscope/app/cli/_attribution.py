@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
 
 from ...core import Site
 from ...errors import InputError
+from ._figures import write_plot
 
 _SWEEPS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
 
@@ -54,15 +54,6 @@ def _sites(args: argparse.Namespace) -> Any:
     return sites[0] if args.per else sites
 
 
-def _save(fig: Any, out: str | None) -> None:
-    if out:
-        from pathlib import Path
-
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, bbox_inches="tight", dpi=150)
-        print(f"plot written: {out}", file=sys.stderr)
-
-
 def _print_grid(name: str, a: Any) -> None:
     print(f"\n{name}")
     if a.ndim == 1:
@@ -84,7 +75,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     metric = _metric(m, args, clean, corrupted)
     r = activation_patching(m, clean, corrupted, _sites(args), metric, direction=args.direction, per=args.per,
                             progress=False if args.json else None)
-    _save(r.plot(), args.out)
+    write_plot(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"dims": list(r.dims), "coords": r.coords, "scores": r.values.tolist(),
                           "raw": r.meta["raw"], "clean_metric": r.meta["clean_metric"],
@@ -112,7 +103,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         metric = _metric(m, args, clean, corrupted)
         sites = _sites(argparse.Namespace(sites=args.site, io=args.io, per=args.per))
         r = attribution_patching(m, clean, corrupted, sites, metric, direction=args.direction, per=args.per)
-        _save(r.plot(), args.out)
+        write_plot(lambda backend: r.plot(backend=backend), args.out)
         if args.json:
             print(json.dumps({"dims": list(r.dims), "coords": r.coords, "scores": r.values.tolist(),
                               "metric": r.meta["metric"]}, indent=1, default=str))
@@ -127,7 +118,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     metric = None if args.target is not None or m.tokenizer is None else _metric(m, args, clean, corrupted)
     r = integrated_gradients(m, clean, corrupted, args.site[0], target=args.target, metric=metric,
                              steps=args.steps, method=args.method, attribute_to=args.io)
-    _save(r.plot(), args.out)
+    write_plot(lambda backend: r.plot(backend=backend), args.out)
     attr = r.values
     per_unit = attr.sum(-1) if attr.ndim == 3 else attr
     if args.json:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 from typing import Any
+
+from ._figures import write_plot
 
 #: CLI method names -> ``circuits.discover`` method names
 METHODS = {"eap": "eap", "eap-ig": "eap_ig", "acdc": "acdc", "edge": "edge_patching", "node": "node_patching"}
@@ -62,18 +64,8 @@ def _corrupted(text: str) -> str | None:
 
 
 def _save(make: Any, out: str | None) -> None:
-    """Write the figure ``make(backend)`` to ``out``: ``.html`` as interactive plotly, anything else matplotlib."""
-    if not out:
-        return
-    from pathlib import Path
-
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix.lower() in (".html", ".htm"):
-        make("plotly").write_html(str(p), include_plotlyjs=True)
-    else:
-        make("matplotlib").savefig(p, bbox_inches="tight", dpi=150)
-    print(f"plot written: {p}", file=sys.stderr)
+    """:func:`write_plot` of ``make`` to ``--plot``, the path noted as a ``Path`` (``./roc.png`` as ``roc.png``)."""
+    write_plot(make, Path(out) if out else None)
 
 
 def case_info(name: str) -> dict[str, Any]:
@@ -207,7 +199,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     from ...circuits import case_names
 
     p = sub.add_parser("circuits", help="ground-truth (tracr) circuits: list cases, node ablations, discovery, "

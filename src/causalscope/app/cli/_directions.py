@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 from typing import Any
+
+from ._figures import write_plot
 
 
 def _data(args: argparse.Namespace) -> Any:
     from ...data import digits
 
     return digits(args.split)
-
-
-def _save(fig: Any, out: str | None) -> None:
-    if out:
-        from pathlib import Path
-
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, bbox_inches="tight", dpi=150)
-        print(f"plot written: {out}", file=sys.stderr)
 
 
 def _pairs(r: Any, k: int) -> list[dict[str, Any]]:
@@ -31,8 +24,8 @@ def _pairs(r: Any, k: int) -> list[dict[str, Any]]:
             out.append({str(a): (b if isinstance(b, (int, float, str)) else str(b)) for a, b in row.items()})
         else:
             a, b, s = row[0], row[1], row[2]
-            out.append({"a": a if isinstance(a, (int, str)) else str(a), "b": b if isinstance(b, (int, str)) else str(b),
-                        "cosine": float(s)})
+            out.append({"a": a if isinstance(a, (int, str)) else str(a),
+                        "b": b if isinstance(b, (int, str)) else str(b), "cosine": float(s)})
     return out
 
 
@@ -43,11 +36,9 @@ def cmd_directions(args: argparse.Namespace) -> int:
     sim = r.similarity()
     pairs = _pairs(r, args.top)
     if args.out:
-        from pathlib import Path
-
-        _save(sim.plot(), args.out)
         p = Path(args.out)
-        _save(r.plot(), str(p.with_name(f"{p.stem}-bars{p.suffix}")))
+        write_plot(lambda backend: sim.plot(backend=backend), args.out)
+        write_plot(lambda backend: r.plot(backend=backend), str(p.with_name(f"{p.stem}-bars{p.suffix}")))
     classes = list(r.coords["class"])
     if args.json:
         print(json.dumps({"model": args.model, "site": args.site, "split": args.split, "classes": classes,
@@ -82,12 +73,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
             checks[s] = r.steer_check(args.model, data, s, source, target, args.strengths, n_random=args.n_random,
                                       seed=args.seed)
     if args.out:
-        _save(r.plot(), args.out)
+        p = Path(args.out)
+        write_plot(lambda backend: r.plot(backend=backend), args.out)
         for s, chk in checks.items():
-            from pathlib import Path
-
-            p = Path(args.out)
-            _save(chk.plot(), str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
+            write_plot(lambda backend, chk=chk: chk.plot(backend=backend),
+                       str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
     if args.json:
         res: dict[str, Any] = {
             "model": args.model, "split": args.split,

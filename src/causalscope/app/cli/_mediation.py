@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
+
+from ._figures import write_plot
 
 
 def cmd_mediate(args: argparse.Namespace) -> int:
@@ -13,12 +14,7 @@ def cmd_mediate(args: argparse.Namespace) -> int:
     ds = counterfactuals(vary=args.vary, n=args.n, seed=args.seed)
     sites: Any = args.sites[0] if len(args.sites) == 1 and args.sites[0] == "neurons" else args.sites
     r = mediation(args.model, ds, sites, tol=args.tol, n_boot=args.n_boot, seed=args.seed)
-    if args.out:
-        from pathlib import Path
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        r.plot().savefig(args.out, bbox_inches="tight", dpi=150)
-        print(f"plot written: {args.out}", file=sys.stderr)
+    write_plot(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"dims": list(r.dims), "coords": r.coords, "values": r.values.tolist(),
                           "meta": {k: r.meta[k] for k in ("varied", "n_pairs", "tol", "n_boot", "ci", "iia_rule")}},
@@ -45,7 +41,7 @@ def _cells(a: Any) -> list[tuple[int, ...]]:
             if not bool(a.values[idx].isnan())]
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser("mediate", help="total / direct / indirect effects and IIA per site on counterfactual pairs")
     p.add_argument("--model", default="adder")
     p.add_argument("--vary", nargs="+", default=["A"], help="input variables that differ between base and source")

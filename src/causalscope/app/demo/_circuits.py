@@ -2,7 +2,7 @@
 methods scored against the true circuits (ROC, faithfulness)."""
 from __future__ import annotations
 
-from ..report._html import Report
+from ..report import Report
 
 #: report label -> circuits.discover method
 DEMO_METHODS = {"EAP": "eap", "EAP-IG": "eap_ig", "ACDC": "acdc", "edge patching": "edge_patching"}

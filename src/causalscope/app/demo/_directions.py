@@ -1,7 +1,7 @@
 """Demo-report section: feature directions, steering, corruption-and-restoration and probes on the digits MLP."""
 from __future__ import annotations
 
-from ..report._html import Report
+from ..report import Report
 
 
 def directions_section(rep: Report) -> None:

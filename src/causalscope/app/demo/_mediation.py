@@ -1,7 +1,7 @@
 """Demo-report section: causal mediation on the tutorial's adder, its causal graph, causal abstraction and DAS."""
 from __future__ import annotations
 
-from ..report._html import Report
+from ..report import Report
 
 
 def mediation_section(rep: Report) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...loading import load
-from ..report._html import Report
+from ..report import Report
 
 
 def fact_pair(m: Any) -> tuple[Any, Any]:
