@@ -456,13 +456,13 @@ def test_deferred_finite_check_names_the_failing_intervention():
     mid-pass would stall the device); the check must still name the intervention that produced them."""
     from types import SimpleNamespace
 
-    from causalscope.core._engine import _check_finite
+    from causalscope.core._engine_ops import check_finite as _check_finite
 
     ok = SimpleNamespace(intervention=cs.Zero(), site=cs.Site("layers.0"))
     bad = SimpleNamespace(intervention=cs.Scale(2.0), site=cs.Site("layers.1.mlp"))
     state = {"finite": [(torch.tensor(True), ok), (torch.tensor(False), bad)]}
     with pytest.raises(cs.InterventionError, match=r"Scale at 'layers.1.mlp' produced NaN or inf"):
-        _check_finite(state)
+        _check_finite(state["finite"])
     state = {"finite": [(torch.tensor(True), ok)]}
-    _check_finite(state)
+    _check_finite(state["finite"])
     assert state["finite"] == []

@@ -57,6 +57,30 @@ class Intervention:
     def __call__(self, x: torch.Tensor, src: torch.Tensor | None, ctx: ApplyContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def source_rows(self, rows: torch.Tensor, input_index: torch.Tensor, source_size: int,
+                    base_size: int) -> torch.Tensor:
+        """The source row each of the plan rows ``rows`` reads (for ``source_mode="row"``).
+
+        >>> Patch(clean).source_rows(torch.tensor([0, 2]), torch.tensor([0, 1, 1]), source_size=2, base_size=2)
+        tensor([0, 1])
+
+        ``input_index`` holds every plan row's base input, ``source_size`` the source's rows and ``base_size``
+        the base inputs'. By default: the intervention's ``row`` if it has one, else row 0 of a one-row source,
+        else the row's own base input when the source has one row per base input.
+        """
+        row = getattr(self, "row", None)
+        if row is not None:
+            if not 0 <= row < source_size:
+                raise InterventionError(f"Patch row {row} is out of range: the source has {source_size} rows.")
+            return torch.full((len(rows),), row, dtype=torch.long)
+        if source_size == 1:
+            return torch.zeros(len(rows), dtype=torch.long)
+        if source_size == base_size:
+            return input_index[rows]
+        raise InterventionError(f"The patch source has {source_size} rows and the base inputs {base_size}; "
+                                f"row i of the base reads row i of the source only when they match. "
+                                f"Pass Patch(source, row=k).")
+
 
 @dataclass
 class ApplyContext:
@@ -205,6 +229,15 @@ class Resample(Intervention):
 
     def __call__(self, x, src, ctx):
         return src
+
+    def source_rows(self, rows: torch.Tensor, input_index: torch.Tensor, source_size: int,
+                    base_size: int) -> torch.Tensor:
+        """One draw per plan row (seeded, so chunking does not change it), read at ``rows``.
+
+        >>> Resample(other, seed=0).source_rows(torch.tensor([0, 1]), torch.tensor([0, 0]), 10, 1)
+        """
+        g = torch.Generator().manual_seed(int(self.seed))
+        return torch.randint(source_size, (len(input_index),), generator=g)[rows]
 
 
 @dataclass(eq=False)

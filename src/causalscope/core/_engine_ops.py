@@ -1,0 +1,351 @@
+"""The engine's ops: a plan's edits compiled into per-site groups of rows, and applied to one pass's activations.
+
+>>> ops = compile_ops(adapter, batch, [(0, {Site("layers.2", positions=1): Zero()})])
+>>> ops[("layers.2", "output")][0].rows
+[0]
+
+``compile_ops`` groups the rows that apply one intervention at one site template; :func:`apply_op` applies such a
+group to the rows of the pass in progress (a :class:`Chunk`); :func:`select` and :func:`write` read and write a
+site's part (positions, heads, neurons, basis) of an activation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from ..errors import InterventionError, SiteError
+from ._interventions import ApplyContext, Intervention, as_intervention
+from ._sites import Site, as_site
+from .adapters import Adapter, Batch, Resolved
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Source:
+    """Another run's activations an intervention reads: by (module path, io), ``size`` rows each."""
+
+    tensors: dict[Key, torch.Tensor]
+    size: int
+
+
+@dataclass
+class Op:
+    """Rows that apply one intervention at one site template (positions may differ per row).
+
+    >>> op.rows, op.site.name, type(op.intervention).__name__
+    ([0, 3], 'layers.2', 'Zero')
+    """
+
+    res: Resolved
+    site: Site
+    intervention: Intervention
+    rows: list[int] = field(default_factory=list)
+    pos: list[tuple[int, ...]] = field(default_factory=list)
+    src_rows: torch.Tensor | None = None
+    rows_t: torch.Tensor | None = None
+    pos_t: torch.Tensor | None = None
+    source: Source | None = None
+
+    staged: dict = field(default_factory=dict)
+
+    def finalize(self) -> None:
+        self.rows_t = torch.tensor(self.rows, dtype=torch.long)
+        if isinstance(self.site.positions, tuple):
+            self.pos_t = torch.tensor(self.pos, dtype=torch.long)
+
+    def stage(self, dev: torch.device) -> None:
+        """Copy the row / position / source-row indices to ``dev`` before a pass: a host-to-device copy
+        inside a hook would make the host wait for the accelerator mid-pass."""
+        if dev.type != "cpu" and dev not in self.staged:
+            self.staged[dev] = tuple(None if t is None else t.to(dev) for t in (self.rows_t, self.pos_t, self.src_rows))
+
+
+class Chunk:
+    """The pass in progress: plan rows ``c0 .. c1``, and what its hooks record. The hooks read and write it.
+
+    >>> chunk = Chunk(seq_len=12, offset=0)
+    >>> chunk.start(0, 48, plan_input_index[0:48])
+
+    (A plain class with slots: it is made once per run, and its attributes are read in every hook.)
+    """
+
+    __slots__ = ("seq_len", "offset", "c0", "c1", "input_index", "counts", "acts", "cache", "finite")
+
+    def __init__(self, seq_len: int | None, offset: int) -> None:
+        self.seq_len = seq_len
+        self.offset = offset  # a segmented run covers positions offset .. seq_len-1 only
+        self.c0 = self.c1 = 0
+        self.input_index: torch.Tensor | None = None  # each of this pass's rows' base input
+        self.cache: dict[Key, torch.Tensor] = {}  # copies of the cached activations (the run takes them each pass)
+        # reset by start(): hook calls per module, activations of the grad sites, deferred (accelerator) finite checks
+        self.counts: dict[Key, int] = {}
+        self.acts: dict[Key, torch.Tensor] = {}
+        self.finite: list[tuple[torch.Tensor, Op]] = []
+
+    def start(self, c0: int, c1: int, input_index: torch.Tensor) -> None:
+        """Begin the pass over plan rows ``c0 .. c1`` (base inputs ``input_index``), forgetting the last one."""
+        self.c0, self.c1, self.input_index = c0, c1, input_index
+        self.counts, self.acts, self.finite = {}, {}, []
+
+
+def _pos_kind(site: Site) -> Any:
+    p = site.positions
+    if p is None:
+        return None
+    if isinstance(p, slice):
+        return ("slice", p.start, p.stop, p.step)
+    return ("n", len(p))
+
+
+def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
+    """Raise when the site's positions lie outside ``seq_len`` tokens, or before a segment starting at ``offset``.
+
+    >>> check_site(Site("layers.0", positions=9), seq_len=4)   # SiteError: out of range for 4 tokens
+    """
+    if seq_len is not None and isinstance(site.positions, tuple):
+        bad = [p for p in site.positions if not -seq_len <= p < seq_len]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: positions {bad} are out of range for {seq_len} tokens "
+                            f"(valid: {-seq_len} .. {seq_len - 1}).")
+        early = [p for p in site.positions if p % seq_len < offset]
+        if early:
+            raise SiteError(f"Site {site.name!r}: positions {early} lie before the segment, which starts at "
+                            f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
+
+
+def compile_ops(adapter: Adapter, batch: Batch, rows: list[tuple[int, dict]]) -> dict[Key, list[Op]]:
+    """Group the plan's rows ``(input, {site: intervention})`` into ops, by the module each one hooks.
+
+    >>> compile_ops(adapter, batch, [(0, {"layers.1": Zero()}), (1, {"layers.1": Zero()})])
+    """
+    groups: dict[tuple, Op] = {}
+    resolved: dict[Site, Resolved] = {}
+    r, n = 0, len(rows)
+    while r < n:
+        row = rows[r][1]
+        end = r + 1
+        while end < n and rows[end][1] is row:  # consecutive rows sharing one dict: compiled once
+            end += 1
+        span = range(r, end)
+        r = end
+        seen: dict[tuple, int] = {}
+        for raw_site, raw_iv in row.items():
+            site, iv = as_site(raw_site), as_intervention(raw_iv)
+            res = resolved.get(site)
+            if res is None:
+                res = resolved[site] = adapter.resolve(site)
+                check_site(site, batch.seq_len, batch.pos_offset)
+            k = (res.key, site.key(), _pos_kind(site), iv.key())
+            slot = seen[k] = seen.get(k, -1) + 1
+            op = groups.get((k, slot))
+            if op is None:
+                op = groups[(k, slot)] = Op(res, site, iv)
+            op.rows.extend(span)
+            if isinstance(site.positions, tuple):
+                op.pos.extend([site.positions] * len(span))
+    by_key: dict[Key, list[Op]] = {}
+    for op in groups.values():
+        op.finalize()
+        by_key.setdefault(op.res.key, []).append(op)
+    return by_key
+
+
+def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
+    """Apply ``op`` to the rows of this chunk, writing into ``act`` (a fresh clone) in place."""
+    assert op.rows_t is not None
+    c0, offset = chunk.c0, chunk.offset
+    # op.rows is sorted (compile_ops adds rows in plan order): bisect it, ~5 µs cheaper than torch.searchsorted
+    lo, hi = bisect_left(op.rows, c0), bisect_left(op.rows, chunk.c1)
+    if lo == hi:
+        return
+    rows = op.rows_t[lo:hi] - c0
+    pos = op.pos_t[lo:hi] if op.pos_t is not None else None
+    site, n_heads = op.site, op.res.n_heads
+    if offset and act.ndim >= 3:  # segmented run: absolute positions -> positions of this segment
+        T = chunk.seq_len
+        if pos is None and isinstance(site.positions, slice):
+            pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)  # type: ignore[arg-type]
+        if pos is not None:
+            pos = pos % T - offset
+    check_shape(act, site, n_heads, pos)
+    dev = act.device
+    rows_cpu = rows
+    staged = op.staged.get(dev)
+    if staged is not None:
+        rows = staged[0][lo:hi] - c0
+        if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3):
+            pos = staged[1][lo:hi]
+    rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
+    x = select(act, rows, pos, site, n_heads)
+    src = None
+    if op.source is not None:
+        full = op.source.tensors[op.res.key]
+        if offset and full.ndim >= 3 and full.shape[1] == chunk.seq_len:
+            full = full[:, offset:]
+        if full.shape[1:] != act.shape[1:]:
+            raise InterventionError(f"Shape mismatch at {site.name!r}: the source activation is "
+                                    f"{tuple(full.shape[1:])} per row, the run's is {tuple(act.shape[1:])} per row "
+                                    f"(different prompt lengths?). Patch between inputs of the same shape.")
+        full = full.to(dev)
+        if full.is_inference() and torch.is_grad_enabled():
+            full = full.clone()
+        if op.intervention.source_mode == "all":
+            src = select(full.mean(0, keepdim=True).to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
+        else:
+            assert op.src_rows is not None
+            src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
+            src = select(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads)
+    assert chunk.input_index is not None
+    ctx = ApplyContext(chunk.input_index[rows_cpu], site.name)
+    new = op.intervention(x, src, ctx)
+    if not isinstance(new, torch.Tensor) or new.shape != x.shape:
+        raise InterventionError(f"{type(op.intervention).__name__} at {site.name!r} returned shape "
+                                f"{tuple(getattr(new, 'shape', ()))}; expected {tuple(x.shape)}.")
+    if dev.type == "cpu":
+        # a finite sum means every element is finite (NaN / inf propagate); only a non-finite sum (which may be
+        # an overflow of finite values) needs the elementwise check, ~40x slower on CPU
+        if not bool(torch.isfinite(new.sum())) and not bool(torch.isfinite(new).all()):
+            raise _not_finite(op)
+    else:  # reading a flag here would stall the accelerator mid-pass: check once after the forward
+        chunk.finite.append((torch.isfinite(new).all(), op))
+    write(act, rows, pos, site, n_heads, new)
+
+
+def _not_finite(op: Any) -> InterventionError:
+    return InterventionError(f"{type(op.intervention).__name__} at {op.site.name!r} produced NaN or inf values.")
+
+
+def check_finite(checks: list[tuple[torch.Tensor, Any]]) -> None:
+    """Raise for the first deferred (accelerator) intervention whose values were not all finite; empties ``checks``.
+
+    >>> check_finite(chunk.finite)   # after the forward pass
+    """
+    if not checks:
+        return
+    pending = list(checks)
+    checks.clear()
+    if not bool(torch.stack([ok for ok, _ in pending]).all()):
+        raise _not_finite(next(op for ok, op in pending if not bool(ok)))
+
+
+def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.Tensor | None) -> None:
+    """Raise when ``site`` does not fit ``act`` (positions, heads, neurons or basis out of range)."""
+    if site.positions is not None and act.ndim < 3:
+        raise SiteError(f"Site {site.name!r} selects positions, but the activation is {tuple(act.shape)}: "
+                        f"positions index dim 1 of a (batch, positions, ...) activation.")
+    if pos is not None:
+        T = act.shape[1]
+        lo, hi = int(pos.min()), int(pos.max())
+        if lo < -T or hi >= T:
+            raise SiteError(f"Site {site.name!r}: positions out of range for {T} positions "
+                            f"(got {lo} .. {hi}; valid {-T} .. {T - 1}).")
+    split = site.heads is not None and n_heads is not None and act.ndim in (2, 3)
+    last = act.shape[-1] // n_heads if split and n_heads else act.shape[-1]
+    if split and act.shape[-1] % n_heads:  # type: ignore[operator]
+        raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
+    if site.heads is not None and isinstance(site.heads, tuple):
+        H = n_heads if split else act.shape[-2]
+        bad = [h for h in site.heads if not 0 <= h < H]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: heads {bad} out of range (the site has {H} heads: 0 .. {H - 1}).")
+    if isinstance(site.neurons, tuple):
+        bad = [i for i in site.neurons if not 0 <= i < last]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: neurons {bad} out of range (size {last}: 0 .. {last - 1}).")
+    if site.basis is not None and site.basis.shape[0] != last:
+        raise SiteError(f"Site {site.name!r}: basis is {tuple(site.basis.shape)} but the activation's last "
+                        f"dimension is {last}.")
+
+
+def _index(sel: tuple[int, ...] | slice, size: int, device: torch.device) -> torch.Tensor:
+    if isinstance(sel, slice):
+        return torch.arange(size, device=device)[sel]
+    return torch.tensor(sel, dtype=torch.long, device=device)
+
+
+class _Levels(NamedTuple):
+    """A site's selection of an activation, step by step (what :func:`write` needs to scatter a new value back)."""
+
+    view: torch.Tensor  # the activation, its last dim split into heads when the site picks heads
+    at_rows: torch.Tensor  # view[rows]
+    pos_rows: torch.Tensor | None  # (rows, 1) arange pairing each row with its positions; None without positions
+    pos: torch.Tensor | None  # (rows, positions), non-negative
+    at_pos: torch.Tensor  # at_rows at the positions
+    heads: torch.Tensor | None
+    at_heads: torch.Tensor  # at_pos at the heads
+    neurons: torch.Tensor | None
+    selected: torch.Tensor  # at_heads at the neurons (before any basis)
+
+
+def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site,
+            n_heads: int | None) -> _Levels:
+    v = t.unflatten(-1, (n_heads, -1)) if site.heads is not None and n_heads is not None and t.ndim in (2, 3) else t
+    x = v[rows]
+    ar = None
+    if site.positions is not None:
+        if pos is None:  # a slice
+            pos = _index(site.positions, v.shape[1], v.device).expand(len(rows), -1)  # type: ignore[arg-type]
+        pos = torch.where(pos < 0, pos + v.shape[1], pos)
+        ar = torch.arange(len(rows), device=v.device)[:, None]
+        x1 = x[ar, pos]
+    else:
+        x1 = x
+    h = _index(site.heads, v.shape[-2], v.device) if site.heads is not None else None
+    x2 = x1.index_select(-2, h) if h is not None else x1
+    nr = _index(site.neurons, v.shape[-1], v.device) if site.neurons is not None else None
+    x3 = x2.index_select(-1, nr) if nr is not None else x2
+    return _Levels(v, x, ar, pos, x1, h, x2, nr, x3)
+
+
+def select(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site,
+           n_heads: int | None) -> torch.Tensor:
+    """The site's part of ``t`` at ``rows`` (and per-row positions ``pos``), in the site's basis if it has one.
+
+    >>> select(act, torch.tensor([0, 1]), None, Site("layers.0", neurons=[3]), None).shape   # (2, T, 1)
+    """
+    x3 = _levels(t, rows, pos, site, n_heads).selected
+    if site.basis is not None:
+        return x3 @ site.basis.to(device=x3.device, dtype=x3.dtype)
+    return x3
+
+
+def write(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site, n_heads: int | None,
+          new: torch.Tensor) -> None:
+    """Write ``new`` (shaped like :func:`select`'s answer) into the site's part of ``t`` in place.
+
+    >>> write(act, rows, None, site, None, torch.zeros_like(select(act, rows, None, site, None)))
+    """
+    lv = _levels(t, rows, pos, site, n_heads)
+    if site.basis is not None:
+        b = site.basis.to(device=lv.selected.device, dtype=lv.selected.dtype)
+        new = lv.selected + (new - lv.selected @ b) @ b.T
+    if lv.neurons is not None:
+        new = lv.at_heads.index_copy(-1, lv.neurons, new)
+    if lv.heads is not None:
+        new = lv.at_pos.index_copy(-2, lv.heads, new)
+    if lv.pos_rows is not None:
+        new = lv.at_rows.index_put((lv.pos_rows, lv.pos), new)
+    lv.view.index_put_((rows,), new)
+
+
+def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = None, offset: int = 0) -> torch.Tensor:
+    """The site's selection of a cached activation. In a segmented run (``offset`` > 0) the cache
+    covers positions offset .. seq_len-1, and the site's absolute positions are mapped onto it."""
+    if full.numel() == 0 or (site.positions is None and site.heads is None and site.neurons is None
+                             and site.basis is None):
+        return full
+    rows = torch.arange(full.shape[0])
+    pos = None
+    if isinstance(site.positions, tuple):
+        pos = torch.tensor(site.positions).expand(full.shape[0], -1)
+    if offset and seq_len and full.ndim >= 3 and site.positions is not None:
+        absolute = pos if pos is not None else torch.arange(seq_len)[site.positions].expand(full.shape[0], -1)
+        pos = absolute % seq_len - offset
+        site = dataclasses.replace(site, positions=tuple(int(p) for p in pos[0]))
+    check_shape(full, site, res.n_heads, pos)
+    return select(full, rows, pos, site, n_heads=res.n_heads)
