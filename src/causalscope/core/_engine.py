@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -28,7 +28,9 @@ from ._engine_ops import Chunk, Key, Op, Source, apply_op, check_finite, check_s
 from ._guard import preserved
 from ._interventions import Intervention
 from ._sites import Site, as_site
-from .adapters import Adapter, Batch, Resolved, primary
+from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
+
+IO = Literal["output", "input"]
 
 Edits = Mapping["Site | str", Intervention]
 #: most rows per pass on CPU when the caller gives no chunk_size (see Engine._chunk_size)
@@ -96,7 +98,7 @@ class _Plan:
     chunk_size: int
     metric: Callable[[torch.Tensor], torch.Tensor] | None
     keep_output: bool
-    keep_kv: bool
+    kv_of: SegmentedLM | None  # keep_kv: the LM whose key/value cache each pass keeps
 
 
 class _Kept:
@@ -128,7 +130,7 @@ class Engine:
         self.adapter = adapter
 
     # -- planning ----------------------------------------------------------------------------------
-    def _rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, dict]]:
+    def _rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, Mapping]]:
         if edits is None:
             if input_index is None:
                 input_index = range(batch.size)
@@ -190,7 +192,7 @@ class Engine:
                         f"it cached {sorted(src.cache)}. Run the source with cache=[...] covering the patched sites.")
                 resolved[sid] = Source({k: src.cache.by_key[k] for k in keys}, src.n_rows)
             else:
-                sites = [Site(p, io) for p, io in keys]
+                sites = [Site(p, cast(IO, io)) for p, io in keys]
                 run = self.run(src, cache=sites)
                 resolved[sid] = Source(dict(run.cache.by_key), run.n_rows)
         for lst in ops.values():
@@ -218,7 +220,8 @@ class Engine:
         grad_sites = [as_site(s) for s in grads]
         if grad_sites and metric is None:
             raise PlanError("grads=[...] needs a metric: the gradients are of metric(output) (one scalar per row).")
-        if keep_kv and not hasattr(self.adapter, "kv_cache"):
+        kv_of = segmented(self.adapter) if keep_kv else None
+        if keep_kv and kv_of is None:
             raise PlanError(f"keep_kv=True needs a Hugging Face causal LM (it keeps its key/value cache); "
                             f"{self.adapter.kind} models have none.")
         cache_res = [(s, self.adapter.resolve(s)) for s in cache_sites]
@@ -229,7 +232,7 @@ class Engine:
         n = len(rows)
         return _Plan(batch, ops, cache_res, grad_res, keys, index, n, identity,
                      self._chunk_size(chunk_size, n, batch, len(cache_res)), metric,
-                     metric is None if keep_output is None else keep_output, keep_kv)
+                     metric is None if keep_output is None else keep_output, kv_of)
 
     # -- execution ---------------------------------------------------------------------------------
     def run(self, inputs: Any, edits: Any = None, *, cache: Sequence[Site | str] = (), grads: Sequence[Site | str] = (),
@@ -283,7 +286,7 @@ class Engine:
                     op.stage(dev)
         tl = self.adapter.token_layers(sub)
         kept.token_layers = None if tl is None else (kept.token_layers or 0) + tl
-        if plan.keep_kv:
+        if plan.kv_of is not None:
             sub = dataclasses.replace(sub, kwargs={**sub.kwargs, "use_cache": True})
         with torch.no_grad() if plan.grad_res else torch.inference_mode():
             out = self.adapter.call(sub)
@@ -302,8 +305,8 @@ class Engine:
             kept.outs.append(y.detach())
         if m is not None:
             kept.mets.append(m.detach())
-        if plan.keep_kv:
-            kept.kvs.append(self.adapter.kv_cache(out))  # type: ignore[attr-defined]
+        if plan.kv_of is not None:
+            kept.kvs.append(plan.kv_of.kv_cache(out))
         for k, store in kept.cached.items():
             store.append(chunk.cache.pop(k))
 
@@ -336,7 +339,7 @@ class Engine:
                 dst.by_key[r.key] = full
                 dst[s.name] = self._view(full, s, r, batch.seq_len, batch.pos_offset)
         kv = None
-        if plan.keep_kv and kept.kvs:
+        if plan.kv_of is not None and kept.kvs:
             kvs = kept.kvs
             kv = [(torch.cat([c[i][0] for c in kvs]), torch.cat([c[i][1] for c in kvs])) for i in range(len(kvs[0]))]
         return Run(torch.cat(kept.outs) if plan.keep_output and kept.outs else None,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -118,7 +119,7 @@ def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
                             f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
 
 
-def compile_ops(adapter: Adapter, batch: Batch, rows: list[tuple[int, dict]]) -> dict[Key, list[Op]]:
+def compile_ops(adapter: Adapter, batch: Batch, rows: list[tuple[int, Mapping[Any, Any]]]) -> dict[Key, list[Op]]:
     """Group the plan's rows ``(input, {site: intervention})`` into ops, by the module each one hooks.
 
     >>> compile_ops(adapter, batch, [(0, {"layers.1": Zero()}), (1, {"layers.1": Zero()})])
@@ -167,9 +168,9 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
     pos = op.pos_t[lo:hi] if op.pos_t is not None else None
     site, n_heads = op.site, op.res.n_heads
     if offset and act.ndim >= 3:  # segmented run: absolute positions -> positions of this segment
-        T = chunk.seq_len
+        T = cast(int, chunk.seq_len)  # a segmented run has token positions
         if pos is None and isinstance(site.positions, slice):
-            pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)  # type: ignore[arg-type]
+            pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)
         if pos is not None:
             pos = pos % T - offset
     check_shape(act, site, n_heads, pos)
@@ -249,7 +250,7 @@ def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.T
     if split and act.shape[-1] % n_heads:  # type: ignore[operator]
         raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
     if site.heads is not None and isinstance(site.heads, tuple):
-        H = n_heads if split else act.shape[-2]
+        H = cast(int, n_heads) if split else act.shape[-2]  # split implies n_heads
         bad = [h for h in site.heads if not 0 <= h < H]
         if bad:
             raise SiteError(f"Site {site.name!r}: heads {bad} out of range (the site has {H} heads: 0 .. {H - 1}).")
@@ -289,7 +290,7 @@ def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site:
     ar = None
     if site.positions is not None:
         if pos is None:  # a slice
-            pos = _index(site.positions, v.shape[1], v.device).expand(len(rows), -1)  # type: ignore[arg-type]
+            pos = _index(site.positions, v.shape[1], v.device).expand(len(rows), -1)
         pos = torch.where(pos < 0, pos + v.shape[1], pos)
         ar = torch.arange(len(rows), device=v.device)[:, None]
         x1 = x[ar, pos]

@@ -11,7 +11,7 @@ from torch import nn
 from ._engine import Engine, Run
 from ._guard import preserved
 from ._sites import Site
-from .adapters import Adapter
+from .adapters import Adapter, segmented
 
 
 class Model:
@@ -85,9 +85,10 @@ class Model:
     def forward_from(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: Any = None,
                      stop: int | None = None, head: bool = True, last_only: bool = False) -> torch.Tensor:
         """Segmented forward (transformer LMs): see ``HFCausalLMAdapter.forward_from``."""
-        fn = getattr(self.adapter, "forward_from", None)
-        if fn is None:
+        lm = segmented(self.adapter)
+        if lm is None:
             raise TypeError(f"{self.adapter.kind} models have no segmented forward; it needs a transformer LM "
                             f"adapter (Hugging Face GPT-2 / GPT-NeoX / Llama family).")
         with preserved(self.module), torch.inference_mode():
-            return fn(hidden, layer=layer, pos=pos, past=past, stop=stop, head=head, last_only=last_only)
+            return lm.forward_from(hidden, layer=layer, pos=pos, past=past, stop=stop, head=head,
+                                   last_only=last_only)
