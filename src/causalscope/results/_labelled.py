@@ -21,7 +21,7 @@ from ._heatmap import heatmap, set_ticks
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["LabelledArray", "load_result"]
 
@@ -348,9 +348,10 @@ class LabelledArray:
     def _title(self) -> str:
         return str(self._meta.get("title") or self._name)
 
-    def _line_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure:
+    def _line_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure | SubFigure:
         from matplotlib.figure import Figure
 
+        fig: Figure | SubFigure
         if ax is None:
             fig = Figure(figsize=(7, 3.5), layout="constrained")
             ax = fig.add_subplot()
@@ -366,7 +367,7 @@ class LabelledArray:
         ax.set_xlabel(d)
         ax.set_ylabel(self._name)
         ax.set_title(self._title)
-        return fig  # type: ignore[return-value]
+        return fig
 
     def _line_plotly(self, **kw: Any) -> Any:
         import plotly.graph_objects as go

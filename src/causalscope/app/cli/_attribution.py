@@ -116,22 +116,22 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     if len(args.site) != 1:
         raise InputError("attribute (integrated gradients) takes one --site.")
     metric = None if args.target is not None or m.tokenizer is None else _metric(m, args, clean, corrupted)
-    r = integrated_gradients(m, clean, corrupted, args.site[0], target=args.target, metric=metric,
-                             steps=args.steps, method=args.method, attribute_to=args.io)
-    write_plot(lambda backend: r.plot(backend=backend), args.out)
-    attr = r.values
+    ig = integrated_gradients(m, clean, corrupted, args.site[0], target=args.target, metric=metric,
+                              steps=args.steps, method=args.method, attribute_to=args.io)
+    write_plot(lambda backend: ig.plot(backend=backend), args.out)
+    attr = ig.values
     per_unit = attr.sum(-1) if attr.ndim == 3 else attr
     if args.json:
-        print(json.dumps({"dims": list(r.dims), "attributions": attr.tolist(), "per_unit": per_unit.tolist(),
-                          "delta": r.meta.get("delta"), "settings": {k: r.meta.get(k) for k in
-                                                                     ("steps", "method", "site", "attribute_to")}},
+        print(json.dumps({"dims": list(ig.dims), "attributions": attr.tolist(), "per_unit": per_unit.tolist(),
+                          "delta": ig.meta.get("delta"), "settings": {k: ig.meta.get(k) for k in
+                                                                      ("steps", "method", "site", "attribute_to")}},
                          indent=1, default=str))
         return 0
     print(f"integrated gradients at {args.site[0]} ({args.io}), {args.steps} steps, {args.method}")
     for i, row in enumerate(per_unit.tolist()):
         row = row if isinstance(row, list) else [row]
         print(f"  input {i}: " + " ".join(f"{v:+.4f}" for v in row))
-    print(f"completeness delta: {r.meta.get('delta')}")
+    print(f"completeness delta: {ig.meta.get('delta')}")
     return 0
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -35,9 +38,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     m = load(args.model)
     run = m.run(args.prompt, cache=args.cache)
-    logits = run.output[0, -1]
+    logits = cast("torch.Tensor", run.output)[0, -1]  # no metric, so the run keeps its output
     top = logits.softmax(-1).topk(min(args.top, logits.numel()))
-    result = {
+    result: dict[str, Any] = {
         "model": m.name, "tokens": m.tokens(args.prompt) if m.tokenizer is not None else None,
         "next_token": [{"token": m.tokenizer.decode([int(i)]) if m.tokenizer else int(i), "prob": float(p)}
                        for p, i in zip(top.values, top.indices)],

@@ -174,7 +174,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise InputError(f"--methods needs at least one of {', '.join(METHODS)}.")
     methods = {m.strip(): _method(m) for m in names}
     case = _case(args.case)
-    curves, out = {}, {}
+    curves: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
     for label, method in methods.items():
         r = _discover(case, method, args)
         try:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._figures import write_plot
+from ._figures import plot_of, write_plot
 
 
 def _data(args: argparse.Namespace) -> Any:
@@ -55,8 +55,8 @@ def cmd_directions(args: argparse.Namespace) -> int:
         print(f"{c:>6s}" + " ".join(f"{v:6.2f}" for v in row))
     print("direction norms: " + ", ".join(f"{c}: {float(v):.2f}" for c, v in zip(classes, r.values.norm(dim=1))))
     print("most similar pairs:")
-    for p in pairs:
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()))
+    for pair in pairs:
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in pair.items()))
     return 0
 
 
@@ -76,8 +76,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         p = Path(args.out)
         write_plot(lambda backend: r.plot(backend=backend), args.out)
         for s, chk in checks.items():
-            write_plot(lambda backend, chk=chk: chk.plot(backend=backend),
-                       str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
+            write_plot(plot_of(chk), str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
     if args.json:
         res: dict[str, Any] = {
             "model": args.model, "split": args.split,

@@ -24,3 +24,11 @@ def write_plot(make: Callable[[str], Any], out: str | os.PathLike[str] | None) -
         return
     save_figure(make(backend_for(out)), out)
     print(f"plot written: {out}", file=sys.stderr)
+
+
+def plot_of(result: Any) -> Callable[[str], Any]:
+    """``make`` for :func:`write_plot` that draws ``result``, bound now (for loops over results).
+
+    >>> write_plot(plot_of(result), "out/effect.html")  # doctest: +SKIP
+    """
+    return lambda backend: result.plot(backend=backend)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
-from ._figures import write_plot
+from ._figures import plot_of, write_plot
+
+Kind = Literal["hidden", "mlp", "attn"]
 
 
 def _noise_arg(text: str) -> float | str:
@@ -23,7 +25,8 @@ def _noise_arg(text: str) -> float | str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from ...tracing import causal_trace
 
-    kinds = ["hidden", "mlp", "attn"] if args.kind == "all" else [args.kind]
+    # argparse's choices= has checked --kind
+    kinds: list[Kind] = ["hidden", "mlp", "attn"] if args.kind == "all" else [cast(Kind, args.kind)]
     results = [causal_trace(args.model, args.prompt, args.subject, kind=k, samples=args.samples,
                             noise=_noise_arg(args.noise), window=args.window, seed=args.seed,
                             target=args.target, progress=not args.json) for k in kinds]
@@ -31,7 +34,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         out = Path(args.out)
         for r in results:
             path = out if len(results) == 1 else out.with_name(f"{out.stem}-{r.kind}{out.suffix}")
-            write_plot(lambda backend, r=r: r.plot(backend=backend), path)
+            write_plot(plot_of(r), path)
     if args.json:
         print(json.dumps([{"kind": r.kind, "tokens": r.tokens, "subject_range": list(r.subject_range),
                            "answer": r.answer, "high_score": r.high_score, "low_score": r.low_score,
@@ -53,6 +56,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_trace_average(args: argparse.Namespace) -> int:
     from ...tracing import trace_average
 
+    facts: list[Any]  # (prompt, subject, answer) tuples or the zoo's Facts
     if args.facts.endswith(".json"):
         facts = [(f["prompt"], f["subject"], f.get("answer")) for f in json.loads(open(args.facts).read())]
     else:

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from ...core import Patch, Site, Zero
@@ -36,13 +38,14 @@ def patching_map(model_name: str = "tiny-gpt2", clean: str = "the cat sat on the
     L = m.n_layers or 0
     names = [f"layers.{i}" for i in range(L)]
     clean_run = m.run(clean, cache=names)
-    answer = int(clean_run.output[0, -1].argmax())
+    clean_out = cast(torch.Tensor, clean_run.output)  # no metric, so the run keeps its output
+    answer = int(clean_out[0, -1].argmax())
     metric = lambda logits: logits[:, -1].log_softmax(-1)[:, answer]  # noqa: E731
-    hi = float(metric(clean_run.output)[0])
-    lo = float(m.run(corrupted, metric=metric).metric[0])
-    T = clean_run.output.shape[1]
+    hi = float(metric(clean_out)[0])
+    lo = float(cast(torch.Tensor, m.run(corrupted, metric=metric).metric)[0])  # a metric was requested
+    T = clean_out.shape[1]
     rows = [{Site(f"layers.{l}", positions=t): Patch(clean_run)} for l in range(L) for t in range(T)]
-    scores = m.run(corrupted, rows, metric=metric).metric.view(L, T)
+    scores = cast(torch.Tensor, m.run(corrupted, rows, metric=metric).metric).view(L, T)  # a metric was requested
     norm = (scores - lo) / (hi - lo) if hi != lo else torch.zeros_like(scores)
     answer_tok = m.tokenizer.decode([answer])
     return LabelledArray(norm, ["layer", "token"], {"layer": list(range(L)), "token": m.tokens(corrupted)},
@@ -57,12 +60,12 @@ def neuron_ablation(seed: int = 0) -> LabelledArray:
     """Zero each hidden unit of the zoo MLP's first ReLU: change of the top output, one row per neuron."""
     m = load("mlp")
     x = torch.randn(64, 16, generator=torch.Generator().manual_seed(seed))
-    base = m.run(x).output
+    base = cast(torch.Tensor, m.run(x).output)  # no metric, so the run keeps its output
     top = base.argmax(-1)
     n = 32
     rows = [{Site("net.1", neurons=i): Zero()} for i in range(n)]
     runs = m.run(x, [r for r in rows for _ in range(len(x))], input_index=[j for _ in rows for j in range(len(x))])
-    out = runs.output.view(n, len(x), -1)
+    out = cast(torch.Tensor, runs.output).view(n, len(x), -1)
     drop = (base.gather(1, top[:, None])[None, :, 0] - out.gather(2, top[None, :, None].expand(n, -1, 1))[..., 0])
     return LabelledArray(drop.mean(1), ["neuron"], {"neuron": list(range(n))},
                          meta={"method": "zero ablation", "model": "mlp", "site": "net.1", "inputs": len(x),
