@@ -15,7 +15,7 @@ import torch
 from ..core import Model, Site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._causal_model import CausalModel, Values
 from ._iia_common import (
     alignment_sites,
@@ -66,6 +66,7 @@ class AbstractionResult(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Bars per variable with the bootstrap interval (1-D), or a heatmap of the mean IIA (a grid)."""
+        backend = resolve_backend(backend)
         if self.ndim == 3:
             a = LabelledArray(self.sel(value="mean").values, self.dims[:2],
                               {d: self.coords[d] for d in self.dims[:2]}, self.meta, name="IIA")
@@ -85,8 +86,6 @@ class AbstractionResult(LabelledArray):
             fig.update_layout(title={"text": title}, xaxis_title=self.dims[0], yaxis_title="IIA",
                               yaxis_range=[0, 1.05])
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         if ax is None:

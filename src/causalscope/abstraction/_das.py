@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError, SiteError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._causal_model import CausalModel, positive_int
 from ._iia_common import (
     AlignmentSiteError,
@@ -81,6 +81,7 @@ class DASResult(LabelledArray):
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Left: the training loss per step (log scale; a line where L-BFGS refinement starts). Right: IIA
         on the training and held-out pairs, with the held-out bootstrap interval."""
+        backend = resolve_backend(backend)
         steps = list(range(len(self.values)))
         loss = self.numpy()
         adam = int(self.meta.get("adam_steps", len(steps)))
@@ -99,8 +100,6 @@ class DASResult(LabelledArray):
             fig.update_yaxes(range=[0, 1.05], row=1, col=2)
             fig.update_layout(title={"text": title}, showlegend=False)
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         if ax is None:

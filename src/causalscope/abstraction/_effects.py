@@ -20,7 +20,7 @@ from ..core import (
 )
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._counterfactuals import CounterfactualDataset
 
 STATS = ("TE", "NIE", "NDE", "IIA")
@@ -47,6 +47,7 @@ class MediationResult(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", stat: str = "IIA", **kw: Any) -> Any:
         """Heatmap (2-D sweeps) or bars (1-D) of one statistic's mean, like the tutorial's IIA grids."""
+        backend = resolve_backend(backend)
         a = self.stat(stat)
         a = LabelledArray(a.values, a.dims, a.coords, {**a.meta, "title": f"{stat} ({self.meta.get('varied')})"},
                           name=stat)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 
 COLORS = {"in_circuit": "green", "not_in_circuit": "orange", "unknown": "gray"}
 
@@ -84,6 +84,7 @@ class NodeEffects(LabelledArray):
         """The seed's figure: effect against scale, one line per node, green in circuit, orange not.
 
         ``backend="plotly"`` gives an interactive figure (hover names the node)."""
+        backend = resolve_backend(backend)
         x, data = self.scales, self.numpy()
         title = self.meta.get("title", "node ablations")
         if backend == "plotly":
@@ -98,8 +99,6 @@ class NodeEffects(LabelledArray):
             fig.update_layout(template="plotly_white", xaxis_title="scale", yaxis_title="causal effect",
                               title=title, **kw)
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         if ax is None:

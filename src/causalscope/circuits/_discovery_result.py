@@ -6,7 +6,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import InputError
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._circuit import Circuit, node_order, upstream
 
 
@@ -108,8 +108,7 @@ class CircuitScores(LabelledArray):
         ``k`` scores as bars. matplotlib Figure, or plotly with ``backend="plotly"``."""
         if kind not in ("graph", "bar"):
             raise InputError(f"kind must be 'graph' or 'bar', got {kind!r}.")
-        if backend not in ("matplotlib", "plotly"):
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
+        backend = resolve_backend(backend)
         if kind == "bar" or self.level == "node" and backend == "plotly":
             return self._bars(ax, backend, k)
         return self._graph(ax, backend, k)

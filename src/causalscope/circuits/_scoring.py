@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import InputError
+from ..results import resolve_backend
 from ._circuit import Circuit
 from ._discovery import _EXACT_DEFAULT, setup
 from ._discovery_result import CircuitScores
@@ -250,7 +251,7 @@ def _lines(series: list[tuple[str, list[float], list[float]]], *, title: str, xl
            diagonal: bool, hline: float | None, log_x: bool, size: tuple[float, float], ax: Any,
            backend: str) -> Any:
     """Several named (x, y) curves on one axes (matplotlib, or a plotly figure)."""
-    if backend == "plotly":
+    if resolve_backend(backend) == "plotly":
         import plotly.graph_objects as go
 
         fig = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=name) for name, x, y in series])
@@ -262,8 +263,6 @@ def _lines(series: list[tuple[str, list[float], list[float]]], *, title: str, xl
         fig.update_xaxes(type="log" if log_x else "linear", title_text=xlabel)
         fig.update_layout(title=title, yaxis_title=ylabel)
         return fig
-    if backend != "matplotlib":
-        raise InputError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}.")
     from matplotlib.figure import Figure
 
     fig = ax.figure if ax is not None else Figure(figsize=size, layout="constrained")

@@ -10,7 +10,7 @@ import torch
 from ..core import Site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, heatmap, resolve_backend
 from ._inputs import as_matrix, as_site_arg, check_labels, n_inputs, progress_for, split_data
 
 Center = Literal["class_means", "samples"]
@@ -43,16 +43,15 @@ class SimilarityMatrix(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", annotate: bool | None = None, **kw: Any) -> Any:
         """Heatmap (RdBu_r, -1 .. 1) with each cell's value written in it (up to 20 classes by default)."""
+        backend = resolve_backend(backend)
         data = self.numpy()
         labels = [str(c) for c in self.coords["class_a"]]
         annotate = len(labels) <= 20 if annotate is None else annotate
         title = self.meta.get("title", "cosine similarity of class directions")
-        from ..results import annotated_heatmap
-
-        return annotated_heatmap(data, labels, labels, title=title, row_title="class", col_title="class",
-                                 value_title="cosine similarity", vmin=-1, vmax=1, cmap="RdBu_r", colorscale="RdBu",
-                                 reverse=True, text_dark=lambda v: abs(v) > 0.5, annotate=annotate, backend=backend,
-                                 ax=ax, size=(6.4, 5.4), plotly_size=(560, 500), **kw)
+        return heatmap(data, labels, labels, title=title, row_title="class", col_title="class",
+                       value_title="cosine similarity", vmin=-1, vmax=1, cmap="RdBu_r", colorscale="RdBu", reverse=True,
+                       text_dark=lambda v: abs(v) > 0.5, annotate=annotate, backend=backend, ax=ax, size=(6.4, 5.4),
+                       plotly_size=(560, 500), **kw)
 
 
 class DirectionsResult(LabelledArray):
@@ -133,6 +132,7 @@ class DirectionsResult(LabelledArray):
         """``kind="bars"``: one bar chart per class (neuron index across), the ``top`` neurons of largest
         |value| marked (red positive, blue negative) and labelled. ``kind="similarity"``: the annotated
         cosine-similarity heatmap (:meth:`SimilarityMatrix.plot`)."""
+        backend = resolve_backend(backend)
         if kind == "similarity":
             return self.similarity().plot(ax=ax, backend=backend, **kw)
         if kind != "bars":
@@ -158,8 +158,6 @@ class DirectionsResult(LabelledArray):
                                      hovertemplate="neuron %{x}: %{y:.4f}<extra></extra>"), k // cols + 1, k % cols + 1)
             fig.update_layout(title=title, height=260 * rows + 80, width=260 * cols + 80)
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         if ax is not None and len(idx) != 1:

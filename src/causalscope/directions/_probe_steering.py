@@ -17,7 +17,7 @@ import torch
 
 from ..core import Add, Site
 from ..errors import InputError
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._inputs import take_inputs
 from ._probe_fit import length_groups
 
@@ -50,6 +50,7 @@ class SteeringCheck(LabelledArray):
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Fraction predicted as the target and its mean probability vs strength: probe direction against the
         random directions (mean and min-max band)."""
+        backend = resolve_backend(backend)
         s = np.asarray(self.coords["strength"], dtype=float)
         rand = [d for d in self.coords["direction"] if d != "probe"]
         R = self.sel(direction=rand).values.numpy()                # (random, strength, stat)
@@ -72,8 +73,6 @@ class SteeringCheck(LabelledArray):
             fig.update_xaxes(title_text="strength")
             fig.update_layout(title={"text": f"steering {src} -> {tgt} at {self.meta['site']}"})
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(10, 3.6), layout="constrained")

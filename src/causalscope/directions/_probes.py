@@ -26,7 +26,7 @@ import torch
 from ..core import Site, as_site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._inputs import PROBE_NEEDS_LABELS, check_labels, count_inputs, split_data
 from ._probe_fit import (
     CONTROLS,
@@ -141,6 +141,7 @@ class ProbeResult(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Left: accuracy and control accuracy per site (with the majority baseline); right: selectivity bars."""
+        backend = resolve_backend(backend)
         sites = [str(s) for s in self.coords["site"]]
         vals = {k: self.sel(metric=k).values.numpy() for k in METRICS}
         if backend == "plotly":
@@ -156,8 +157,6 @@ class ProbeResult(LabelledArray):
             fig.update_yaxes(range=[0, 1.05], row=1, col=1)
             fig.update_layout(title={"text": self.meta.get("title", "probes")})
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         if ax is None:

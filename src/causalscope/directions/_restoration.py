@@ -11,7 +11,7 @@ import torch
 from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._inputs import as_site_arg, n_inputs, progress_for, readout_fn, split_data
 from ._steering import softmax
 
@@ -163,6 +163,7 @@ class RestorationResult(LabelledArray):
         """One panel per corruption: the mean recovered probability per site (line) with a band
         (``spread``: ``"std"`` = mean +- std, ``"iqr"`` = 25-75%, ``"sem"``, ``"minmax"``), and the clean and
         corrupted means as dashed lines."""
+        backend = resolve_backend(backend)
         mean, lo, hi = self._band(spread)
         sites = self.sites
         clean = float(self.clean_prob.double().mean())
@@ -189,8 +190,6 @@ class RestorationResult(LabelledArray):
             fig.update_yaxes(title_text="p(clean prediction)", range=[0, 1.02], row=1, col=1)
             fig.update_layout(title=title, width=max(450, 380 * len(self.corruptions)), height=420)
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         C = len(self.corruptions)

@@ -15,7 +15,7 @@ import torch
 from ..core import Add
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, heatmap, resolve_backend
 from ._classes import DirectionsResult
 from ._inputs import (
     as_site_arg,
@@ -165,6 +165,7 @@ class SteeringResult(LabelledArray):
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Left: the summary lines against strength (accuracy, p(true), p(target), fraction predicted as the
         target). Right: the predicted-class histogram (class x strength). ``ax`` is not used (two panels)."""
+        backend = resolve_backend(backend)
         has_summary = self.meta.get("accuracy") is not None or self.target is not None
         lines = self.summary() if has_summary else None
         pred = self.predicted.numpy()
@@ -186,8 +187,6 @@ class SteeringResult(LabelledArray):
             fig.update_yaxes(title_text="class", type="category", autorange="reversed", row=1, col=2)
             fig.update_layout(title=title, width=1000, height=420)
             return fig
-        if backend != "matplotlib":
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(11, 4), layout="constrained")
@@ -264,18 +263,17 @@ class SteeringMatrix(LabelledArray):
     def plot(self, stat: str = "frac_target", ax: Any = None,  # type: ignore[override]  # public API: stat= first
              backend: str = "matplotlib", annotate: bool | None = None, **kw: Any) -> Any:
         """Annotated heatmap of one statistic: source class down, added direction (target) across."""
+        backend = resolve_backend(backend)
         a = self.stat(stat)
         data = a.numpy()
         src = [str(c) for c in self.sources]
         tgt = [str(c) for c in self.targets]
         annotate = max(len(src), len(tgt)) <= 20 if annotate is None else annotate
         title = f"steering at {self.meta['site']}, strength {self.strength:g}: {stat}"
-        from ..results import annotated_heatmap
-
-        return annotated_heatmap(data, src, tgt, title=title, row_title="source class (inputs)",
-                                 col_title="target class (direction added)", value_title=stat, vmin=0, vmax=1,
-                                 cmap="viridis", colorscale="Viridis", text_dark=lambda v: v < 0.5,
-                                 annotate=annotate, backend=backend, ax=ax, **kw)
+        return heatmap(data, src, tgt, title=title, row_title="source class (inputs)",
+                       col_title="target class (direction added)", value_title=stat, vmin=0, vmax=1, cmap="viridis",
+                       colorscale="Viridis", text_dark=lambda v: v < 0.5, annotate=annotate, backend=backend, ax=ax,
+                       **{"reverse": False, "plotly_size": (600, 520), **kw})
 
 
 # -- methods ----------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from ..core import Engine, input_pair, resolve_metric, seq_len, sweep_cells, unique_full_sites
 from ..errors import InputError
 from ..loading import load
+from ..results import resolve_backend
 from ._result import PatchingResult
 
 
@@ -48,6 +49,7 @@ class AttributionPatchingResult(PatchingResult):
 
     def plot_against(self, exact: PatchingResult, backend: str = "matplotlib") -> Any:
         """Scatter of the estimate against exact patching (one panel per direction), the worst cells labelled."""
+        backend = resolve_backend(backend)
         dirs = self.coords["direction"]
         if backend == "plotly":
             import plotly.graph_objects as go

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 
 
 class IGResult(LabelledArray):
@@ -69,8 +69,7 @@ class IGResult(LabelledArray):
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Bar chart of the attributions summed over the last dims, per position (or per neuron), one bar
         group per input. Returns a matplotlib ``Figure`` or, with ``backend="plotly"``, a plotly figure."""
-        if backend not in ("matplotlib", "plotly"):
-            raise ValueError(f"backend must be 'matplotlib' or 'plotly', got {backend!r}")
+        backend = resolve_backend(backend)
         per = self.per_position()
         data = per.numpy().reshape(self.shape[0], -1)
         axis = per.dims[1] if per.ndim > 1 else "input"

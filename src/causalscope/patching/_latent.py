@@ -6,7 +6,7 @@ from typing import Any, Literal
 import torch
 
 from ..core import Site
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 
 METHODS = ("denoise (clean into corrupted)", "noise (corrupted into clean)", "IG (input clean, baseline corrupted)",
            "IG (input corrupted, baseline clean)", "IG (zero baseline, clean input)")
@@ -51,6 +51,7 @@ class LatentCircuits(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Grouped bars: one panel per gate, a group per method, a bar per input."""
+        backend = resolve_backend(backend)
         gates, methods = self.coords["gate"], self.coords["method"]
         if backend == "plotly":
             import plotly.graph_objects as go

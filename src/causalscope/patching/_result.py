@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 
 EXPLANATION = """\
 Denoising (clean activation into the corrupted run) asks whether a site is *sufficient*: does it alone
@@ -88,6 +88,7 @@ class PatchingResult(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """Denoise and noise side by side (and their asymmetry): heatmaps for 2-D sweeps, bars for 1-D."""
+        backend = resolve_backend(backend)
         panels = [(n, self.sel(direction=n)) for n in self.coords["direction"]]
         if len(panels) == 2:
             panels.append(("asymmetry (noise - denoise)", self.asymmetry))

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._trace import Kind, _lm, causal_trace, embedding_std
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
@@ -68,6 +68,7 @@ class TraceAverage(LabelledArray):
         return out
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
+        backend = resolve_backend(backend)
         kinds = list(self.coords["kind"])
         layers = list(self.coords["layer"])
         classes = list(self.coords["token_class"])

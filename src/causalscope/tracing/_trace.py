@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from ..core import Model, Noise, Patch, SegmentedLM, Site, block_staircase, block_step, segmented
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray
+from ..results import LabelledArray, resolve_backend
 from ._batched import batched_scores
 
 Kind = Literal["hidden", "mlp", "attn"]
@@ -125,6 +125,7 @@ class TraceResult(LabelledArray):
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
         """ROME-style heatmap: tokens down, layers across; purple / green / red for hidden / mlp / attn."""
+        backend = resolve_backend(backend)
         labels = [t + ("*" if self.subject_range[0] <= i < self.subject_range[1] else "")
                   for i, t in enumerate(self.tokens)]
         kind = self.kind
