@@ -9,8 +9,8 @@ the backend switch, the heatmap and the figure writer.
 >>> save_figure(r.plot(), "effect.png")  # doctest: +SKIP
 """
 from ._figures import BACKENDS, DEFAULT_BACKEND, backend_for, resolve_backend, save_figure
-from ._heatmap import annotated_heatmap, heatmap
+from ._heatmap import heatmap
 from ._labelled import LabelledArray, load_result
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "annotated_heatmap", "backend_for", "heatmap",
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "backend_for", "heatmap",
            "load_result", "resolve_backend", "save_figure"]

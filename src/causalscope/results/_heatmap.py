@@ -14,7 +14,7 @@ import numpy as np
 
 from ._figures import resolve_backend
 
-__all__ = ["annotated_heatmap", "heatmap", "set_ticks"]
+__all__ = ["heatmap", "set_ticks"]
 
 
 def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title: str = "", row_title: str = "",
@@ -65,19 +65,6 @@ def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
     fig.colorbar(image, ax=ax, label=value_title)
     ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
     return fig
-
-
-def annotated_heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, annotate: bool = True,
-                      reverse: bool | None = False, plotly_size: tuple[int, int] | None = (600, 520),
-                      **kw: Any) -> Any:
-    """:func:`heatmap` with each value written in its cell and a 600 x 520 plotly figure by default (the name
-    the result types use).
-
-    >>> fig = annotated_heatmap(np.eye(2), ["a", "b"], ["a", "b"], vmin=0, vmax=1)
-    >>> len(fig.axes[0].texts)
-    4
-    """
-    return heatmap(data, rows, cols, annotate=annotate, reverse=reverse, plotly_size=plotly_size, **kw)
 
 
 def set_ticks(set_positions: Callable[..., Any], set_labels: Callable[..., Any], labels: Sequence[Any], *,
