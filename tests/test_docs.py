@@ -3,8 +3,8 @@ per page (a block whose first line is ``# no-test`` is skipped), and every ``cau
 the ```bash blocks of docs/cli.md exits 0. Everything is written under pytest's tmp_path."""
 from __future__ import annotations
 
-import re
 import os
+import re
 import shlex
 import subprocess
 import sys

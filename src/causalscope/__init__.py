@@ -15,7 +15,7 @@ The package is layered (docs/decisions/0005-layout.md); imports run one way and 
          ->  zoo, data  ->  errors
 
 ``core`` imports no family; a family imports another package only through its ``__init__`` (never a
-``_private`` module or name of another package); only ``core/_engine.py`` registers hooks.
+``_private`` module or name of another package); only ``core/_engine*.py`` registers hooks.
 """
 from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
 from ._version import __version__

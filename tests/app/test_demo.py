@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import causalscope as cs
-from causalscope.app.report import check_report, find_chromium
 from causalscope.app.demo import build_report, patching_map
+from causalscope.app.report import check_report, find_chromium
 
 
 @pytest.mark.slow

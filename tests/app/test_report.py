@@ -13,9 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from causalscope.app.report import _browser
-from causalscope.app.report import check_report, find_chromium, render_dom
-from causalscope.app.report import Report
+from causalscope.app.report import Report, _browser, check_report, find_chromium, render_dom
 
 BROWSER_TEST_BUDGET_S = 20.0
 

@@ -17,8 +17,8 @@ import causalscope as cs
 from causalscope import circuits
 from causalscope.circuits import Circuit, node_effects, position_pca, subspace_effects
 from causalscope.zoo.compiled import CompiledConfig, random_compiled
-from plain_hooks import hook
 from model_state import assert_same, snapshot
+from plain_hooks import hook
 
 CFG = CompiledConfig(n_layers=2, d_model=12, n_heads=2, d_head=4, d_mlp=8, d_vocab=5, d_vocab_out=3, n_ctx=6)
 NUM_CFG = CompiledConfig(n_layers=2, d_model=12, n_heads=2, d_head=4, d_mlp=8, d_vocab=5, d_vocab_out=1, n_ctx=6)

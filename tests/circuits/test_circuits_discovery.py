@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_circuits_graph import naive_forward, tiny, tokens
 
 import causalscope as cs
 from causalscope import InputError, circuits
 from causalscope.circuits import ComputeGraph
-from plain_hooks import hook
-from test_circuits_graph import naive_forward, tiny, tokens
 from model_state import assert_same, snapshot
+from plain_hooks import hook
 
 POS = [1, 2, 3, 4]
 

@@ -8,8 +8,7 @@ import torch
 
 import causalscope as cs
 from causalscope import InputError
-from causalscope.circuits import ComputeGraph, upstream
-from causalscope.circuits import _graph
+from causalscope.circuits import ComputeGraph, _graph, upstream
 from causalscope.zoo import build_mlp
 from causalscope.zoo.compiled import CompiledConfig, random_compiled
 

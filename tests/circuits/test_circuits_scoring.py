@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
+from test_circuits_graph import naive_forward, tiny, tokens
 
 from causalscope import InputError, circuits
 from causalscope.circuits import Circuit, ComputeGraph
-from test_circuits_graph import naive_forward, tiny, tokens
 
 POS = [1, 2, 3, 4]
 

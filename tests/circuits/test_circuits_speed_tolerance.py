@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from test_circuits_graph import tiny, tokens
 
 from causalscope import InputError, circuits
 from causalscope.circuits import Circuit, CircuitScores, ComputeGraph
 from causalscope.zoo.compiled import CompiledConfig, random_compiled
-from test_circuits_graph import tiny, tokens
 
 POS = [1, 2, 3, 4]
 VALUES = (0.0, 0.0, 0.0, 0.25, 0.5, 1.5)  # many exact zeros: the edges with no effect

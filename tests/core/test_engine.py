@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import causalscope as cs
-from causalscope.zoo import build_mlp, build_tiny_lm
-
+from causalscope.zoo import build_mlp
 from conftest import PROMPTS, hooked_transformer
 
 

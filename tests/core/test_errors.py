@@ -13,8 +13,24 @@ import torch
 from torch import nn
 
 import causalscope as cs
-from causalscope import (Add, CausalScopeError, InputError, Intervention, InterventionError, Mean, Noise, Patch,
-                         PlanError, Project, Resample, Scale, Set, Site, SiteError, Zero)
+from causalscope import (
+    Add,
+    CausalScopeError,
+    InputError,
+    Intervention,
+    InterventionError,
+    Mean,
+    Noise,
+    Patch,
+    PlanError,
+    Project,
+    Resample,
+    Scale,
+    Set,
+    Site,
+    SiteError,
+    Zero,
+)
 from causalscope.zoo import build_mlp, build_tiny_lm
 from conftest import LM_ARCHS, hooked_transformer
 
@@ -334,7 +350,7 @@ class Exploding(nn.Module):
         self.exc = exc
 
     def forward(self, x):
-        h = self.fc1(x)
+        self.fc1(x)  # the user code runs, then raises
         raise self.exc("boom from the user's forward")
 
 

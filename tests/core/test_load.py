@@ -6,7 +6,6 @@ import torch
 
 import causalscope as cs
 from causalscope.zoo import build_tiny_lm
-
 from conftest import LM_ARCHS, hooked_transformer
 
 

@@ -24,7 +24,7 @@ CORRUPTED = ["the old dog saw a river near the city", "a big red cat ran by the 
 CORRECT, WRONG = [25, 26], [65, 33]  # |m_clean - m_corr| > 2 on the init_std=0.3 models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lm(arch: str):
     return build_tiny_lm(arch, init_std=0.3)
 
@@ -208,7 +208,7 @@ def test_linear_model_estimate_equals_exact_patching(sites, per):
 # ---------------------------------------------------------------------------------------------------------
 # 3: disagreement and agreement
 # ---------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pair():
     m = sharp()
     clean, corr = ids(m)

@@ -20,7 +20,7 @@ CORRECT, WRONG = [25, 26], [65, 33]  # per-prompt answer tokens; chosen so that 
 # three models: scores (raw / span) are then no more sensitive to float32 rounding than the raw values
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lm(arch: str) -> tuple[nn.Module, object]:
     return build_tiny_lm(arch, init_std=0.3)
 
@@ -489,7 +489,7 @@ def test_errors_leave_no_hooks():
 # ---------------------------------------------------------------------------------------------------------
 # 9: the result object
 # ---------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _heads_result() -> cs.PatchingResult:
     m = sharp("gpt2")
     clean, corr = ids(m)

@@ -16,8 +16,8 @@ import torch
 from matplotlib.figure import Figure
 
 import causalscope.results._labelled as results_mod
-from causalscope.results import LabelledArray, load_result
 from causalscope._version import __version__
+from causalscope.results import LabelledArray, load_result
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
 

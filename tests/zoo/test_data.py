@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import causalscope as cs
-from causalscope.data._mnist import FASHION_MNIST_DIRS
 from causalscope.data import digits, digits_indices, find_fashion_mnist, load_idx, load_mnist_folder, save_idx
+from causalscope.data._mnist import FASHION_MNIST_DIRS
 
 # type code -> (torch dtype, struct letter of one big-endian value)
 SPEC = {0x08: (torch.uint8, "B"), 0x09: (torch.int8, "b"), 0x0B: (torch.int16, "h"), 0x0C: (torch.int32, "i"),
