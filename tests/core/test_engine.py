@@ -465,3 +465,24 @@ def test_deferred_finite_check_names_the_failing_intervention():
     state = {"finite": [(torch.tensor(True), ok)]}
     _check_finite(state["finite"])
     assert state["finite"] == []
+
+
+def test_plan_is_a_dry_run_that_shows_the_grouping(gpt2):
+    """Model.plan compiles a plan without running the model: an L x T sweep of one intervention is L ops of T
+    rows (one per module), mixing intervention kinds at one module makes one op per kind, input sites are
+    named as such; the reference is the grouping rule written out by hand."""
+    calls = []
+    h = gpt2.module.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        rows = [{cs.Site(f"layers.{l}", positions=t): cs.Zero()} for l in range(4) for t in range(6)]
+        paths = [gpt2.adapter.resolve(cs.Site(f"layers.{l}")).path for l in range(4)]
+        assert gpt2.plan("the cat sat on the mat", rows) == {p: [6] for p in paths}
+        mixed = [{cs.Site("layers.1", positions=t): cs.Zero() if t % 2 else cs.Scale(2.0)} for t in range(6)]
+        assert gpt2.plan("the cat sat on the mat", mixed) == {paths[1]: [3, 3]}
+        inp = gpt2.plan("the cat sat on the mat", {cs.Site("layers.2", io="input", positions=0): cs.Zero()})
+        assert inp == {f"{paths[2]} (input)": [1]}
+        with pytest.raises(cs.SiteError):
+            gpt2.plan("the cat sat on the mat", {cs.Site("layers.9"): cs.Zero()})
+    finally:
+        h.remove()
+    assert calls == []

@@ -130,7 +130,12 @@ class Engine:
         self.adapter = adapter
 
     # -- planning ----------------------------------------------------------------------------------
-    def _rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, Mapping]]:
+    def plan_rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, Mapping]]:
+        """The plan as ``(input row, {site: intervention})`` pairs, checked (one edits dict per row).
+
+        >>> engine.plan_rows(batch, {"layers.0": Zero()}, None)     # a dict applies to every input row
+        [(0, {'layers.0': Zero()})]
+        """
         if edits is None:
             if input_index is None:
                 input_index = range(batch.size)
@@ -210,7 +215,7 @@ class Engine:
               chunk_size: int | None, keep_output: bool | None, keep_kv: bool) -> _Plan:
         """Check the arguments, compile the edits into ops and resolve their sources."""
         batch = self.adapter.prepare(inputs)
-        rows = self._rows(batch, edits, input_index)
+        rows = self.plan_rows(batch, edits, input_index)
         in_order = [i for i, _ in rows]
         identity = in_order == list(range(batch.size))
         index = torch.arange(len(rows)) if identity else torch.tensor(in_order, dtype=torch.long)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ._engine import Engine, Run
+from ._engine_ops import compile_ops
 from ._guard import preserved
 from ._sites import Site
 from .adapters import Adapter, segmented
@@ -58,6 +59,21 @@ class Model:
         if ids is None or self.tokenizer is None:
             raise TypeError("tokens() needs a language model with a tokenizer.")
         return [self.tokenizer.decode([int(i)]) for i in ids[0]]
+
+    def plan(self, inputs: Any, edits: Any = None, *, input_index: Sequence[int] | None = None) -> dict[str, list[int]]:
+        """Dry run: how the engine groups a plan's rows into ops, one vectorised write per op, per hooked module.
+        The model does not run; sites are resolved and checked as in :meth:`run`.
+
+        >>> rows = [{Site(f"layers.{l}", positions=t): Zero()} for l in range(4) for t in range(6)]
+        >>> m.plan("the cat sat on the mat", rows)           # 24 cells: 4 ops of 6 rows, not 24 steps
+        {'transformer.h.0': [6], 'transformer.h.1': [6], 'transformer.h.2': [6], 'transformer.h.3': [6]}
+
+        Keys are module paths (``"path (input)"`` for input sites); values list the rows of each op there.
+        """
+        batch = self.adapter.prepare(inputs)
+        ops = compile_ops(self.adapter, batch, self.engine.plan_rows(batch, edits, input_index))
+        return {path if io == "output" else f"{path} (input)": [len(op.rows) for op in lst]
+                for (path, io), lst in ops.items()}
 
     def run(self, inputs: Any, edits: Any = None, *, cache: Sequence[Site | str] = (),
             grads: Sequence[Site | str] = (), metric: Callable[..., torch.Tensor] | None = None,
