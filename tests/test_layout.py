@@ -170,12 +170,14 @@ def test_every_package_has_a_layer():
 
 def test_imports_follow_the_layers_and_enter_packages_through_init():
     imps, _ = all_imports()
-    assert violations(imps) == []
+    bad = violations(imps)
+    assert not bad, "forbidden imports (docs/decisions/0005-layout.md):\n" + "\n".join(bad)
 
 
 def test_no_circle_of_imports():
     imps, known = all_imports()
-    assert cycles(imps, known) == []
+    found = cycles(imps, known)
+    assert not found, "circles of imports:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_only_the_engine_registers_hooks():
@@ -186,12 +188,12 @@ def test_only_the_engine_registers_hooks():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in HOOK_CALLS:
                 offenders.append(f"{name}:{node.lineno} .{node.attr}")
-    assert offenders == []
+    assert not offenders, "hooks registered outside core/_engine*.py:\n" + "\n".join(offenders)
 
 
 def test_no_module_over_500_lines():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
-    assert long == {}
+    assert not long, f"modules over {MAX_LINES} lines (split them by what they hold): {long}"
 
 
 # -- the checker catches what it should --------------------------------------------------------------------------
