@@ -247,7 +247,7 @@ def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.T
                             f"(got {lo} .. {hi}; valid {-T} .. {T - 1}).")
     split = site.heads is not None and n_heads is not None and act.ndim in (2, 3)
     last = act.shape[-1] // n_heads if split and n_heads else act.shape[-1]
-    if split and act.shape[-1] % n_heads:  # type: ignore[operator]
+    if split and act.shape[-1] % cast(int, n_heads):  # split implies n_heads
         raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
     if site.heads is not None and isinstance(site.heads, tuple):
         H = cast(int, n_heads) if split else act.shape[-2]  # split implies n_heads
