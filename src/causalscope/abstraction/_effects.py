@@ -7,6 +7,7 @@ import torch
 
 from ..core import (
     Site,
+    call_metric,
     first_difference,
     full_rows,
     input_pair,
@@ -132,14 +133,12 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
 
     def patched(base_run: Any, base_x: Any, source_run: Any, fn: Any) -> torch.Tensor:
         if fast:
-            return staircase(m, cells, base_run, source_run, P, T, d, fn, False, "mediation")[0]
+            return staircase(m, cells, base_run, source_run, P, T, d, fn, False, "mediation", chunk_size)[0]
         return full_rows(m, cells, base_x, source_run, P, fn, chunk_size, False)[0]
 
     logits = runs["source"].output is not None and runs["source"].output.ndim == 3
     if logits:  # IIA on an LM: the intervened run predicts the source run's top token; same pass as the metric
-        def both(y: torch.Tensor) -> torch.Tensor:
-            return torch.stack([metric_fn(y).float(), y[:, -1].argmax(-1).float()], 1)
-        both.last_only = is_last_only(metric_fn)  # type: ignore[attr-defined]
+        both = _WithTopToken(metric_fn)
         into_base, top = patched(runs["base"], base_in, runs["source"], both).unbind(-1)
         hit = top == cast(torch.Tensor, runs["source"].output)[:, -1].argmax(-1).float()[None]
     else:
@@ -163,3 +162,15 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
             "title": f"mediation of {', '.join(varied) or 'the input change'}"}
     return MediationResult(full, (*dims, "stat", "value"), {**coords, "stat": list(STATS),
                                                            "value": ["mean", "lo", "hi"]}, meta, name="effect")
+
+
+class _WithTopToken:
+    """The metric and the top token at the last position, as two columns of one pass (IIA on LMs)."""
+
+    takes_input_index = True
+
+    def __init__(self, metric: Any) -> None:
+        self.metric, self.last_only = metric, is_last_only(metric)
+
+    def __call__(self, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([call_metric(self.metric, y, index).float(), y[:, -1].argmax(-1).float()], 1)

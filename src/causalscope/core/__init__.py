@@ -24,7 +24,7 @@ from ._interventions import (
                              Zero,
                              as_intervention,
 )
-from ._metrics import Metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
+from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
 from ._model import Model
 from ._segments import block_staircase, block_step, full_rows, segmented_ok, staircase
 from ._sites import Site, as_site
@@ -36,6 +36,7 @@ __all__ = [
     "SegmentedLM", "block_staircase", "block_step", "segmented",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
-    "adapter_for", "as_intervention", "as_site", "is_last_only", "logit", "logit_diff", "output_value", "preserved",
+    "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
+    "preserved",
     "primary", "prob", "resolve_metric",
 ]

@@ -23,10 +23,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
-from ..errors import InterventionError, PlanError, SiteError
+from ..errors import InputError, InterventionError, PlanError, SiteError
 from ._engine_ops import Chunk, Key, Op, Source, apply_op, check_finite, check_site, compile_ops, view
 from ._guard import preserved
 from ._interventions import Intervention
+from ._metrics import call_metric
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
 
@@ -225,6 +226,10 @@ class Engine:
         grad_sites = [as_site(s) for s in grads]
         if grad_sites and metric is None:
             raise PlanError("grads=[...] needs a metric: the gradients are of metric(output) (one scalar per row).")
+        answers = int(getattr(metric, "n_answers", 1))
+        if answers > 1 and batch.size % answers:
+            raise InputError(f"The metric has {answers} answer tokens (one per prompt) but the inputs have "
+                             f"{batch.size} rows: give one answer per prompt.")
         kv_of = segmented(self.adapter) if keep_kv else None
         if keep_kv and kv_of is None:
             raise PlanError(f"keep_kv=True needs a Hugging Face causal LM (it keeps its key/value cache); "
@@ -318,7 +323,7 @@ class Engine:
     def _metric(self, metric: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor,
                 idx: torch.Tensor) -> torch.Tensor | None:
         """``metric`` of this pass's output (also given the rows' base inputs if it ``takes_input_index``)."""
-        m = metric(y, idx) if getattr(metric, "takes_input_index", False) else metric(y)  # type: ignore[call-arg]
+        m = call_metric(metric, y, idx)
         return None if m is None else self._check_metric(m, len(idx))
 
     @staticmethod

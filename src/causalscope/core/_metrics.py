@@ -17,15 +17,22 @@ Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
 class _LastPosition:
-    """A metric of the last position's logits (or of a (rows, classes) output)."""
+    """A metric of the last position's logits (or of a (rows, classes) output).
+
+    With one answer token per prompt (``n_answers`` > 1), row ``r`` reads the answer of prompt
+    ``input_index[r] % n_answers``: the engine passes each row's input index (``takes_input_index``), so a
+    chunked run picks the same answers as one pass. Called without an index, rows repeat the prompts in order.
+    """
 
     last_only = True
+    takes_input_index = True
 
-    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.name, self._fn = name, fn
+    def __init__(self, name: str, fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                 n_answers: int = 1) -> None:
+        self.name, self._fn, self.n_answers = name, fn, int(n_answers)
 
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        return self._fn(y[:, -1] if y.ndim == 3 else y)
+    def __call__(self, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fn(y[:, -1] if y.ndim == 3 else y, index)
 
     def __repr__(self) -> str:
         return self.name
@@ -51,10 +58,14 @@ def _ids(model: Any, tokens: Any, what: str) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
-def _pick(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``logits[r, ids[r]]`` (one id per row, or one id for all rows)."""
+def _pick(logits: torch.Tensor, ids: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits[r, ids[r]]`` (one id per row, or one id for all rows); with ``index``, row ``r`` reads the id of
+    prompt ``index[r] % len(ids)``."""
     if ids.numel() == 1:
         return logits[:, int(ids[0])]
+    if index is not None:
+        rows = index.to(logits.device) % ids.numel()
+        return logits.gather(1, ids.to(logits.device)[rows][:, None])[:, 0]
     if ids.numel() != logits.shape[0]:
         # rows of a sweep repeat the prompts: cell c, prompt p is row c * P + p
         if logits.shape[0] % ids.numel():
@@ -69,7 +80,10 @@ def logit_diff(correct: Any, wrong: Any, model: Any = None) -> _LastPosition:
     >>> metric = cs.logit_diff(" Mary", " John", model=m)      # or token ids: cs.logit_diff(5, 9)
     """
     a, b = _ids(model, correct, "correct"), _ids(model, wrong, "wrong")
-    return _LastPosition(f"logit_diff({correct!r}, {wrong!r})", lambda y: _pick(y, a) - _pick(y, b))
+    if a.numel() != b.numel() and 1 not in (a.numel(), b.numel()):
+        raise InputError(f"{a.numel()} correct and {b.numel()} wrong tokens: give one of each, or one per prompt.")
+    return _LastPosition(f"logit_diff({correct!r}, {wrong!r})", lambda y, i: _pick(y, a, i) - _pick(y, b, i),
+                         max(a.numel(), b.numel()))
 
 
 def logit(token: Any, model: Any = None) -> _LastPosition:
@@ -78,7 +92,7 @@ def logit(token: Any, model: Any = None) -> _LastPosition:
     >>> metric = cs.logit(7)
     """
     a = _ids(model, token, "token")
-    return _LastPosition(f"logit({token!r})", lambda y: _pick(y, a))
+    return _LastPosition(f"logit({token!r})", lambda y, i: _pick(y, a, i), a.numel())
 
 
 def prob(token: Any, model: Any = None) -> _LastPosition:
@@ -87,7 +101,7 @@ def prob(token: Any, model: Any = None) -> _LastPosition:
     >>> metric = cs.prob(" Paris", model=m)
     """
     a = _ids(model, token, "token")
-    return _LastPosition(f"prob({token!r})", lambda y: _pick(y.float().softmax(-1), a))
+    return _LastPosition(f"prob({token!r})", lambda y, i: _pick(y.float().softmax(-1), a, i), a.numel())
 
 
 class _Output:
@@ -119,6 +133,14 @@ def resolve_metric(metric: Any, model: Any) -> Metric:
     if callable(metric):
         return metric
     raise InputError(f"metric must be a callable output -> (rows,), e.g. cs.logit_diff(...); got {metric!r}.")
+
+
+def call_metric(metric: Callable[..., torch.Tensor], y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """``metric(y, index)`` for a metric that ``takes_input_index`` (each row's base input), else ``metric(y)``.
+
+    >>> call_metric(cs.logit_diff([5, 6], [9, 3]), logits, torch.tensor([0, 1, 0, 1]))
+    """
+    return metric(y, index) if getattr(metric, "takes_input_index", False) else metric(y)
 
 
 def is_last_only(metric: Any) -> bool:

@@ -56,9 +56,10 @@ def segmented_ok(m: Model, cells: list[Cell]) -> bool:
 
 def block_step(m: Model, lm: SegmentedLM, kv: KV | None, states: Sequence[torch.Tensor], j: int, t: int,
                rows: list[dict], *, head: bool = False, last_only: bool = False, metric: Any = None,
-               cache: Sequence[Site | str] = ()) -> tuple[Run, int]:
-    """Block ``j`` alone, once, on the stacked ``states`` (groups of rows at positions ``t..``), against the
-    keys / values before ``t`` of ``kv`` (one run's, repeated per group). Returns the run and its token-layers.
+               cache: Sequence[Site | str] = (), chunk_size: int | None = None) -> tuple[Run, int]:
+    """Block ``j`` alone on the stacked ``states`` (groups of rows at positions ``t..``), against the keys /
+    values before ``t`` of ``kv`` (one run's, repeated per group), in engine chunks of at most ``chunk_size``
+    rows (the engine's memory bound when None). Returns the run and its token-layers.
 
     >>> run, tl = block_step(m, lm, corrupted.kv, [h1, h2], j=3, t=5, rows=[{}] * (2 * samples))
     """
@@ -66,20 +67,20 @@ def block_step(m: Model, lm: SegmentedLM, kv: KV | None, states: Sequence[torch.
         raise PlanError("A segmented block call needs the base run's keys / values: run it with keep_kv=True.")
     past = lm.stacked_past(kv, j, len(states), t)
     seg = lm.segment(torch.cat(list(states)), layer=j, stop=j + 1, pos=t, past=past, head=head, last_only=last_only)
-    run = m.run(seg, rows, metric=metric, cache=cache)
+    run = m.run(seg, rows, metric=metric, cache=cache, chunk_size=chunk_size, progress=False)
     return run, int(run.meta["token_layers"] or 0)
 
 
 def block_staircase(m: Model, lm: SegmentedLM, kv: KV | None, t: int, P: int, enter: Callable[[int], Entering],
                     carry: Callable[[int], list[dict]] | None = None, metric: Any = None,
-                    last_only: bool = False) -> tuple[Run | None, int]:
+                    last_only: bool = False, chunk_size: int | None = None) -> tuple[Run | None, int]:
     """The staircase over blocks at positions ``t..``: every group of ``P`` rows enters at its own block
     (``enter(j)``: the groups entering at block ``j``, with their rows of edits there) and then runs every
     block above it; block ``j`` runs once on the stacked states of all groups entered so far, the running
     ones first, in the order they entered. ``carry(j)``: the ``P`` rows of edits of each running group at
     block ``j`` (default: none). The last block runs the head (on the last position only, with
     ``last_only``; then ``metric`` is taken there). Returns the last block's run (None where no group
-    entered) and the token-layers run.
+    entered) and the token-layers run. No block call runs more than ``chunk_size`` rows at once.
 
     >>> run, tl = block_staircase(m, lm, corrupted.kv, t, samples, lambda j: [(state_at(j), [{}] * samples)])
     """
@@ -95,7 +96,7 @@ def block_staircase(m: Model, lm: SegmentedLM, kv: KV | None, t: int, P: int, en
         states += [h for h, _ in new]
         last = j == L - 1
         run, tl = block_step(m, lm, kv, states, j, t, rows, head=last, last_only=last and last_only,
-                             metric=metric if last and last_only else None)
+                             metric=metric if last and last_only else None, chunk_size=chunk_size)
         token_layers += tl
         if last:
             return run, token_layers
@@ -126,7 +127,7 @@ def _from(site: Site, p0: int, T: int) -> Site | None:
 
 
 def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: int, d: int, metric: Any,
-              progress: bool | None, name: str) -> tuple[torch.Tensor, int]:
+              progress: bool | None, name: str, chunk_size: int | None = None) -> tuple[torch.Tensor, int]:
     """LMs with a segmented forward: cells grouped by the first position they can change; within a group
     each cell enters at its own block (the base run's block input, patched there) and every block call
     runs the stacked states of all cells already patched, on positions from that one on (:func:`block_staircase`).
@@ -155,7 +156,8 @@ def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: in
     for t, members in bar:
         order = [i for i, _, _ in sorted(members, key=lambda x: x[1])]  # the order cells enter the staircase
         enter = functools.partial(_entering, base, t, members, patches)
-        run, tl = block_staircase(m, lm, base.kv, t, P, enter, metric=metric, last_only=last_only)
+        run, tl = block_staircase(m, lm, base.kv, t, P, enter, metric=metric, last_only=last_only,
+                                  chunk_size=chunk_size)
         token_layers += tl
         assert run is not None  # every group has a cell, and the staircase ends at the last block
         if last_only:

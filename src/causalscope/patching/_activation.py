@@ -90,7 +90,7 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
         base, source = (runs["corrupted"], runs["clean"]) if name == "denoise" else (runs["clean"], runs["corrupted"])
         base_in = corr_in if name == "denoise" else clean_in
         if fast:
-            vals, tl = staircase(m, cells, base, source, P, T, d, metric_fn, progress, name)
+            vals, tl = staircase(m, cells, base, source, P, T, d, metric_fn, progress, name, chunk_size)
         else:
             vals, tl = full_rows(m, cells, base_in, source, P, metric_fn, chunk_size, progress)
         raw[i] = vals.mean(1)
