@@ -486,3 +486,37 @@ def test_plan_is_a_dry_run_that_shows_the_grouping(gpt2):
     finally:
         h.remove()
     assert calls == []
+
+
+def test_overflow_downstream_of_the_edit_raises_naming_the_intervention(gpt2):
+    """Scale(1e30) writes finite values at layers.1, but the next layer norm overflows: the pass's output holds
+    NaN / inf. The engine raises and names the edit (a plain-hook reference shows the output really is NaN)."""
+    ids = ids_of(gpt2, PROMPTS)
+    h = gpt2.module.transformer.h[1].register_forward_hook(
+        lambda mod, a, o: (o[0] * 1e30, *o[1:]) if isinstance(o, tuple) else o * 1e30)
+    try:
+        with torch.no_grad():
+            ref = gpt2.module(input_ids=ids).logits
+    finally:
+        h.remove()
+    assert not bool(torch.isfinite(ref).all())  # the overflow is real, downstream of the (finite) edit
+    rows = [{}, {cs.Site("layers.1"): cs.Scale(1e30)}, {}]
+    with pytest.raises(cs.InterventionError, match=r"output of plan row 1 is NaN or inf after Scale at 'layers\.1'"):
+        gpt2.run(ids[:1], rows)
+    with pytest.raises(cs.InterventionError, match=r"metric of plan row 0 is NaN or inf after Add at 'layers\.0'"):
+        gpt2.run(ids[:1], {cs.Site("layers.0"): cs.Add(torch.tensor(1.0))},
+                 metric=lambda y: torch.full((y.shape[0],), float("nan")))
+    # chunked the same way: the row is named by its plan index, whatever the chunk
+    with pytest.raises(cs.InterventionError, match="plan row 1 "):
+        gpt2.run(ids[:1], rows, chunk_size=1)
+
+
+def test_a_plain_run_returns_the_models_own_non_finite_output():
+    """No intervention: the run reproduces the model's output exactly, NaN included (nothing to blame)."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].bias.fill_(float("inf"))
+    m = cs.load(net)
+    x = torch.ones(2, 3)
+    out = m.run(x).output
+    assert bool(torch.isinf(out).all()) and torch.equal(out, net(x).detach())

@@ -24,7 +24,18 @@ from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
 from ..errors import InputError, InterventionError, PlanError, SiteError
-from ._engine_ops import Chunk, Key, Op, Source, apply_op, check_finite, check_site, compile_ops, view
+from ._engine_ops import (
+    Chunk,
+    Key,
+    Op,
+    Source,
+    apply_op,
+    check_finite,
+    check_output_finite,
+    check_site,
+    compile_ops,
+    view,
+)
 from ._guard import preserved
 from ._interventions import Intervention
 from ._metrics import call_metric
@@ -309,6 +320,10 @@ class Engine:
                     f"(A segmented run only executes the blocks from its start layer on.)")
             y = self.adapter.output(out)
             m = None if plan.metric is None else self._metric(plan.metric, y, idx)
+            if plan.ops:  # an edit may overflow downstream of its site: check what the pass returns
+                check_output_finite(plan.ops, c0, y, "output")
+                if m is not None:
+                    check_output_finite(plan.ops, c0, m, "metric")
             if plan.grad_res:
                 self._grads(plan, chunk, m, kept)
         if plan.keep_output:

@@ -234,6 +234,31 @@ def check_finite(checks: list[tuple[torch.Tensor, Any]]) -> None:
         raise _not_finite(next(op for ok, op in pending if not bool(ok)))
 
 
+def check_output_finite(ops: Mapping[Key, list[Op]], c0: int, values: torch.Tensor, what: str) -> None:
+    """Raise when a pass with interventions returns NaN / inf in its ``what`` (output or metric), naming the
+    interventions of the first such row (``c0``: the chunk's first plan row).
+
+    >>> check_output_finite(plan.ops, 0, logits, "output")   # after the forward pass
+    """
+    if not values.is_floating_point() or bool(torch.isfinite(values.sum())):
+        return  # NaN / inf propagate into the sum; a non-finite sum of finite values is checked elementwise
+    ok = torch.isfinite(values.reshape(values.shape[0], -1)).all(1) if values.ndim else torch.isfinite(values)
+    if bool(ok.all()):
+        return
+    row = c0 + int((~ok).nonzero()[0, 0])
+    here = [op for lst in ops.values() for op in lst if _has_row(op, row)]
+    named = ", ".join(f"{type(op.intervention).__name__} at {op.site.name!r}" for op in here)
+    cause = (f"after {named}: the values written there were finite, so the overflow happened downstream of the "
+             f"site (e.g. a large Scale or Add); use a smaller edit or a higher-precision dtype") if here else \
+        "in a row without interventions: its inputs (or the model itself) carry NaN / inf"
+    raise InterventionError(f"The {what} of plan row {row} is NaN or inf {cause}.")
+
+
+def _has_row(op: Op, row: int) -> bool:
+    i = bisect_left(op.rows, row)
+    return i < len(op.rows) and op.rows[i] == row
+
+
 def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.Tensor | None) -> None:
     """Raise when ``site`` does not fit ``act`` (positions, heads, neurons or basis out of range)."""
     if site.positions is not None and act.ndim < 3:
