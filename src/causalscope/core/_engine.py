@@ -38,7 +38,7 @@ from ._engine_ops import (
 )
 from ._guard import preserved
 from ._interventions import Intervention
-from ._metrics import call_metric
+from ._metrics import call_metric, takes_lengths
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
 
@@ -75,7 +75,9 @@ class Run:
     ``metric``: ``metric(output)`` per row if a metric was given (on the model's device, like ``output``:
     callers that build results move it to the CPU once); ``meta["token_layers"]``: transformer
     blocks x positions x rows executed (the unit of the compute floor); ``cache`` / ``grads``: activations and
-    gradients of ``metric`` with respect to them, by site name; ``input_index``: each row's base input.
+    gradients of ``metric`` with respect to them, by site name; ``input_index``: each row's base input;
+    ``lengths``: each row's real length when the prompts differ in length (None otherwise): the output and
+    the caches are padded on the right, and site positions were each row's own.
     """
 
     output: torch.Tensor | None
@@ -85,6 +87,8 @@ class Run:
     input_index: torch.Tensor
     kv: list | None = None
     meta: dict = field(default_factory=dict)
+    #: prompts of different lengths: each row's real length (the output and caches are padded on the right)
+    lengths: torch.Tensor | None = None
 
     @property
     def n_rows(self) -> int:
@@ -111,6 +115,7 @@ class _Plan:
     metric: Callable[[torch.Tensor], torch.Tensor] | None
     keep_output: bool
     kv_of: SegmentedLM | None  # keep_kv: the LM whose key/value cache each pass keeps
+    lengths: torch.Tensor | None = None  # each plan row's real length (a ragged batch)
 
 
 class _Kept:
@@ -207,11 +212,11 @@ class Engine:
                     raise InterventionError(
                         f"The source run did not cache {', '.join(f'{p!r} ({io})' for p, io in missing)}; "
                         f"it cached {sorted(src.cache)}. Run the source with cache=[...] covering the patched sites.")
-                resolved[sid] = Source({k: src.cache.by_key[k] for k in keys}, src.n_rows)
+                resolved[sid] = Source({k: src.cache.by_key[k] for k in keys}, src.n_rows, src.lengths)
             else:
                 sites = [Site(p, cast(IO, io)) for p, io in keys]
                 run = self.run(src, cache=sites)
-                resolved[sid] = Source(dict(run.cache.by_key), run.n_rows)
+                resolved[sid] = Source(dict(run.cache.by_key), run.n_rows, run.lengths)
         for lst in ops.values():
             for op in lst:
                 iv = op.intervention
@@ -251,9 +256,16 @@ class Engine:
             check_site(s, batch.seq_len, batch.pos_offset)
         keys = set(ops) | {r.key for _, r in cache_res} | {r.key for _, r in grad_res}
         n = len(rows)
+        lengths = None if batch.lengths is None else batch.lengths.cpu()[index]
+        if lengths is not None and metric is not None and not takes_lengths(metric):
+            raise InputError(
+                f"The prompts have different lengths {sorted(set(lengths.tolist()))}, so the output is padded "
+                f"on the right and a metric that reads positions (e.g. logits[:, -1]) would read padding. Use "
+                f"cs.logit_diff / cs.logit / cs.prob (they read each prompt's last token), or give your metric a "
+                f"`lengths` parameter: def metric(logits, lengths): ... (each row's real length).")
         return _Plan(batch, ops, cache_res, grad_res, keys, index, n, identity,
                      self._chunk_size(chunk_size, n, batch, len(cache_res)), metric,
-                     metric is None if keep_output is None else keep_output, kv_of)
+                     metric is None if keep_output is None else keep_output, kv_of, lengths)
 
     # -- execution ---------------------------------------------------------------------------------
     def run(self, inputs: Any, edits: Any = None, *, cache: Sequence[Site | str] = (), grads: Sequence[Site | str] = (),
@@ -298,7 +310,7 @@ class Engine:
         n = plan.n
         c1 = min(n, c0 + plan.chunk_size)
         idx = plan.input_index[c0:c1]
-        chunk.start(c0, c1, idx)
+        chunk.start(c0, c1, idx, None if plan.lengths is None else plan.lengths[c0:c1])
         sub = plan.batch if plan.identity and c1 - c0 == n else plan.batch.take(idx)
         if plan.ops:
             dev = _device_of(sub)
@@ -319,7 +331,7 @@ class Engine:
                     f"forward pass, so their interventions / cache / grads would silently do nothing. "
                     f"(A segmented run only executes the blocks from its start layer on.)")
             y = self.adapter.output(out)
-            m = None if plan.metric is None else self._metric(plan.metric, y, idx)
+            m = None if plan.metric is None else self._metric(plan.metric, y, idx, chunk.lengths)
             if plan.ops:  # an edit may overflow downstream of its site: check what the pass returns
                 check_output_finite(plan.ops, c0, y, "output")
                 if m is not None:
@@ -336,9 +348,10 @@ class Engine:
             store.append(chunk.cache.pop(k))
 
     def _metric(self, metric: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor,
-                idx: torch.Tensor) -> torch.Tensor | None:
-        """``metric`` of this pass's output (also given the rows' base inputs if it ``takes_input_index``)."""
-        m = call_metric(metric, y, idx)
+                idx: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """``metric`` of this pass's output (also given the rows' base inputs if it ``takes_input_index``, and
+        their real lengths in a ragged batch)."""
+        m = call_metric(metric, y, idx, lengths)
         return None if m is None else self._check_metric(m, len(idx))
 
     @staticmethod
@@ -362,7 +375,7 @@ class Engine:
             for s, r in sites_res:
                 full = torch.cat(store[r.key]) if store[r.key] else torch.empty(0)
                 dst.by_key[r.key] = full
-                dst[s.name] = self._view(full, s, r, batch.seq_len, batch.pos_offset)
+                dst[s.name] = self._view(full, s, r, batch.seq_len, batch.pos_offset, plan.lengths)
         kv = None
         if plan.kv_of is not None and kept.kvs:
             kvs = kept.kvs
@@ -370,7 +383,7 @@ class Engine:
         return Run(torch.cat(kept.outs) if plan.keep_output and kept.outs else None,
                    torch.cat(kept.mets) if kept.mets else None, run_cache, run_grads, plan.input_index, kv,
                    {"n_rows": plan.n, "chunk_size": plan.chunk_size, "token_layers": kept.token_layers,
-                    **self.adapter.describe()})
+                    **self.adapter.describe()}, plan.lengths)
 
     @staticmethod
     def _check_metric(m: Any, n: int) -> torch.Tensor:

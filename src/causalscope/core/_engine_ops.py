@@ -32,6 +32,7 @@ class Source:
 
     tensors: dict[Key, torch.Tensor]
     size: int
+    lengths: torch.Tensor | None = None  # each source row's real length (a ragged source run)
 
 
 @dataclass
@@ -75,22 +76,24 @@ class Chunk:
     (A plain class with slots: it is made once per run, and its attributes are read in every hook.)
     """
 
-    __slots__ = ("seq_len", "offset", "c0", "c1", "input_index", "counts", "acts", "cache", "finite")
+    __slots__ = ("seq_len", "offset", "c0", "c1", "input_index", "lengths", "counts", "acts", "cache", "finite")
 
     def __init__(self, seq_len: int | None, offset: int) -> None:
         self.seq_len = seq_len
         self.offset = offset  # a segmented run covers positions offset .. seq_len-1 only
         self.c0 = self.c1 = 0
         self.input_index: torch.Tensor | None = None  # each of this pass's rows' base input
+        self.lengths: torch.Tensor | None = None  # each of this pass's rows' real length (ragged batches)
         self.cache: dict[Key, torch.Tensor] = {}  # copies of the cached activations (the run takes them each pass)
         # reset by start(): hook calls per module, activations of the grad sites, deferred (accelerator) finite checks
         self.counts: dict[Key, int] = {}
         self.acts: dict[Key, torch.Tensor] = {}
         self.finite: list[tuple[torch.Tensor, Op]] = []
 
-    def start(self, c0: int, c1: int, input_index: torch.Tensor) -> None:
-        """Begin the pass over plan rows ``c0 .. c1`` (base inputs ``input_index``), forgetting the last one."""
-        self.c0, self.c1, self.input_index = c0, c1, input_index
+    def start(self, c0: int, c1: int, input_index: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Begin the pass over plan rows ``c0 .. c1`` (base inputs ``input_index``, real ``lengths`` where the
+        prompts differ in length), forgetting the last one."""
+        self.c0, self.c1, self.input_index, self.lengths = c0, c1, input_index, lengths
         self.counts, self.acts, self.finite = {}, {}, []
 
 
@@ -173,13 +176,17 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)
         if pos is not None:
             pos = pos % T - offset
+    lens = None
+    if chunk.lengths is not None and site.positions is not None and act.ndim >= 3:
+        lens = chunk.lengths[rows]
+        pos = row_positions(site, pos, lens)
     check_shape(act, site, n_heads, pos)
     dev = act.device
     rows_cpu = rows
     staged = op.staged.get(dev)
     if staged is not None:
         rows = staged[0][lo:hi] - c0
-        if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3):
+        if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3) and lens is None:
             pos = staged[1][lo:hi]
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
     x = select(act, rows, pos, site, n_heads)
@@ -199,6 +206,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             src = select(full.mean(0, keepdim=True).to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
         else:
             assert op.src_rows is not None
+            if lens is not None or op.source.lengths is not None:
+                _check_source_lengths(op, op.src_rows[lo:hi], lens, int(act.shape[1]), int(full.shape[1]))
             src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
             src = select(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads)
     assert chunk.input_index is not None
@@ -215,6 +224,50 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
     else:  # reading a flag here would stall the accelerator mid-pass: check once after the forward
         chunk.finite.append((torch.isfinite(new).all(), op))
     write(act, rows, pos, site, n_heads, new)
+
+
+def row_positions(site: Site, pos: torch.Tensor | None, lengths: torch.Tensor) -> torch.Tensor:
+    """The site's positions in each row of a ragged batch: negative positions count back from each row's own
+    last real token; every position must lie inside its row (not in the padding).
+
+    >>> row_positions(Site("layers.0", positions=[0, -1]), None, torch.tensor([5, 3])).tolist()
+    [[0, 4], [0, 2]]
+    """
+    if isinstance(site.positions, slice):
+        sl = site.positions
+        if any(v is not None and v < 0 for v in (sl.start, sl.stop)) or (sl.step is not None and sl.step < 0):
+            raise SiteError(f"Site {site.name!r}: a slice with negative bounds or step means different positions in "
+                            f"prompts of different lengths; give the positions as a list (e.g. [-3, -2, -1]).")
+        pos = torch.arange(int(lengths.max()))[sl].expand(len(lengths), -1)
+        if bool((pos >= lengths[:, None]).any()):
+            raise SiteError(f"Site {site.name!r}: the slice reaches past the end of a shorter prompt (lengths "
+                            f"{lengths.tolist()}); give positions every prompt has, as a list.")
+        return pos
+    assert pos is not None
+    lens = lengths[:, None].to(pos.device)
+    out = torch.where(pos < 0, pos + lens, pos)
+    bad = (out < 0) | (out >= lens)
+    if bool(bad.any()):
+        r = int(bad.any(1).nonzero()[0, 0])
+        raise SiteError(f"Site {site.name!r}: positions {pos[r].tolist()} lie outside a prompt of "
+                        f"{int(lengths[r])} tokens (its padding starts there); positions count from each prompt's "
+                        f"first token, negative ones back from its last.")
+    return out
+
+
+def _check_source_lengths(op: Op, src_rows: torch.Tensor, lens: torch.Tensor | None, T: int, T_src: int) -> None:
+    """Positions counted from the end must mean the same token in the base row and the source row it reads."""
+    if not isinstance(op.site.positions, tuple) or all(p >= 0 for p in op.site.positions):
+        return
+    assert op.source is not None
+    base = lens if lens is not None else torch.full((len(src_rows),), T)
+    src = op.source.lengths[src_rows] if op.source.lengths is not None else torch.full((len(src_rows),), T_src)
+    if not torch.equal(base.cpu(), src.cpu()):
+        i = int((base.cpu() != src.cpu()).nonzero()[0, 0])
+        raise InterventionError(
+            f"{type(op.intervention).__name__} at {op.site.name!r}: positions {list(op.site.positions)} count from "
+            f"the end, but a base prompt has {int(base[i])} tokens and its source prompt {int(src[i])}; the same "
+            f"position would be different tokens. Pair prompts of equal lengths, or give positions from the start.")
 
 
 def _not_finite(op: Any) -> InterventionError:
@@ -359,9 +412,11 @@ def write(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: S
     lv.view.index_put_((rows,), new)
 
 
-def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = None, offset: int = 0) -> torch.Tensor:
+def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = None, offset: int = 0,
+         lengths: torch.Tensor | None = None) -> torch.Tensor:
     """The site's selection of a cached activation. In a segmented run (``offset`` > 0) the cache
-    covers positions offset .. seq_len-1, and the site's absolute positions are mapped onto it."""
+    covers positions offset .. seq_len-1, and the site's absolute positions are mapped onto it; in a ragged
+    batch (``lengths``) positions are each row's own."""
     if full.numel() == 0 or (site.positions is None and site.heads is None and site.neurons is None
                              and site.basis is None):
         return full
@@ -369,6 +424,8 @@ def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = No
     pos = None
     if isinstance(site.positions, tuple):
         pos = torch.tensor(site.positions).expand(full.shape[0], -1)
+    if lengths is not None and site.positions is not None and full.ndim >= 3:
+        pos = row_positions(site, pos, lengths)
     if offset and seq_len and full.ndim >= 3 and site.positions is not None:
         absolute = pos if pos is not None else torch.arange(seq_len)[site.positions].expand(full.shape[0], -1)
         pos = absolute % seq_len - offset

@@ -6,6 +6,7 @@ that position alone (``metric.last_only``).
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,13 +27,17 @@ class _LastPosition:
 
     last_only = True
     takes_input_index = True
+    takes_lengths = True
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
                  n_answers: int = 1) -> None:
         self.name, self._fn, self.n_answers = name, fn, int(n_answers)
 
-    def __call__(self, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fn(y[:, -1] if y.ndim == 3 else y, index)
+    def __call__(self, y: torch.Tensor, index: torch.Tensor | None = None,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if y.ndim == 3:  # the last real token of each row (prompts of different lengths are padded on the right)
+            y = y[:, -1] if lengths is None else y[torch.arange(len(y), device=y.device), lengths.to(y.device) - 1]
+        return self._fn(y, index)
 
     def __repr__(self) -> str:
         return self.name
@@ -108,8 +113,9 @@ class _Output:
     """The output itself, one value per row."""
 
     last_only = False
+    takes_lengths = True  # it reads no position
 
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if y[0].numel() != 1:
             raise InputError(f"The output has {y[0].numel()} values per row; give a metric that reduces it to "
                              f"one number per row (e.g. cs.logit_diff(...) or a lambda).")
@@ -135,12 +141,31 @@ def resolve_metric(metric: Any, model: Any) -> Metric:
     raise InputError(f"metric must be a callable output -> (rows,), e.g. cs.logit_diff(...); got {metric!r}.")
 
 
-def call_metric(metric: Callable[..., torch.Tensor], y: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """``metric(y, index)`` for a metric that ``takes_input_index`` (each row's base input), else ``metric(y)``.
+def call_metric(metric: Callable[..., torch.Tensor], y: torch.Tensor, index: torch.Tensor | None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """``metric(y)``; also given each row's base input (``index``) if it ``takes_input_index``, and each row's
+    real length (``lengths=``, prompts of different lengths) where it takes lengths.
 
     >>> call_metric(cs.logit_diff([5, 6], [9, 3]), logits, torch.tensor([0, 1, 0, 1]))
     """
-    return metric(y, index) if getattr(metric, "takes_input_index", False) else metric(y)
+    args = (y, index) if getattr(metric, "takes_input_index", False) else (y,)
+    if lengths is not None:
+        return metric(*args, lengths=lengths)
+    return metric(*args)
+
+
+def takes_lengths(metric: Any) -> bool:
+    """Whether ``metric`` reads each row's real length: ``metric.takes_lengths`` or a ``lengths`` parameter.
+
+    >>> takes_lengths(cs.logit(5)), takes_lengths(lambda y: y[:, -1, 5]), takes_lengths(lambda y, lengths: y)
+    (True, False, True)
+    """
+    if getattr(metric, "takes_lengths", False):
+        return True
+    try:
+        return "lengths" in inspect.signature(metric).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def is_last_only(metric: Any) -> bool:

@@ -36,6 +36,8 @@ class Batch:
     seq_len: int | None = None
     #: a segmented run covers positions pos_offset .. seq_len-1 only (site positions stay absolute)
     pos_offset: int = 0
+    #: prompts of different lengths, padded on the right: each row's real length (None when all are seq_len)
+    lengths: torch.Tensor | None = None
 
     def take(self, index: torch.Tensor) -> Batch:
         """The rows ``index`` (with repeats), as a new Batch."""
@@ -45,8 +47,9 @@ class Batch:
             if isinstance(v, (list, tuple)):
                 return type(v)(pick(x) for x in v)
             return v
+        lengths = None if self.lengths is None else self.lengths[index.to(self.lengths.device)]
         return Batch(tuple(pick(a) for a in self.args), {k: pick(v) for k, v in self.kwargs.items()},
-                     int(index.numel()), self.seq_len, self.pos_offset)
+                     int(index.numel()), self.seq_len, self.pos_offset, lengths)
 
 
 class Adapter:

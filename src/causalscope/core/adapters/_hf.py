@@ -120,18 +120,31 @@ class HFCausalLMAdapter(Adapter):
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         lengths = sorted({len(i) for i in ids})
         if len(lengths) > 1:
-            raise InputError(f"The prompts tokenize to different lengths {lengths}; causalscope batches "
-                             f"equal-length prompts. Pad them yourself and pass token ids, or run them separately.")
+            raise InputError(f"The prompts tokenize to different lengths {lengths}; this method needs prompts of "
+                             f"one length for now (Model.run takes prompts of any lengths). Group them by length, "
+                             f"or run them separately.")
         if lengths[0] == 0:
             raise InputError(f"Prompt {texts[0]!r} tokenizes to no tokens.")
         return torch.tensor(ids, dtype=torch.long)
 
     def prepare(self, inputs: Any) -> Batch:
+        """A model call for a prompt, a list of prompts (of any lengths), token ids (a tensor, or lists of ids
+        of any lengths) or a dict of model kwargs (``input_ids`` and e.g. an ``attention_mask``).
+
+        Prompts of different lengths are padded on the right with an attention mask, and the batch records
+        each row's real length: with causal attention every real token then computes exactly what it does
+        alone, and positions stay each prompt's own (0 = its first token).
+
+        >>> adapter.prepare(["the cat sat", "a dog"]).lengths
+        tensor([3, 2])
+        """
         if isinstance(inputs, Batch):
             return inputs
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and
                                        all(isinstance(s, str) for s in inputs)):
-            inputs = self.tokenize(inputs)
+            inputs = self._token_lists([inputs] if isinstance(inputs, str) else list(inputs))
+        if isinstance(inputs, (list, tuple)) and inputs and all(_is_id_list(x) for x in inputs):
+            inputs = _padded([[int(i) for i in x] for x in inputs], self._pad_id())
         if isinstance(inputs, Mapping):
             kwargs = dict(inputs)
             ids = kwargs.get("input_ids")
@@ -150,9 +163,34 @@ class HFCausalLMAdapter(Adapter):
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             raise InputError(f"Token ids must lie in [0, {vocab}); got values from {int(ids.min())} "
                              f"to {int(ids.max())}.")
+        lengths = _right_padded_lengths(kwargs.get("attention_mask"), ids)
         kwargs["input_ids"] = ids.to(self.device)
+        if "attention_mask" in kwargs and isinstance(kwargs["attention_mask"], torch.Tensor):
+            kwargs["attention_mask"] = kwargs["attention_mask"].to(self.device)
         kwargs.setdefault("use_cache", False)
-        return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]))
+        return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]), lengths=lengths)
+
+    def _token_lists(self, texts: list[str]) -> Any:
+        """Token ids of each text: a (B, T) tensor when all have one length, else padded ids and a mask."""
+        if self.tokenizer is None:
+            raise InputError("This model has no tokenizer: pass token ids (a LongTensor), or load it with "
+                             "causalscope.load(model, tokenizer=...).")
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        empty = [t for t, i in zip(texts, ids) if not i]
+        if empty:
+            raise InputError(f"Prompt {empty[0]!r} tokenizes to no tokens.")
+        if len({len(i) for i in ids}) == 1:
+            return torch.tensor(ids, dtype=torch.long)
+        return _padded(ids, self._pad_id())
+
+    def _pad_id(self) -> int:
+        """The token that fills padding (never read: padding follows every real token, and is masked)."""
+        tok = self.tokenizer
+        for cand in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None),
+                     getattr(self.config, "pad_token_id", None), getattr(self.config, "eos_token_id", None)):
+            if isinstance(cand, int) and 0 <= cand < self.config.vocab_size:
+                return cand
+        return 0
 
     def segment(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
                 stop: int | None = None, last_only: bool = False, head: bool = True) -> Batch:
@@ -304,6 +342,43 @@ class HFCausalLMAdapter(Adapter):
         if not head:
             return hidden
         return self._modules[self.unembed_path](self._modules[self.arch.final_norm](hidden))
+
+
+def _is_id_list(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(i, int) and not isinstance(i, bool)
+                                                               for i in x)
+
+
+def _padded(ids: list[list[int]], pad: int) -> Any:
+    """Token id lists as a (B, T) tensor, or, when their lengths differ, right-padded ids and their mask."""
+    T = max(len(i) for i in ids)
+    if all(len(i) == T for i in ids):
+        return torch.tensor(ids, dtype=torch.long)
+    return {"input_ids": torch.tensor([i + [pad] * (T - len(i)) for i in ids], dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in ids], dtype=torch.long)}
+
+
+def _right_padded_lengths(mask: Any, ids: torch.Tensor) -> torch.Tensor | None:
+    """Each row's real length from an attention mask that pads on the right; None when nothing is padded.
+    Any other mask (left padding, holes) raises: positions would not be each prompt's own."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(ids.shape):
+        raise InputError(f"attention_mask must be a tensor shaped like input_ids {tuple(ids.shape)}; got "
+                         f"{tuple(getattr(mask, 'shape', ()))}.")
+    m = mask.cpu()
+    if bool(((m != 0) & (m != 1)).any()):
+        raise InputError("attention_mask must hold 0 (padding) and 1 (real tokens).")
+    lengths = m.long().sum(1)
+    if bool((lengths == ids.shape[1]).all()):
+        return None
+    if bool((lengths == 0).any()):
+        raise InputError("A row of attention_mask is all padding (a prompt with no tokens).")
+    if not torch.equal(m.long(), (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()):
+        raise InputError("causalscope pads on the right (real tokens first, then padding): this attention_mask "
+                         "pads on the left or has holes. Re-pad on the right (tokenizer.padding_side = 'right'), "
+                         "or pass the prompts as a list of strings.")
+    return lengths
 
 
 @functools.lru_cache(maxsize=1)

@@ -66,7 +66,19 @@ class TransformerLensAdapter(Adapter):
                                        all(isinstance(s, str) for s in inputs)):
             if self.tokenizer is None:
                 raise InputError("This HookedTransformer has no tokenizer: pass token ids.")
-            inputs = self.module.to_tokens(inputs, prepend_bos=False)
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            ids = [self.module.to_tokens(t, prepend_bos=False)[0].tolist() for t in texts]
+            if any(not i for i in ids):
+                raise InputError(f"Prompt {texts[[bool(i) for i in ids].index(False)]!r} tokenizes to no tokens.")
+            inputs = ids
+        lengths = None
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, (list, tuple)) for x in inputs):
+            # prompts of different lengths: pad on the right (causal attention: real tokens never see padding)
+            T = max(len(x) for x in inputs)
+            pad = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
+            lens = [len(x) for x in inputs]
+            inputs = torch.tensor([list(x) + [pad] * (T - len(x)) for x in inputs], dtype=torch.long)
+            lengths = None if len(set(lens)) == 1 else torch.tensor(lens)
         if not isinstance(inputs, torch.Tensor) or inputs.is_floating_point():
             raise InputError(f"Expected token ids (an integer tensor) for a HookedTransformer; "
                              f"got {type(inputs).__name__}.")
@@ -74,7 +86,7 @@ class TransformerLensAdapter(Adapter):
             inputs = inputs[None]
         if int(inputs.min()) < 0 or int(inputs.max()) >= self.cfg.d_vocab:
             raise InputError(f"Token ids must lie in [0, {self.cfg.d_vocab}).")
-        return Batch((inputs,), {}, int(inputs.shape[0]), int(inputs.shape[1]))
+        return Batch((inputs,), {}, int(inputs.shape[0]), int(inputs.shape[1]), lengths=lengths)
 
     def token_layers(self, batch: Batch) -> int | None:
         return self.n_layers * int(batch.seq_len or 0) * batch.size
