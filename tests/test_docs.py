@@ -71,3 +71,15 @@ def test_cli_command_exits_0(line, command, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "causalscope", *argv[1:]], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, f"docs/cli.md:{line}: {command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's ```python blocks (the sixty-second tour) run as written."""
+    readme = DOCS.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    codes = [(text.count("\n", 0, mt.start()) + 2, mt.group(2)) for mt in FENCE.finditer(text) if mt.group(1) == "python"]
+    assert codes, "the README has no python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "causalscope_readme"}
+    for line, code in codes:
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)  # noqa: S102
