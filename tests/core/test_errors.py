@@ -239,7 +239,7 @@ CASES = [
     # -- inputs and load --------------------------------------------------------------------------------
     # Model.run pads prompts of different lengths (tests/core/test_ragged.py); patching pairs cannot yet
     ("prompts-different-lengths", "G", lambda g: cs.activation_patching(g, [P3, P6], [P3, P6], "resid_pre", cs.logit(1)),
-     InputError, r"prompts tokenize to different lengths \[3, 6\]"),
+     InputError, r"prompts tokenize to different lengths \[3, 6\]; this method needs prompts of one length"),
     ("empty-prompt", "G", lambda g: g.run(""),
      InputError, r"Prompt '' tokenizes to no tokens"),
     ("float-token-ids", "G", lambda g: g.run(torch.zeros(1, 5)),

@@ -13,6 +13,7 @@ from ..core import (
     input_pair,
     is_last_only,
     resolve_metric,
+    segment_safe,
     segmented_ok,
     seq_len,
     staircase,
@@ -114,14 +115,14 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         except (TypeError, ValueError):
             raise InputError("data must be a CounterfactualDataset or a (base, source) pair of inputs.") from None
         varied = ()
-    base_in, src_in = input_pair(m, base_in, src_in)
+    base_in, src_in = input_pair(m, base_in, src_in, "mediation")
     metric_fn = resolve_metric(metric, m)
     T = seq_len(base_in)
     if sites == "neurons" and per is None:
         dims, coords, cells = _neuron_cells(m, base_in)
     else:
         dims, coords, cells = sweep_cells(m, sites, per, None, T, base_in)
-    fast = segmented_ok(m, cells)
+    fast = segmented_ok(m, cells) and segment_safe(base_in) and segment_safe(src_in)
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,

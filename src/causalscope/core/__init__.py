@@ -7,7 +7,18 @@
 Families import from here (``from ..core import Engine``), never from a ``core._module``; what two families
 share lives here (docs/decisions/0005-layout.md).
 """
-from ._cells import GRIDS, Cell, first_difference, input_pair, seq_len, sweep_cells, unique_full_sites
+from ._cells import (
+    GRIDS,
+    Cell,
+    first_difference,
+    input_pair,
+    model_input,
+    segment_safe,
+    seq_len,
+    sweep_cells,
+    token_ids,
+    unique_full_sites,
+)
 from ._engine import CPU_MAX_ROWS, ActivationCache, Engine, Run
 from ._guard import preserved
 from ._interventions import (
@@ -31,8 +42,8 @@ from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
-    "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "segmented_ok", "seq_len", "staircase",
-    "sweep_cells", "unique_full_sites",
+    "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "model_input", "segment_safe", "segmented_ok",
+    "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites",
     "SegmentedLM", "block_staircase", "block_step", "segmented",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

@@ -9,7 +9,7 @@ layers, positions, heads or neurons. Shared by activation patching, attribution 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError, SiteError
 from ._model import Model
 from ._sites import Site
+from .adapters import Batch
 
 GRIDS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
 
@@ -30,38 +31,141 @@ class Cell:
     site: Site
 
 
-def input_pair(m: Model, clean: Any, corrupted: Any) -> tuple[Any, Any]:
-    tok = getattr(m.adapter, "tokenize", None)
-    out = []
-    for what, x in (("clean", clean), ("corrupted", corrupted)):
-        if isinstance(x, str) or (isinstance(x, (list, tuple)) and x and all(isinstance(s, str) for s in x)):
-            if tok is None:
-                raise InputError(f"The {what} input is text but {m.name} takes tensors.")
-            x = tok(x)
-        out.append(x)
-    a, b = out
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.ndim == 1 and not a.is_floating_point():
-            a, b = a[None], b[None] if b.ndim == 1 else b
-        if a.shape != b.shape:
-            raise InputError(f"Clean and corrupted inputs must have the same shape (one corrupted input per clean "
-                             f"one, same length); got {tuple(a.shape)} and {tuple(b.shape)}.")
+def model_input(m: Model, x: Any, method: str, what: str = "") -> Batch:
+    """Any input a method takes (a prompt, a list of prompts, token ids, a tensor, a tuple of tensors, a dict of
+    keyword tensors such as ``input_ids`` / ``attention_mask``) as the :class:`Batch` the engine feeds the model.
+
+    >>> model_input(m, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, "activation_patching").seq_len
+    6
+
+    1-D token ids get a batch dim. Padded inputs (an ``attention_mask`` with zeros, prompts of different
+    lengths) are refused with an :class:`InputError` naming ``method``: its positions and "last position"
+    metrics assume unpadded rows.
+    """
+    label = f"The {what} input" if what else "The input"
+    if isinstance(x, str) or (isinstance(x, (list, tuple)) and x and all(isinstance(s, str) for s in x)):
+        tokenize = getattr(m.adapter, "tokenize", None)
+        if tokenize is None:
+            raise InputError(f"{label} is text but {m.name} takes tensors.")
+        x = tokenize(x)  # prompts of one length (different lengths raise, saying so)
+    if isinstance(x, torch.Tensor) and x.ndim == 1 and not x.is_floating_point() and x.dtype != torch.bool:
+        x = x[None]  # one prompt's token ids
+    batch = m.adapter.prepare(x)
+    mask = batch.kwargs.get("attention_mask")
+    if getattr(batch, "lengths", None) is not None or (isinstance(mask, torch.Tensor) and not bool((mask != 0).all())):
+        raise InputError(f"{method} cannot handle padded inputs yet: {label[4:] if what else 'the input'} is padded "
+                         f"(an attention_mask with zeros, or prompts of different lengths), and the method's "
+                         f"positions and last-position metrics assume every row is all real tokens. Pass unpadded "
+                         f"inputs: prompts of one length, with no attention_mask or an all-ones one; run prompts of "
+                         f"different lengths separately.")
+    return batch
+
+
+def input_pair(m: Model, clean: Any, corrupted: Any, method: str = "activation_patching") -> tuple[Batch, Batch]:
+    """A clean / corrupted pair of inputs as two :class:`Batch` es of the same shape (see :func:`model_input`).
+
+    >>> clean, corrupted = input_pair(m, "the cat sat on the mat", "the dog sat on the mat")
+    >>> seq_len(clean), first_difference(clean, corrupted)
+    (6, 1)
+    """
+    a, b = model_input(m, clean, method, "clean"), model_input(m, corrupted, method, "corrupted")
+    ids_a, ids_b = token_ids(a), token_ids(b)
+    if ids_a is not None and ids_b is not None:
+        shapes: tuple[Any, Any] = (tuple(ids_a.shape), tuple(ids_b.shape))
+    else:
+        shapes = (_shapes(a), _shapes(b))
+    if shapes[0] != shapes[1] or a.size != b.size:
+        raise InputError(f"Clean and corrupted inputs must have the same shape (one corrupted input per clean "
+                         f"one, same length); got {shapes[0]} and {shapes[1]}.")
     return a, b
 
 
+def _shapes(batch: Batch) -> Any:
+    """The shapes of a batch's tensors (one tensor: its shape; several: a tuple of them)."""
+    flat = [*batch.args, *(v for k, v in sorted(batch.kwargs.items()))]
+    shapes = [tuple(t.shape) for t in flat if isinstance(t, torch.Tensor)]
+    return shapes[0] if len(shapes) == 1 else tuple(shapes)
+
+
+def token_ids(x: Any) -> torch.Tensor | None:
+    """The (batch, tokens) token ids an input feeds the model, or None where it feeds none.
+
+    >>> token_ids({"input_ids": ids, "attention_mask": mask}) is ids
+    True
+
+    ``x``: a :class:`Batch` (its ``input_ids`` keyword, else its first positional tensor), a dict (its
+    ``input_ids``) or a tensor. Only integer tensors of at least two dims count.
+    """
+    if isinstance(x, Batch):
+        ids = x.kwargs.get("input_ids", x.args[0] if x.args else None)
+    elif isinstance(x, Mapping):
+        ids = x.get("input_ids")
+    else:
+        ids = x
+    if isinstance(ids, torch.Tensor) and ids.ndim >= 2 and not ids.is_floating_point() and ids.dtype != torch.bool:
+        return ids
+    return None
+
+
 def seq_len(x: Any) -> int:
-    if isinstance(x, torch.Tensor) and x.ndim >= 2 and not x.is_floating_point():
-        return int(x.shape[1])
-    return 0
+    """Token positions of an input (a :class:`Batch`, a dict with ``input_ids``, token ids); 0 where it has none."""
+    if isinstance(x, Batch) and x.seq_len is not None:
+        return int(x.seq_len)
+    ids = token_ids(x)
+    return int(ids.shape[1]) if ids is not None else 0
 
 
 def first_difference(a: Any, b: Any) -> int:
     """First position where any clean prompt differs from its corrupted one (causal models: earlier
-    positions are the same in both runs, so patching them changes nothing)."""
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.is_floating_point():
+    positions are the same in both runs, so patching them changes nothing).
+
+    >>> first_difference(*input_pair(m, "the cat sat on the mat", "the dog sat on the mat"))
+    1
+
+    ``a`` / ``b``: :class:`Batch` es, dicts with ``input_ids`` or token-id tensors, alike. Every other
+    (batch, tokens, ...) keyword tensor (a mask, position ids) counts too; one that only one side has
+    makes it 0. 0 where there are no token ids.
+    """
+    ids_a, ids_b = token_ids(a), token_ids(b)
+    if ids_a is None or ids_b is None or ids_a.shape != ids_b.shape:
         return 0
-    diff = (a != b).any(0).nonzero()
-    return int(diff[0]) if len(diff) else int(a.shape[1])
+    bt = ids_a.shape[:2]
+    per_token = [_per_token(x, bt) for x in (a, b)]
+    if per_token[0].keys() != per_token[1].keys():
+        return 0
+    first = int(bt[1])
+    for u, v in [(ids_a, ids_b), *((per_token[0][k], per_token[1][k]) for k in per_token[0])]:
+        if u.shape != v.shape:
+            return 0
+        diff = (u != v).reshape(u.shape[0], u.shape[1], -1).any(-1).any(0).nonzero()
+        if len(diff):
+            first = min(first, int(diff[0]))
+    return first
+
+
+def _per_token(x: Any, bt: Any) -> dict[str, torch.Tensor]:
+    """The (batch, tokens, ...) keyword tensors of an input other than its token ids."""
+    kw = x.kwargs if isinstance(x, Batch) else x if isinstance(x, Mapping) else {}
+    return {k: v for k, v in kw.items()
+            if k != "input_ids" and isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[:2] == bt}
+
+
+def segment_safe(batch: Batch) -> bool:
+    """Whether a segmented forward (which rebuilds positions and the causal mask itself) reproduces what
+    ``batch`` feeds the model: token ids only, with at most an all-ones ``attention_mask``.
+
+    >>> segment_safe(m.adapter.prepare({"input_ids": ids, "position_ids": pos}))
+    False
+    """
+    for k, v in batch.kwargs.items():
+        if k in ("input_ids", "use_cache"):
+            continue
+        if k == "attention_mask" and isinstance(v, torch.Tensor) and bool((v != 0).all()):
+            continue
+        if v is None:
+            continue
+        return False
+    return True
 
 
 def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] | None, T: int,

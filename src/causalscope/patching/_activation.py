@@ -13,6 +13,7 @@ from ..core import (
     input_pair,
     is_last_only,
     resolve_metric,
+    segment_safe,
     segmented_ok,
     seq_len,
     staircase,
@@ -44,7 +45,10 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     corrupted activation: score ``(m(clean) - m(patched)) / (m(clean) - m(corrupted))``: how much of the
     behaviour is lost (is it *necessary*?). Both are 1 for a site that carries everything and 0 for one
     that carries nothing. ``result.raw`` holds the unnormalised metric values. With several prompt
-    pairs the metric is averaged over them.
+    pairs the metric is averaged over them. ``clean`` / ``corrupted``: prompts, token ids, or dicts of model
+    keyword tensors (``input_ids``, an ``attention_mask``, ...), of one shape; padded inputs (a mask with
+    zeros) are refused for now. Keyword inputs a segmented forward cannot rebuild (position ids) run full
+    forwards (``meta["fast_path"]`` False).
 
     ``sites``: a sweep, ``"resid_pre"`` / ``"resid_post"`` / ``"attn"`` / ``"mlp"`` (layer x position of
     the block input, block output, attention or MLP output), ``"heads"`` (layer x head, all positions);
@@ -63,12 +67,12 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
     metric_fn = resolve_metric(metric, m)
-    clean_in, corr_in = input_pair(m, clean, corrupted)
+    clean_in, corr_in = input_pair(m, clean, corrupted, "activation_patching")
     T = seq_len(clean_in)
     dims, coords, cells = sweep_cells(m, sites, per, positions, T, clean_in)
     if not cells:
         raise InputError("The sweep has no cells.")
-    fast = segmented_ok(m, cells)
+    fast = segmented_ok(m, cells) and segment_safe(clean_in) and segment_safe(corr_in)
     L = int(m.n_layers or 0)
     key_sites = unique_full_sites(cells)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []

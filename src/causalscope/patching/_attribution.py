@@ -98,7 +98,7 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
     metric_fn = resolve_metric(metric, m)
-    clean_in, corr_in = input_pair(m, clean, corrupted)
+    clean_in, corr_in = input_pair(m, clean, corrupted, "attribution_patching")
     dims, coords, cells = sweep_cells(m, sites, per, positions, seq_len(clean_in), clean_in)
     full = unique_full_sites(cells)
     dirs = ["denoise", "noise"] if direction == "both" else [direction]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -9,7 +10,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
-from ..core import ApplyContext, Intervention, Model, Run, SegmentedLM, Site, as_site, segmented
+from ..core import ApplyContext, Intervention, Model, Run, SegmentedLM, Site, as_site, segment_safe, segmented
 from ..core.adapters import Batch
 from ..errors import InputError
 from ..loading import load
@@ -77,18 +78,32 @@ class _PathPoint(Intervention):
 class _Objective:
     """The scalar per row whose gradient IG integrates: ``metric(output)`` or the ``target`` logit.
 
-    The engine passes each row's input index (``takes_input_index``), which picks per-input targets.
+    The engine passes each row's input index (``takes_input_index``), which picks per-input targets and,
+    for padded inputs, each input's end (one past its last real token: ``ends``, from its attention mask, or
+    the ``lengths`` the engine passes for prompts of different lengths). With padding, ``target`` reads the
+    last real token and ``metric`` must take ``lengths`` (it gets the ends).
     """
 
     takes_input_index = True
+    takes_lengths = True
 
-    def __init__(self, target: int | torch.Tensor | None, metric: Callable | None) -> None:
-        self.target, self.metric = target, metric
+    def __init__(self, target: int | torch.Tensor | None, metric: Callable | None,
+                 ends: torch.Tensor | None = None) -> None:
+        self.target, self.metric, self.ends = target, metric, ends
 
-    def __call__(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         n = int(y.shape[0])
+        ends = lengths if lengths is not None else None if self.ends is None else self.ends[rows]
         if self.metric is not None:
-            v = self.metric(y)
+            if ends is None:
+                v = self.metric(y)
+            elif _takes_lengths(self.metric):
+                v = self.metric(y, lengths=ends)
+            else:
+                raise InputError("integrated_gradients: the inputs are padded (an attention_mask with zeros), so a "
+                                 "metric that reads positions (e.g. logits[:, -1]) would read padding. Pass target= "
+                                 "(it reads each input's last real token), or give the metric a `lengths` "
+                                 "parameter: def metric(logits, lengths): ... (each row's real length).")
             if not isinstance(v, torch.Tensor) or v.ndim == 0 or v.shape[0] != n or v[0].numel() != 1:
                 raise InputError(f"metric must return one value per row, a tensor shaped ({n},); it returned "
                                  f"{type(v).__name__} {tuple(getattr(v, 'shape', ()))} for an output of shape "
@@ -111,7 +126,12 @@ class _Objective:
         if hi >= size or lo < -size:
             raise InputError(f"target {hi if hi >= size else lo} is out of range for an output with {size} values "
                              f"in its last dim (valid 0 .. {size - 1}).")
-        last = y if y.ndim == 2 else y[:, -1]
+        if y.ndim == 2:
+            last = y
+        elif ends is not None:  # padded inputs: each row's last real token
+            last = y[torch.arange(n, device=y.device), ends.to(y.device) - 1]
+        else:
+            last = y[:, -1]
         if isinstance(t, int):
             return last[:, t]
         return last.gather(1, t.to(last.device)[:, None])[:, 0]
@@ -134,6 +154,31 @@ def _check_target(target: Any, n_inputs: int) -> int | torch.Tensor | None:
     if t.numel() != n_inputs:
         raise InputError(f"target has {t.numel()} entries for {n_inputs} inputs; give one per input, or an int.")
     return t.long().cpu()
+
+
+def _takes_lengths(fn: Callable) -> bool:
+    if getattr(fn, "takes_lengths", False):
+        return True
+    try:
+        return "lengths" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _ends(batch: Batch) -> torch.Tensor | None:
+    """Each row's end (one past its last real token) where the batch's ``attention_mask`` pads it (None where
+    nothing is padded).
+
+    >>> _ends(m.adapter.prepare({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0]])}))
+    tensor([3])
+    """
+    mask = batch.kwargs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or bool((mask != 0).all()):
+        return None
+    real = (mask != 0).long().cpu()
+    if not bool(real.any(1).all()):
+        raise InputError("A row of the inputs' attention_mask has no real token (all zeros); drop that row.")
+    return real.shape[1] - real.flip(1).argmax(1)
 
 
 def _zero_baseline(batch: Batch) -> Batch:
@@ -239,10 +284,14 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
 
     - ``model``: anything :func:`causalscope.load` accepts. It is left unchanged: parameters, buffers,
       hooks and train/eval flags are as before, also when this raises; parameters get no ``.grad``.
-    - ``inputs``: what ``m.run`` takes (prompts, token ids, tensors, batch first). ``baseline``: the same
-      kind of input with one row per input (or one row for all); a corrupted prompt must have the same
-      token count. ``None`` means a zero input, as in captum (every data tensor zeroed; for a language
-      model that is token id 0 at every position, rarely a meaningful baseline).
+    - ``inputs``: what ``m.run`` takes (prompts, token ids, tensors, dicts of keyword tensors such as
+      ``{"input_ids": ..., "attention_mask": ...}``, batch first). ``baseline``: the same kind of input with
+      one row per input (or one row for all); a corrupted prompt must have the same token count. ``None``
+      means a zero input, as in captum (every data tensor zeroed; for a language model that is token id 0
+      at every position, rarely a meaningful baseline; a mask is kept). A padding ``attention_mask`` holds
+      on every run of the path (they run the whole model), and ``target`` reads each input's last real
+      token (a ``metric`` must then take ``lengths``: each row's real length), so a padded prompt gets the
+      attributions of the same prompt unpadded.
     - ``site``: a :class:`Site` or a name (``"layers.1"``, ``"layers.0.mlp"``, ``"net.2"``). Selections
       (positions, neurons, heads, basis) attribute to that part only; the rest keeps the inputs' values.
       ``attribute_to="input"`` uses the module's input (``io="input"``) instead of its output.
@@ -291,10 +340,13 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
         if base.size == 1 and B > 1:
             base = base.take(torch.zeros(B, dtype=torch.long))
 
-    seg = _segment_plan(m, site)
+    # a segmented forward rebuilds positions and the causal mask itself: inputs with more (a padding mask,
+    # position ids) run the whole model on every row, so the mask holds along the whole path
+    seg = _segment_plan(m, site) if segment_safe(batch) else None
     work_site = seg.site if seg is not None else site
     x_cache = [work_site] + ([seg.entry] if seg is not None and seg.entry != work_site else [])
-    x_obj = b_obj = _Objective(tgt, metric)
+    ends_x = _ends(batch)
+    x_obj, b_obj = _Objective(tgt, metric, ends_x), _Objective(tgt, metric, _ends(base))
     run_x = m.run(batch, cache=x_cache, metric=x_obj, chunk_size=chunk_size, progress=False)
     run_b = m.run(base, cache=[work_site], metric=b_obj, chunk_size=chunk_size, progress=False)
     a_x, a_b = _clean(run_x.cache[work_site]), _clean(run_b.cache[work_site])
@@ -312,7 +364,7 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
         grad_input = batch
 
     # the path start (alpha = 0): one cheap forward, for the path-completeness check
-    s_obj = _Objective(tgt, metric)
+    s_obj = _Objective(tgt, metric, ends_x)
     run_s = m.run(grad_input, {work_site: _PathPoint(0.0, a_b, diff)}, metric=s_obj, chunk_size=chunk_size,
                   progress=False)
 
@@ -320,7 +372,7 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
     points = [_PathPoint(float(al), a_b, diff) for al in alphas]
     rows = [{work_site: p} for p in points for _ in range(B)]
     index = [i for _ in range(S) for i in range(B)]
-    g_obj = _Objective(tgt, metric)
+    g_obj = _Objective(tgt, metric, ends_x)
     run_g = m.run(grad_input, rows, input_index=index, grads=[work_site], metric=g_obj, chunk_size=chunk_size,
                   progress=progress)
     grads = run_g.grads[work_site].reshape(S, B, *diff.shape[1:])
