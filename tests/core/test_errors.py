@@ -237,9 +237,10 @@ CASES = [
     ("keep-kv-on-hooked-transformer", "TL", lambda t: t.run(torch.tensor([[1, 2]]), keep_kv=True),
      PlanError, r"keep_kv=True needs a Hugging Face causal LM.*transformer-lens models have none"),
     # -- inputs and load --------------------------------------------------------------------------------
-    # Model.run pads prompts of different lengths (tests/core/test_ragged.py); patching pairs cannot yet
+    # Model.run pads prompts of different lengths (tests/core/test_ragged.py); a position sweep over such pairs
+    # must say how positions line up
     ("prompts-different-lengths", "G", lambda g: cs.activation_patching(g, [P3, P6], [P3, P6], "resid_pre", cs.logit(1)),
-     InputError, r"prompts tokenize to different lengths \[3, 6\]; this method needs prompts of one length"),
+     InputError, r"prompt pairs have different lengths \[3, 6\], so a position sweep must say how positions"),
     ("empty-prompt", "G", lambda g: g.run(""),
      InputError, r"Prompt '' tokenizes to no tokens"),
     ("float-token-ids", "G", lambda g: g.run(torch.zeros(1, 5)),

@@ -12,6 +12,7 @@ from ._cells import (
     Cell,
     first_difference,
     input_pair,
+    length_groups,
     model_input,
     segment_safe,
     seq_len,
@@ -43,7 +44,7 @@ from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primar
 
 __all__ = [
     "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "model_input", "segment_safe", "segmented_ok",
-    "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites",
+    "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
     "SegmentedLM", "block_staircase", "block_step", "segmented",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

@@ -61,6 +61,55 @@ def model_input(m: Model, x: Any, method: str, what: str = "") -> Batch:
     return batch
 
 
+def length_groups(m: Model, clean: Any, corrupted: Any) -> dict[int, list[int]] | None:
+    """Prompt pairs grouped by token length (length -> pair indices, in order) when ``clean`` / ``corrupted`` are
+    lists of prompts (or of token-id lists) whose pairs differ in length; None when every pair has one length
+    or the inputs are not such lists. Within a pair, clean and corrupted must have one length.
+
+    >>> length_groups(m, ["the cat sat", "a dog ran by the tree"], ["the dog sat", "a cat ran by the tree"])
+    {3: [0], 5: [1]}
+    """
+    kinds = (_list_kind(clean), _list_kind(corrupted))
+    if None in kinds:
+        return None
+    if len(clean) != len(corrupted):
+        raise InputError(f"{len(clean)} clean prompts and {len(corrupted)} corrupted ones: give one corrupted "
+                         f"prompt per clean one.")
+
+    def length(x: Any, kind: str | None) -> int:
+        if kind == "ids":
+            return len(x)
+        tokenize = getattr(m.adapter, "tokenize", None)
+        if tokenize is None:
+            raise InputError(f"The inputs are text but {m.name} takes tensors.")
+        return int(tokenize(x).shape[1])
+
+    lc = [length(x, kinds[0]) for x in clean]
+    lk = [length(x, kinds[1]) for x in corrupted]
+    bad = [i for i in range(len(lc)) if lc[i] != lk[i]]
+    if bad:
+        i = bad[0]
+        raise InputError(f"Pair {i}: the clean prompt has {lc[i]} tokens and the corrupted one {lk[i]}; the two "
+                         f"prompts of a pair must have one length (pairs may differ from each other).")
+    if len(set(lc)) == 1:
+        return None
+    groups: dict[int, list[int]] = {}
+    for i, T in enumerate(lc):
+        groups.setdefault(T, []).append(i)
+    return groups
+
+
+def _list_kind(x: Any) -> str | None:
+    if not isinstance(x, (list, tuple)) or not x:
+        return None
+    if all(isinstance(s, str) for s in x):
+        return "text"
+    if all(isinstance(s, (list, tuple)) and s and all(isinstance(i, int) and not isinstance(i, bool) for i in s)
+           for s in x):
+        return "ids"
+    return None
+
+
 def input_pair(m: Model, clean: Any, corrupted: Any, method: str = "activation_patching") -> tuple[Batch, Batch]:
     """A clean / corrupted pair of inputs as two :class:`Batch` es of the same shape (see :func:`model_input`).
 

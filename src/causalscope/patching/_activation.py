@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
 
 from ..core import (
+    Cell,
+    Model,
     Site,
     first_difference,
     full_rows,
     input_pair,
     is_last_only,
+    length_groups,
     resolve_metric,
     segment_safe,
     segmented_ok,
@@ -30,7 +34,8 @@ Direction = Literal["denoise", "noise", "both"]
 def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "resid_pre", metric: Any = None, *,
                         direction: Direction = "both", per: str | None = None,
                         positions: Sequence[int] | None = None, chunk_size: int | None = None,
-                        progress: bool | None = None) -> PatchingResult:
+                        progress: bool | None = None, align: Literal["start", "end"] | None = None,
+                        per_example: bool = False) -> PatchingResult:
     """Patch activations between a clean and a corrupted input, at every site of a sweep, in both directions.
 
     >>> r = cs.activation_patching(m, "the cat sat on the mat", "the dog sat on the mat", "resid_pre",
@@ -45,10 +50,20 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     corrupted activation: score ``(m(clean) - m(patched)) / (m(clean) - m(corrupted))``: how much of the
     behaviour is lost (is it *necessary*?). Both are 1 for a site that carries everything and 0 for one
     that carries nothing. ``result.raw`` holds the unnormalised metric values. With several prompt
-    pairs the metric is averaged over them. ``clean`` / ``corrupted``: prompts, token ids, or dicts of model
-    keyword tensors (``input_ids``, an ``attention_mask``, ...), of one shape; padded inputs (a mask with
-    zeros) are refused for now. Keyword inputs a segmented forward cannot rebuild (position ids) run full
-    forwards (``meta["fast_path"]`` False).
+    pairs the metric is averaged over them (``per_example=True`` keeps one score per pair, on an ``example``
+    dim, normalised by the same averaged span, so its mean over examples is the default result).
+    ``clean`` / ``corrupted``: prompts, token ids, or dicts of model keyword tensors (``input_ids``, an
+    ``attention_mask``, ...), of one shape; padded inputs (a mask with zeros) are refused. Keyword inputs a
+    segmented forward cannot rebuild (position ids) run full forwards (``meta["fast_path"]`` False).
+
+    **Pairs of different lengths**: lists of prompts (or token-id lists) whose pairs differ in length (each
+    clean prompt as long as its corrupted one) run length by length and combine exactly as the pairs would
+    alone, averaged. Site positions are each prompt's own (``-1`` its last token). A position sweep must say
+    how positions line up: ``align="end"`` (coordinates -k .. -1, back from each prompt's last token) or
+    ``align="start"``; either way every position must exist in the shortest prompt.
+
+    >>> r = cs.activation_patching(m, ["the cat sat on the mat", "a dog ran"], ["the dog sat on the mat",
+    ...                            "a cat ran"], "resid_pre", cs.logit_diff(5, 9), align="end")
 
     ``sites``: a sweep, ``"resid_pre"`` / ``"resid_post"`` / ``"attn"`` / ``"mlp"`` (layer x position of
     the block input, block output, attention or MLP output), ``"heads"`` (layer x head, all positions);
@@ -66,10 +81,101 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     m = load(model)
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
+    if align not in (None, "start", "end"):
+        raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
     metric_fn = resolve_metric(metric, m)
-    clean_in, corr_in = input_pair(m, clean, corrupted, "activation_patching")
+    dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
+    groups = length_groups(m, clean, corrupted)
+    sweeps_positions = per == "position" or (isinstance(sites, str) and sites in ("resid_pre", "resid_post", "attn",
+                                                                                    "mlp"))
+    if groups is None:
+        clean_in, corr_in = input_pair(m, clean, corrupted, "activation_patching")
+        parts = [_Part(None, clean_in, corr_in, positions)]
+        labels = None
+    else:
+        lengths = sorted(groups)
+        if sweeps_positions:
+            labels = _aligned(positions, align, lengths)
+            parts = [_Part(idx, *input_pair(m, [clean[i] for i in idx], [corrupted[i] for i in idx],
+                                             "activation_patching"),
+                           labels if align == "start" else [T + o for o in labels]) for T, idx in groups.items()]
+        else:
+            labels = None
+            parts = [_Part(idx, *input_pair(m, [clean[i] for i in idx], [corrupted[i] for i in idx],
+                                            "activation_patching"), positions) for idx in groups.values()]
+    values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress) for part in parts]
+    dims, coords, cells = values[0].dims, dict(values[0].coords), values[0].cells
+    if any(len(v.cells) != len(cells) for v in values):
+        raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
+                         "sites that every prompt has.")
+    if labels is not None:
+        coords["position"] = list(labels)
+    P = sum(v.P for v in values)
+    raw_all = torch.zeros(len(dirs), len(cells), P)
+    clean_all, corr_all = torch.zeros(P), torch.zeros(P)
+    for part, v in zip(parts, values):
+        cols = torch.arange(P) if part.index is None else torch.tensor(part.index)
+        raw_all[:, :, cols], clean_all[cols], corr_all[cols] = v.raw, v.clean, v.corrupted
+    m_clean, m_corr = float(clean_all.mean()), float(corr_all.mean())
+    if abs(m_clean - m_corr) < 1e-12 * max(1.0, abs(m_clean)):
+        raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}): there is "
+                         f"nothing to patch. Check the inputs and the metric.")
+    span = m_clean - m_corr
+
+    def scores(r: torch.Tensor) -> torch.Tensor:  # (dirs, cells, ...) metric values -> patching scores
+        return torch.stack([(r[i] - m_corr) / span if n == "denoise" else (m_clean - r[i]) / span
+                            for i, n in enumerate(dirs)])
+
+    shape = (len(dirs), *[len(coords[k]) for k in dims])
+    raw = raw_all.mean(-1)
+    site_names = sites if isinstance(sites, str) else [str(c.site.name) for c in cells]
+    meta: dict[str, Any] = {
+            "method": "activation_patching", "model": m.name, "sites": site_names, "per": per,
+            "metric": repr(metric_fn), "direction": direction,
+            "clean_metric": m_clean, "corrupted_metric": m_corr, "raw": raw.view(shape).tolist(),
+            "n_prompts": P, "first_difference": values[0].d if len(values) == 1 else [v.d for v in values],
+            "fast_path": all(v.fast for v in values), "token_layers": sum(v.token_layers for v in values),
+            "title": f"activation patching ({', '.join(dirs)})"}
+    if groups is not None:
+        meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
+    if per_example:
+        meta["raw"] = raw_all.view(*shape, P).tolist()
+        return PatchingResult(scores(raw_all).reshape(*shape, P), ("direction", *dims, "example"),
+                              {"direction": dirs, **coords, "example": list(range(P))}, meta, name="patching score")
+    return PatchingResult(scores(raw).view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
+                          name="patching score")
+
+
+@dataclass
+class _Part:
+    """Pairs of one length: their places among all pairs (None: all), inputs and the positions to sweep."""
+
+    index: list[int] | None
+    clean: Any
+    corrupted: Any
+    positions: Sequence[int] | None
+
+
+@dataclass
+class _Values:
+    dims: tuple[str, ...]
+    coords: dict[str, list]
+    cells: list[Cell]
+    raw: torch.Tensor  # (dirs, cells, pairs)
+    clean: torch.Tensor  # (pairs,)
+    corrupted: torch.Tensor
+    P: int
+    d: int
+    fast: bool
+    token_layers: int
+
+
+def _values(m: Model, part: _Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
+            chunk_size: int | None, progress: bool | None) -> _Values:
+    """Every cell's patched metric per pair (both directions asked), for pairs of one length."""
+    clean_in, corr_in = part.clean, part.corrupted
     T = seq_len(clean_in)
-    dims, coords, cells = sweep_cells(m, sites, per, positions, T, clean_in)
+    dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, clean_in)
     if not cells:
         raise InputError("The sweep has no cells.")
     fast = segmented_ok(m, cells) and segment_safe(clean_in) and segment_safe(corr_in)
@@ -81,14 +187,10 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
                         chunk_size=chunk_size)
             for name, inp in (("clean", clean_in), ("corrupted", corr_in))}
     # both runs were given a metric
-    m_clean, m_corr = (float(cast(torch.Tensor, runs[k].metric).float().mean()) for k in ("clean", "corrupted"))
-    if abs(m_clean - m_corr) < 1e-12 * max(1.0, abs(m_clean)):
-        raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}): there is "
-                         f"nothing to patch. Check the inputs and the metric.")
+    y_clean, y_corr = (cast(torch.Tensor, runs[k].metric).float().cpu() for k in ("clean", "corrupted"))
     d = first_difference(clean_in, corr_in) if fast else 0
     P = runs["clean"].n_rows
-    dirs = ["denoise", "noise"] if direction == "both" else [direction]
-    raw = torch.zeros(len(dirs), len(cells))
+    raw = torch.zeros(len(dirs), len(cells), P)
     token_layers = 0
     for i, name in enumerate(dirs):
         base, source = (runs["corrupted"], runs["clean"]) if name == "denoise" else (runs["clean"], runs["corrupted"])
@@ -97,16 +199,25 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
             vals, tl = staircase(m, cells, base, source, P, T, d, metric_fn, progress, name, chunk_size)
         else:
             vals, tl = full_rows(m, cells, base_in, source, P, metric_fn, chunk_size, progress)
-        raw[i] = vals.mean(1)
+        raw[i] = vals.float().cpu()
         token_layers += tl
-    span = m_clean - m_corr
-    scores = torch.stack([(raw[i] - m_corr) / span if n == "denoise" else (m_clean - raw[i]) / span
-                          for i, n in enumerate(dirs)])
-    shape = (len(dirs), *[len(coords[k]) for k in dims])
-    meta = {"method": "activation_patching", "model": m.name, "sites": sites if isinstance(sites, str) else
-            [str(c.site.name) for c in cells], "per": per, "metric": repr(metric_fn), "direction": direction,
-            "clean_metric": m_clean, "corrupted_metric": m_corr, "raw": raw.view(shape).tolist(),
-            "n_prompts": P, "first_difference": d, "fast_path": fast, "token_layers": token_layers,
-            "title": f"activation patching ({', '.join(dirs)})"}
-    return PatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
-                          name="patching score")
+    return _Values(dims, coords, cells, raw, y_clean, y_corr, P, d, fast, token_layers)
+
+
+def _aligned(positions: Sequence[int] | None, align: str | None, lengths: list[int]) -> list[int]:
+    """The position labels of a sweep over pairs of different lengths: from each prompt's start, or (``"end"``)
+    offsets back from its last token; every label must exist in the shortest prompt."""
+    T_min = min(lengths)
+    if align is None:
+        raise InputError(f"The prompt pairs have different lengths {lengths}, so a position sweep must say how "
+                         f"positions line up: align='end' (offsets back from each prompt's last token, -1 = last) "
+                         f"or align='start' (positions from each prompt's first token).")
+    if positions is None:
+        return list(range(T_min)) if align == "start" else list(range(-T_min, 0))
+    pos = [int(p) for p in positions]
+    ok = (lambda p: 0 <= p < T_min) if align == "start" else (lambda p: -T_min <= p < 0)
+    if not all(ok(p) for p in pos):
+        want = f"0 .. {T_min - 1}" if align == "start" else f"-{T_min} .. -1"
+        raise InputError(f"positions {pos} with align={align!r} must lie in {want} (the shortest prompt has "
+                         f"{T_min} tokens).")
+    return pos

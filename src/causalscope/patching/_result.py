@@ -87,8 +87,11 @@ class PatchingResult(LabelledArray):
         return out
 
     def plot(self, ax: Any = None, backend: str = "matplotlib", **kw: Any) -> Any:
-        """Denoise and noise side by side (and their asymmetry): heatmaps for 2-D sweeps, bars for 1-D."""
+        """Denoise and noise side by side (and their asymmetry): heatmaps for 2-D sweeps, bars for 1-D; a
+        ``per_example`` result is drawn as its mean over the examples."""
         backend = resolve_backend(backend)
+        if "example" in self.dims:
+            return PatchingResult.from_array(self.mean("example")).plot(ax, backend, **kw)
         panels = [(n, self.sel(direction=n)) for n in self.coords["direction"]]
         if len(panels) == 2:
             panels.append(("asymmetry (noise - denoise)", self.asymmetry))
