@@ -13,9 +13,7 @@ from ..core import (
     Site,
     first_difference,
     full_rows,
-    input_pair,
     is_last_only,
-    length_groups,
     resolve_metric,
     segment_safe,
     segmented_ok,
@@ -26,6 +24,7 @@ from ..core import (
 )
 from ..errors import InputError
 from ..loading import load
+from ._pairs import Part, check_align, split_pairs
 from ._result import PatchingResult
 
 Direction = Literal["denoise", "noise", "both"]
@@ -81,41 +80,18 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     m = load(model)
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
-    if align not in (None, "start", "end"):
-        raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
+    check_align(align)
     metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
-    groups = length_groups(m, clean, corrupted)
-    sweeps_positions = per == "position" or (isinstance(sites, str) and sites in ("resid_pre", "resid_post", "attn",
-                                                                                    "mlp"))
-    if groups is None:
-        clean_in, corr_in = input_pair(m, clean, corrupted, "activation_patching")
-        parts = [_Part(None, clean_in, corr_in, positions)]
-        labels = None
-    else:
-        lengths = sorted(groups)
-        if sweeps_positions:
-            labels = _aligned(positions, align, lengths)
-            parts = [_Part(idx, *input_pair(m, [clean[i] for i in idx], [corrupted[i] for i in idx],
-                                             "activation_patching"),
-                           labels if align == "start" else [T + o for o in labels]) for T, idx in groups.items()]
-        else:
-            labels = None
-            parts = [_Part(idx, *input_pair(m, [clean[i] for i in idx], [corrupted[i] for i in idx],
-                                            "activation_patching"), positions) for idx in groups.values()]
-    values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress) for part in parts]
+    pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "activation_patching")
+    values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress) for part in pairs.parts]
     dims, coords, cells = values[0].dims, dict(values[0].coords), values[0].cells
-    if any(len(v.cells) != len(cells) for v in values):
-        raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
-                         "sites that every prompt has.")
-    if labels is not None:
-        coords["position"] = list(labels)
+    pairs.check_cells([len(v.cells) for v in values])
+    if pairs.labels is not None:
+        coords["position"] = list(pairs.labels)
     P = sum(v.P for v in values)
-    raw_all = torch.zeros(len(dirs), len(cells), P)
-    clean_all, corr_all = torch.zeros(P), torch.zeros(P)
-    for part, v in zip(parts, values):
-        cols = torch.arange(P) if part.index is None else torch.tensor(part.index)
-        raw_all[:, :, cols], clean_all[cols], corr_all[cols] = v.raw, v.clean, v.corrupted
+    raw_all = pairs.gather([v.raw for v in values], P)
+    clean_all, corr_all = pairs.gather([v.clean for v in values], P), pairs.gather([v.corrupted for v in values], P)
     m_clean, m_corr = float(clean_all.mean()), float(corr_all.mean())
     if abs(m_clean - m_corr) < 1e-12 * max(1.0, abs(m_clean)):
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}): there is "
@@ -136,24 +112,13 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
             "n_prompts": P, "first_difference": values[0].d if len(values) == 1 else [v.d for v in values],
             "fast_path": all(v.fast for v in values), "token_layers": sum(v.token_layers for v in values),
             "title": f"activation patching ({', '.join(dirs)})"}
-    if groups is not None:
-        meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
+    meta.update(pairs.meta())  # pairs of different lengths: lengths (tokens: pairs) and align
     if per_example:
         meta["raw"] = raw_all.view(*shape, P).tolist()
         return PatchingResult(scores(raw_all).reshape(*shape, P), ("direction", *dims, "example"),
                               {"direction": dirs, **coords, "example": list(range(P))}, meta, name="patching score")
     return PatchingResult(scores(raw).view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
                           name="patching score")
-
-
-@dataclass
-class _Part:
-    """Pairs of one length: their places among all pairs (None: all), inputs and the positions to sweep."""
-
-    index: list[int] | None
-    clean: Any
-    corrupted: Any
-    positions: Sequence[int] | None
 
 
 @dataclass
@@ -170,7 +135,7 @@ class _Values:
     token_layers: int
 
 
-def _values(m: Model, part: _Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
+def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
             chunk_size: int | None, progress: bool | None) -> _Values:
     """Every cell's patched metric per pair (both directions asked), for pairs of one length."""
     clean_in, corr_in = part.clean, part.corrupted
@@ -202,22 +167,3 @@ def _values(m: Model, part: _Part, sites: Any, metric_fn: Any, dirs: list[str], 
         raw[i] = vals.float().cpu()
         token_layers += tl
     return _Values(dims, coords, cells, raw, y_clean, y_corr, P, d, fast, token_layers)
-
-
-def _aligned(positions: Sequence[int] | None, align: str | None, lengths: list[int]) -> list[int]:
-    """The position labels of a sweep over pairs of different lengths: from each prompt's start, or (``"end"``)
-    offsets back from its last token; every label must exist in the shortest prompt."""
-    T_min = min(lengths)
-    if align is None:
-        raise InputError(f"The prompt pairs have different lengths {lengths}, so a position sweep must say how "
-                         f"positions line up: align='end' (offsets back from each prompt's last token, -1 = last) "
-                         f"or align='start' (positions from each prompt's first token).")
-    if positions is None:
-        return list(range(T_min)) if align == "start" else list(range(-T_min, 0))
-    pos = [int(p) for p in positions]
-    ok = (lambda p: 0 <= p < T_min) if align == "start" else (lambda p: -T_min <= p < 0)
-    if not all(ok(p) for p in pos):
-        want = f"0 .. {T_min - 1}" if align == "start" else f"-{T_min} .. -1"
-        raise InputError(f"positions {pos} with align={align!r} must lie in {want} (the shortest prompt has "
-                         f"{T_min} tokens).")
-    return pos

@@ -1,14 +1,16 @@
 """Attribution patching: the first-order (gradient) approximation of activation patching for every cell."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Engine, input_pair, resolve_metric, seq_len, sweep_cells, unique_full_sites
+from ..core import Engine, Model, resolve_metric, seq_len, sweep_cells, unique_full_sites
 from ..errors import InputError
 from ..loading import load
 from ..results import resolve_backend
+from ._pairs import Part, check_align, split_pairs
 from ._result import PatchingResult
 
 
@@ -81,7 +83,9 @@ class AttributionPatchingResult(PatchingResult):
 
 def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "resid_pre", metric: Any = None, *,
                          direction: Literal["denoise", "noise", "both"] = "denoise", per: str | None = None,
-                         positions: Any = None, chunk_size: int | None = None) -> AttributionPatchingResult:
+                         positions: Any = None, chunk_size: int | None = None,
+                         align: Literal["start", "end"] | None = None,
+                         per_example: bool = False) -> AttributionPatchingResult:
     """First-order estimate of :func:`activation_patching` for every cell, from a few passes.
 
     >>> atp = cs.attribution_patching(m, clean, corrupted, "resid_pre", cs.logit_diff(5, 9))
@@ -93,47 +97,92 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     the clean run's gradient and ``a_corrupted - a_clean``. Scores are normalised as in
     :func:`activation_patching`. Cost: one clean pass (cached), one corrupted pass with one backward
     (gradients with respect to activations only), plus a backward on the clean run for ``"noise"``.
+
+    Several prompt pairs: the estimate is averaged over them (``per_example=True`` keeps one score per pair on an
+    ``example`` dim, the estimate of that pair's patched metric normalised by the averaged span, as
+    :func:`activation_patching` does, so its mean over examples is the default result). Pairs of different
+    lengths (each clean prompt as long as its corrupted one) run length by length and combine exactly as the
+    pairs would alone; a position sweep over them needs ``align="end"`` or ``"start"``, as in
+    :func:`activation_patching`.
+
+    >>> atp = cs.attribution_patching(m, ["the cat sat on the mat", "a dog ran"], ["the dog sat on the mat",
+    ...                               "a cat ran"], "resid_pre", cs.logit_diff(5, 9), align="end")
     """
     m = load(model)
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
+    check_align(align)
     metric_fn = resolve_metric(metric, m)
-    clean_in, corr_in = input_pair(m, clean, corrupted, "attribution_patching")
-    dims, coords, cells = sweep_cells(m, sites, per, positions, seq_len(clean_in), clean_in)
-    full = unique_full_sites(cells)
-    dirs = ["denoise", "noise"] if direction == "both" else [direction]
-    need_clean_grads = "noise" in dirs
-    need_corr_grads = "denoise" in dirs
-    runs = {}
-    for name, inp, grads in (("clean", clean_in, need_clean_grads), ("corrupted", corr_in, need_corr_grads)):
-        runs[name] = m.run(inp, cache=full, grads=full if grads else (), metric=metric_fn, chunk_size=chunk_size)
-    # both runs were given a metric
-    m_clean, m_corr = (float(cast(torch.Tensor, runs[k].metric).float().mean()) for k in ("clean", "corrupted"))
+    dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
+    pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "attribution_patching")
+    values = [_estimates(m, part, sites, metric_fn, dirs, per, chunk_size) for part in pairs.parts]
+    dims, coords = values[0].dims, dict(values[0].coords)
+    pairs.check_cells([v.est.shape[1] for v in values])
+    if pairs.labels is not None:
+        coords["position"] = list(pairs.labels)
+    P = sum(v.est.shape[-1] for v in values)
+    est = pairs.gather([v.est for v in values], P)  # (dirs, cells, pairs): grad . (a_clean - a_corrupted)
+    clean_all, corr_all = pairs.gather([v.clean for v in values], P), pairs.gather([v.corrupted for v in values], P)
+    m_clean, m_corr = float(clean_all.mean()), float(corr_all.mean())
     span = m_clean - m_corr
     if abs(span) < 1e-12 * max(1.0, abs(m_clean)):
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}).")
+    shape = (len(dirs), *[len(coords[k]) for k in dims])
+    meta: dict[str, Any] = {
+        "method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
+        "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
+        "title": f"attribution patching ({', '.join(dirs)})", **pairs.meta()}
+    if per_example:  # each pair's estimated patched metric, scored against the averaged ends like exact patching
+        raw_all = torch.stack([corr_all + est[k] if n == "denoise" else clean_all - est[k]
+                               for k, n in enumerate(dirs)])
+        offset = torch.stack([(corr_all.double() - m_corr) if n == "denoise" else (m_clean - clean_all.double())
+                              for n in dirs])  # (dirs, pairs): the pair's own base metric off the averaged one
+        scores = ((offset[:, None, :] + est.double()) / span).float()
+        meta["raw"] = raw_all.view(*shape, P).tolist()
+        return AttributionPatchingResult(scores.reshape(*shape, P), ("direction", *dims, "example"),
+                                         {"direction": dirs, **coords, "example": list(range(P))}, meta,
+                                         name="attribution score")
+    scores = est.mean(-1)  # the metric is averaged over prompts
+    scores /= span
+    meta["raw"] = (m_corr + scores * span if dirs == ["denoise"] else
+                   torch.stack([m_corr + scores[k] * span if n == "denoise" else m_clean - scores[k] * span
+                                for k, n in enumerate(dirs)])).view(shape).tolist()
+    return AttributionPatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
+                                     name="attribution score")
+
+
+@dataclass
+class _Estimates:
+    dims: tuple[str, ...]
+    coords: dict[str, list]
+    est: torch.Tensor  # (dirs, cells, pairs): each pair's first-order change, toward clean (denoise) / lost (noise)
+    clean: torch.Tensor  # (pairs,) the metric on each clean / corrupted input
+    corrupted: torch.Tensor
+
+
+def _estimates(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
+               chunk_size: int | None) -> _Estimates:
+    """Every cell's estimate per pair (the directions asked), for pairs of one length."""
+    clean_in, corr_in = part.clean, part.corrupted
+    dims, coords, cells = sweep_cells(m, sites, per, part.positions, seq_len(clean_in), clean_in)
+    full = unique_full_sites(cells)
+    runs = {}
+    for name, inp, grads in (("clean", clean_in, "noise" in dirs), ("corrupted", corr_in, "denoise" in dirs)):
+        runs[name] = m.run(inp, cache=full, grads=full if grads else (), metric=metric_fn, chunk_size=chunk_size)
+    # both runs were given a metric
+    y_clean, y_corr = (cast(torch.Tensor, runs[k].metric).float().cpu() for k in ("clean", "corrupted"))
     P = runs["clean"].n_rows
-    scores = torch.zeros(len(dirs), len(cells))
-    sites = {(s.module, s.io): (s, m.adapter.resolve(s)) for s in full}
+    est = torch.zeros(len(dirs), len(cells), P)
+    resolved = {(s.module, s.io): (s, m.adapter.resolve(s)) for s in full}
     for i, name in enumerate(dirs):
         g_run = runs["corrupted"] if name == "denoise" else runs["clean"]
         # grad . (a_clean - a_corrupted), elementwise, once per site; each cell sums its selection of it
         prods = {k: (runs["clean"].cache[s.name] - runs["corrupted"].cache[s.name]) * g_run.grads[s.name]
-                 for k, (s, _) in sites.items()}
+                 for k, (s, _) in resolved.items()}
         for j, c in enumerate(cells):
             key = (c.site.module, c.site.io)
-            part = Engine._view(prods[key], c.site, sites[key][1])
-            scores[i, j] = part.reshape(P, -1).sum(1).mean()  # the metric is averaged over prompts
-    scores /= span
-    shape = (len(dirs), *[len(coords[k]) for k in dims])
-    meta = {"method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
-            "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
-            "raw": (m_corr + scores * span if dirs == ["denoise"] else
-                    torch.stack([m_corr + scores[k] * span if n == "denoise" else m_clean - scores[k] * span
-                                 for k, n in enumerate(dirs)])).view(shape).tolist(),
-            "title": f"attribution patching ({', '.join(dirs)})"}
-    return AttributionPatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
-                                     name="attribution score")
+            est[i, j] = Engine._view(prods[key], c.site, resolved[key][1]).reshape(P, -1).sum(1).float().cpu()
+    return _Estimates(dims, coords, est, y_clean, y_corr)
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:
