@@ -1,7 +1,9 @@
 """Causal mediation: total, natural direct and indirect effects and interchange-intervention accuracy per site."""
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import torch
 
@@ -24,6 +26,7 @@ from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._counterfactuals import CounterfactualDataset
+from ._ragged import POSITION_GRIDS, aligned_positions, for_pairs, pair_groups
 
 STATS = ("TE", "NIE", "NDE", "IIA")
 
@@ -31,17 +34,23 @@ STATS = ("TE", "NIE", "NDE", "IIA")
 class MediationResult(LabelledArray):
     """Per-site effects with bootstrap intervals: dims ``(*sweep, "stat", "value")``.
 
-    ``stat``: ``TE`` (total effect, the same for every site), ``NIE`` (natural indirect effect), ``NDE``
-    (natural direct effect), ``IIA`` (interchange-intervention accuracy); ``value``: ``mean``, ``lo``,
-    ``hi`` (the bootstrap interval).
-
     >>> r = cs.mediation("adder", cs.counterfactuals(vary="A", n=50), "neurons")
     >>> r.iia()                     # (layer, neuron) grid of IIA means
     >>> r.sel(stat="NIE", value="mean")
+
+    ``stat``: ``TE`` (total effect, the same for every site), ``NIE`` (natural indirect effect), ``NDE``
+    (natural direct effect), ``IIA`` (interchange-intervention accuracy); ``value``: ``mean``, ``lo``,
+    ``hi`` (the bootstrap interval). With ``per_example=True`` the last dim is ``example`` (each pair's
+    value, IIA as 0 / 1 hits) and :meth:`stat`, :meth:`iia` and :meth:`plot` give means over the examples.
     """
 
     def stat(self, name: str, value: str = "mean") -> LabelledArray:
         """One statistic over the sweep, e.g. ``r.stat("NIE")`` or ``r.stat("IIA", "lo")``."""
+        if "example" in self.dims:
+            if value != "mean":
+                raise InputError(f"This result keeps one value per pair (per_example=True), so it has no {value!r}; "
+                                 f"run cs.mediation without per_example for bootstrap intervals.")
+            return self.sel(stat=name).mean("example")
         return self.sel(stat=name, value=value)
 
     def iia(self) -> LabelledArray:
@@ -79,8 +88,9 @@ def _neuron_cells(m: Any, probe_in: Any) -> tuple[tuple[str, ...], dict[str, lis
 
 
 def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: Any = "neurons", *,
-              metric: Any = None, per: str | None = None, tol: float = 1e-3, n_boot: int = 1000, ci: float = 0.95,
-              seed: int = 0, chunk_size: int | None = None) -> MediationResult:
+              metric: Any = None, per: str | None = None, positions: Sequence[int] | None = None,
+              align: Literal["start", "end"] | None = None, tol: float = 1e-3, n_boot: int = 1000, ci: float = 0.95,
+              seed: int = 0, chunk_size: int | None = None, per_example: bool = False) -> MediationResult:
     """Total, natural direct and indirect effects and IIA of every site of a sweep, over base / source pairs.
 
     >>> ds = cs.counterfactuals(vary="A", n=50, seed=42)
@@ -97,31 +107,112 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
       ``==``; we default to ``tol=1e-3`` so that rounding in the last bits does not decide.
 
     Means over pairs with percentile bootstrap intervals (``n_boot`` resamples of the pairs, level
-    ``ci``, seeded). ``sites``: ``"neurons"`` (each neuron of each hidden Linear layer), any sweep or
-    site list :func:`activation_patching` takes (``"resid_pre"``, ``"heads"``, ...), or one site with
-    ``per=``. All cells x pairs run as rows of batched engine passes; on Hugging Face LMs with the
-    segmented schedule of :func:`activation_patching`.
+    ``ci``, seeded). ``per_example=True`` keeps each pair's TE / NIE / NDE / IIA hit instead, on an
+    ``example`` dim in place of ``value`` (their mean over examples is the default result's ``mean``).
+    ``sites``: ``"neurons"`` (each neuron of each hidden Linear layer), any sweep or site list
+    :func:`activation_patching` takes (``"resid_pre"``, ``"heads"``, ...), or one site with ``per=``;
+    ``positions`` restricts position sweeps. All cells x pairs run as rows of batched engine passes; on
+    Hugging Face LMs with the segmented schedule of :func:`activation_patching`.
+
+    **Pairs of different lengths**: lists of base and source prompts (or token-id lists) whose pairs differ in
+    length (each base prompt as long as its source one) run length by length; every pair's values are those
+    it would have alone, and the means and the bootstrap run over all pairs as for pairs of one length. A
+    position sweep says how positions line up: ``align="end"`` (-k .. -1, back from each prompt's last
+    token) or ``align="start"``; every position must exist in the shortest prompt.
+
+    >>> r = cs.mediation(m, (["the cat sat on the mat", "a dog ran"], ["the dog sat on the mat", "a cat ran"]),
+    ...                  "resid_pre", metric=cs.logit_diff(5, 9), align="end")
     """
     m = load(model)
     if not 0 < ci < 1:
         raise InputError(f"ci must be in (0, 1), got {ci}.")
     if n_boot < 1:
         raise InputError(f"n_boot must be >= 1, got {n_boot}.")
+    if align not in (None, "start", "end"):
+        raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
     if isinstance(data, CounterfactualDataset):
-        base_in, src_in, varied = data.base, data.source, data.varied
+        base, source, varied = data.base, data.source, data.varied
     else:
         try:
-            base_in, src_in = data
+            base, source = data
         except (TypeError, ValueError):
             raise InputError("data must be a CounterfactualDataset or a (base, source) pair of inputs.") from None
         varied = ()
-    base_in, src_in = input_pair(m, base_in, src_in, "mediation")
     metric_fn = resolve_metric(metric, m)
+    groups = pair_groups(m, base, source)
+    labels = None
+    if groups is None:
+        parts = [_Part(None, *input_pair(m, base, source, "mediation"), positions)]
+    else:
+        if per == "position" or (isinstance(sites, str) and sites in POSITION_GRIDS):
+            labels = aligned_positions(positions, align, sorted(groups))
+        parts = [_Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
+                       positions if labels is None else labels if align == "start" else [T + o for o in labels])
+                 for T, idx in groups.items()]
+    effects = [_effects(m, part, sites, per, for_pairs(metric_fn, part.index), tol, chunk_size) for part in parts]
+    dims, coords, cells = effects[0].dims, effects[0].coords, effects[0].cells
+    if any(len(e.cells) != len(cells) for e in effects):
+        raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
+                         "sites that every prompt has.")
+    P = sum(e.per_pair.shape[-1] for e in effects)
+    per_pair = torch.zeros(len(cells), len(STATS), P, device=effects[0].per_pair.device)  # (cells, stat, pairs)
+    for part, e in zip(parts, effects):
+        per_pair[..., torch.arange(P) if part.index is None else torch.tensor(part.index)] = e.per_pair
+    last: tuple[str, list[Any]]
+    if per_example:
+        out, last = per_pair, ("example", list(range(P)))
+    else:
+        idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))
+        boot = per_pair[..., idx].mean(-1)                               # (cells, stat, n_boot)
+        q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
+        lo_hi = torch.quantile(boot, q, dim=-1).permute(1, 2, 0)         # (cells, stat, 2)
+        out, last = torch.cat([per_pair.mean(-1, keepdim=True), lo_hi], -1), ("value", ["mean", "lo", "hi"])
+    shape = [len(coords[k]) for k in dims]
+    full = torch.full((*shape, len(STATS), out.shape[-1]), float("nan"))
+    for c, cell in zip(out, cells):  # cells as the first group labels them
+        full[tuple(coords[k].index(v) for k, v in zip(dims, cell.label))] = c
+    logits = any(e.logits for e in effects)
+    meta: dict[str, Any] = {
+        "method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
+        "n_boot": n_boot, "ci": ci, "seed": seed, "metric": repr(metric_fn), "fast_path": all(e.fast for e in effects),
+        "iia_rule": "same top token" if logits else f"|y - y_source| <= {tol}",
+        "title": f"mediation of {', '.join(varied) or 'the input change'}"}
+    if groups is not None:
+        meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
+    out_coords = {**coords, **({} if labels is None else {"position": list(labels)})}
+    return MediationResult(full, (*dims, "stat", last[0]), {**out_coords, "stat": list(STATS), last[0]: last[1]},
+                           meta, name="effect")
+
+
+@dataclass
+class _Part:
+    """Pairs of one length: their places among all pairs (None: all), inputs and the positions to sweep."""
+
+    index: list[int] | None
+    base: Any
+    source: Any
+    positions: Sequence[int] | None
+
+
+@dataclass
+class _Effects:
+    dims: tuple[str, ...]
+    coords: dict[str, list]
+    cells: list[Any]
+    per_pair: torch.Tensor  # (cells, stat, pairs)
+    fast: bool
+    logits: bool
+
+
+def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, tol: float,
+             chunk_size: int | None) -> _Effects:
+    """Every cell's TE / NIE / NDE / IIA hit per pair, for pairs of one length."""
+    base_in, src_in = part.base, part.source
     T = seq_len(base_in)
     if sites == "neurons" and per is None:
         dims, coords, cells = _neuron_cells(m, base_in)
     else:
-        dims, coords, cells = sweep_cells(m, sites, per, None, T, base_in)
+        dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, base_in)
     fast = segmented_ok(m, cells) and segment_safe(base_in) and segment_safe(src_in)
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
@@ -148,21 +239,7 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     into_source = patched(runs["source"], src_in, runs["base"], metric_fn)
     per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
                             into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
-    idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))
-    boot = per_pair[..., idx].mean(-1)                                   # (cells, stat, n_boot)
-    q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
-    lo_hi = torch.quantile(boot, q, dim=-1).permute(1, 2, 0)             # (cells, stat, 2)
-    out = torch.cat([per_pair.mean(-1, keepdim=True), lo_hi], -1)        # (cells, stat, 3)
-    shape = [len(coords[k]) for k in dims]
-    full = torch.full((*shape, len(STATS), 3), float("nan"))
-    for c, cell in zip(out, cells):
-        full[tuple(coords[k].index(v) for k, v in zip(dims, cell.label))] = c
-    meta = {"method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
-            "n_boot": n_boot, "ci": ci, "seed": seed, "metric": repr(metric_fn), "fast_path": fast,
-            "iia_rule": "same top token" if logits else f"|y - y_source| <= {tol}",
-            "title": f"mediation of {', '.join(varied) or 'the input change'}"}
-    return MediationResult(full, (*dims, "stat", "value"), {**coords, "stat": list(STATS),
-                                                           "value": ["mean", "lo", "hi"]}, meta, name="effect")
+    return _Effects(dims, coords, cells, per_pair, fast, bool(logits))
 
 
 class _WithTopToken:
