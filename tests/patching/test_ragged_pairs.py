@@ -81,3 +81,16 @@ def test_ragged_pairs_need_an_alignment_and_one_length_per_pair(gpt2):
         cs.activation_patching(gpt2, CLEAN, [CORRUPT[0], "a big cat ran", *CORRUPT[2:]], ["layers.1"], METRIC)
     with pytest.raises(cs.InputError, match="4 clean prompts and 3 corrupted"):
         cs.activation_patching(gpt2, CLEAN, CORRUPT[:3], ["layers.1"], METRIC)
+
+
+def test_one_answer_per_pair_reads_each_pairs_own_answer(lm):
+    """The IOI setup: a metric with one answer per pair, over pairs of different lengths."""
+    correct, wrong = [5, 11, 7, 2], [9, 3, 14, 6]
+    r = cs.activation_patching(lm, CLEAN, CORRUPT, ["layers.1", "layers.2.mlp"], cs.logit_diff(correct, wrong))
+    pairs = []
+    for p, (c, k) in enumerate(zip(CLEAN, CORRUPT)):
+        a = cs.activation_patching(lm, c, k, ["layers.1", "layers.2.mlp"], cs.logit_diff(correct[p], wrong[p]))
+        pairs.append((torch.tensor(a.meta["raw"]), a.meta["clean_metric"], a.meta["corrupted_metric"]))
+    want, raw = combined(pairs)
+    torch.testing.assert_close(torch.tensor(r.meta["raw"]), raw, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.values, want, atol=1e-4, rtol=1e-4)

@@ -8,12 +8,16 @@ from typing import Any, Literal, cast
 import torch
 
 from ..core import (
+    POSITION_SWEEPS,
     Site,
+    aligned_positions,
     call_metric,
     first_difference,
+    for_pairs,
     full_rows,
     input_pair,
     is_last_only,
+    length_groups,
     resolve_metric,
     segment_safe,
     segmented_ok,
@@ -26,7 +30,6 @@ from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._counterfactuals import CounterfactualDataset
-from ._ragged import POSITION_GRIDS, aligned_positions, for_pairs, pair_groups
 
 STATS = ("TE", "NIE", "NDE", "IIA")
 
@@ -139,12 +142,12 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
             raise InputError("data must be a CounterfactualDataset or a (base, source) pair of inputs.") from None
         varied = ()
     metric_fn = resolve_metric(metric, m)
-    groups = pair_groups(m, base, source)
+    groups = length_groups(m, base, source, names=("base", "source"))
     labels = None
     if groups is None:
         parts = [_Part(None, *input_pair(m, base, source, "mediation"), positions)]
     else:
-        if per == "position" or (isinstance(sites, str) and sites in POSITION_GRIDS):
+        if per == "position" or (isinstance(sites, str) and sites in POSITION_SWEEPS):
             labels = aligned_positions(positions, align, sorted(groups))
         parts = [_Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
                        positions if labels is None else labels if align == "start" else [T + o for o in labels])

@@ -61,7 +61,8 @@ def model_input(m: Model, x: Any, method: str, what: str = "") -> Batch:
     return batch
 
 
-def length_groups(m: Model, clean: Any, corrupted: Any) -> dict[int, list[int]] | None:
+def length_groups(m: Model, clean: Any, corrupted: Any,
+                  names: tuple[str, str] = ("clean", "corrupted")) -> dict[int, list[int]] | None:
     """Prompt pairs grouped by token length (length -> pair indices, in order) when ``clean`` / ``corrupted`` are
     lists of prompts (or of token-id lists) whose pairs differ in length; None when every pair has one length
     or the inputs are not such lists. Within a pair, clean and corrupted must have one length.
@@ -73,8 +74,8 @@ def length_groups(m: Model, clean: Any, corrupted: Any) -> dict[int, list[int]] 
     if None in kinds:
         return None
     if len(clean) != len(corrupted):
-        raise InputError(f"{len(clean)} clean prompts and {len(corrupted)} corrupted ones: give one corrupted "
-                         f"prompt per clean one.")
+        a, b = names
+        raise InputError(f"{len(clean)} {a} prompts and {len(corrupted)} {b} ones: give one {b} prompt per {a} one.")
 
     def length(x: Any, kind: str | None) -> int:
         if kind == "ids":
@@ -89,8 +90,8 @@ def length_groups(m: Model, clean: Any, corrupted: Any) -> dict[int, list[int]] 
     bad = [i for i in range(len(lc)) if lc[i] != lk[i]]
     if bad:
         i = bad[0]
-        raise InputError(f"Pair {i}: the clean prompt has {lc[i]} tokens and the corrupted one {lk[i]}; the two "
-                         f"prompts of a pair must have one length (pairs may differ from each other).")
+        raise InputError(f"Pair {i}: the {names[0]} prompt has {lc[i]} tokens and the {names[1]} one {lk[i]}; the "
+                         f"two prompts of a pair must have one length (pairs may differ from each other).")
     if len(set(lc)) == 1:
         return None
     groups: dict[int, list[int]] = {}

@@ -11,7 +11,9 @@ from ..core import (
     Cell,
     Model,
     Site,
+    check_align,
     first_difference,
+    for_pairs,
     full_rows,
     is_last_only,
     resolve_metric,
@@ -24,7 +26,7 @@ from ..core import (
 )
 from ..errors import InputError
 from ..loading import load
-from ._pairs import Part, check_align, split_pairs
+from ._pairs import Part, split_pairs
 from ._result import PatchingResult
 
 Direction = Literal["denoise", "noise", "both"]
@@ -138,6 +140,7 @@ class _Values:
 def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
             chunk_size: int | None, progress: bool | None) -> _Values:
     """Every cell's patched metric per pair (both directions asked), for pairs of one length."""
+    metric_fn = for_pairs(metric_fn, part.index)  # one answer per pair: each row reads its own pair's
     clean_in, corr_in = part.clean, part.corrupted
     T = seq_len(clean_in)
     dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, clean_in)

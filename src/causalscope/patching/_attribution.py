@@ -6,11 +6,11 @@ from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Engine, Model, resolve_metric, seq_len, sweep_cells, unique_full_sites
+from ..core import Engine, Model, check_align, for_pairs, resolve_metric, seq_len, sweep_cells, unique_full_sites
 from ..errors import InputError
 from ..loading import load
 from ..results import resolve_backend
-from ._pairs import Part, check_align, split_pairs
+from ._pairs import Part, split_pairs
 from ._result import PatchingResult
 
 
@@ -163,6 +163,7 @@ class _Estimates:
 def _estimates(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
                chunk_size: int | None) -> _Estimates:
     """Every cell's estimate per pair (the directions asked), for pairs of one length."""
+    metric_fn = for_pairs(metric_fn, part.index)  # one answer per pair: each row reads its own pair's
     clean_in, corr_in = part.clean, part.corrupted
     dims, coords, cells = sweep_cells(m, sites, per, part.positions, seq_len(clean_in), clean_in)
     full = unique_full_sites(cells)

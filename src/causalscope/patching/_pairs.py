@@ -8,10 +8,8 @@ from typing import Any
 
 import torch
 
-from ..core import Model, input_pair, length_groups
+from ..core import POSITION_SWEEPS, Model, aligned_positions, input_pair, length_groups
 from ..errors import InputError
-
-POSITION_SWEEPS = ("resid_pre", "resid_post", "attn", "mlp")
 
 
 @dataclass
@@ -62,12 +60,12 @@ class Pairs:
 def split_pairs(m: Model, clean: Any, corrupted: Any, sites: Any, per: str | None, positions: Sequence[int] | None,
                 align: str | None, method: str) -> Pairs:
     """The pairs length by length (one part when every pair has one length); a position sweep over several lengths
-    gets each length's own positions from the aligned labels (see :func:`aligned`)."""
+    gets each length's own positions from the aligned labels (see ``core.aligned_positions``)."""
     groups = length_groups(m, clean, corrupted)
     if groups is None:
         return Pairs([Part(None, *input_pair(m, clean, corrupted, method), positions)], None, None, align)
     sweeps_positions = per == "position" or (isinstance(sites, str) and sites in POSITION_SWEEPS)
-    labels = aligned(positions, align, sorted(groups)) if sweeps_positions else None
+    labels = aligned_positions(positions, align, sorted(groups)) if sweeps_positions else None
     parts = []
     for T, idx in groups.items():
         own: Sequence[int] | None = positions
@@ -75,30 +73,3 @@ def split_pairs(m: Model, clean: Any, corrupted: Any, sites: Any, per: str | Non
             own = labels if align == "start" else [T + o for o in labels]
         parts.append(Part(idx, *input_pair(m, [clean[i] for i in idx], [corrupted[i] for i in idx], method), own))
     return Pairs(parts, labels, groups, align)
-
-
-def check_align(align: Any) -> None:
-    if align not in (None, "start", "end"):
-        raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
-
-
-def aligned(positions: Sequence[int] | None, align: str | None, lengths: list[int]) -> list[int]:
-    """The position labels of a sweep over pairs of different lengths: from each prompt's start, or (``"end"``)
-    offsets back from its last token; every label must exist in the shortest prompt.
-
-    >>> aligned(None, "end", [3, 5])      # [-3, -2, -1]
-    """
-    T_min = min(lengths)
-    if align is None:
-        raise InputError(f"The prompt pairs have different lengths {lengths}, so a position sweep must say how "
-                         f"positions line up: align='end' (offsets back from each prompt's last token, -1 = last) "
-                         f"or align='start' (positions from each prompt's first token).")
-    if positions is None:
-        return list(range(T_min)) if align == "start" else list(range(-T_min, 0))
-    pos = [int(p) for p in positions]
-    ok = (lambda p: 0 <= p < T_min) if align == "start" else (lambda p: -T_min <= p < 0)
-    if not all(ok(p) for p in pos):
-        want = f"0 .. {T_min - 1}" if align == "start" else f"-{T_min} .. -1"
-        raise InputError(f"positions {pos} with align={align!r} must lie in {want} (the shortest prompt has "
-                         f"{T_min} tokens).")
-    return pos

@@ -1,9 +1,8 @@
-"""Base / source pairs of different lengths for mediation: the pairs grouped by length, the positions of a
-sweep across lengths, and a metric that reads each pair's own answer inside a group.
+"""Prompt pairs of different lengths, shared by the families that take pairs (patching, mediation): the positions
+of a sweep lined up across lengths, and a metric that reads each pair's own answer inside a group of one length.
 
->>> groups = pair_groups(m, ["the cat sat", "a dog ran by the tree"], ["the dog sat", "a cat ran by the tree"])
->>> groups, aligned_positions(None, "end", sorted(groups))
-({3: [0], 5: [1]}, [-3, -2, -1])
+>>> aligned_positions(None, "end", [3, 5]), aligned_positions([0, 2], "start", [4, 7])
+([-3, -2, -1], [0, 2])
 """
 from __future__ import annotations
 
@@ -12,35 +11,25 @@ from typing import Any
 
 import torch
 
-from ..core import call_metric, is_last_only, length_groups
 from ..errors import InputError
+from ._metrics import call_metric, is_last_only
 
 #: sweeps over token positions (per layer), whose positions must line up across prompt lengths
-POSITION_GRIDS = ("resid_pre", "resid_post", "attn", "mlp")
+POSITION_SWEEPS = ("resid_pre", "resid_post", "attn", "mlp")
 
 
-def pair_groups(m: Any, base: Any, source: Any) -> dict[int, list[int]] | None:
-    """Pair indices by token length (length -> indices, in order) for lists of base / source prompts whose pairs
-    differ in length; None when every pair has one length or the inputs are not lists of prompts.
-
-    >>> pair_groups(m, ["the cat sat", "a dog ran by the tree"], ["the dog sat", "a cat ran by the tree"])
-    {3: [0], 5: [1]}
-
-    Within a pair, base and source must have one length (an :class:`InputError` names the pair).
-    """
-    try:
-        return length_groups(m, base, source)
-    except InputError as e:  # core names the two sides of a pair as patching does: clean / corrupted
-        msg = str(e).replace("clean", "base").replace("corrupted", "source")
-        raise InputError(msg) from None
+def check_align(align: Any) -> None:
+    """``align`` must be ``"start"``, ``"end"`` or None."""
+    if align not in (None, "start", "end"):
+        raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
 
 
 def aligned_positions(positions: Sequence[int] | None, align: str | None, lengths: list[int]) -> list[int]:
     """The position labels of a sweep over pairs of different lengths: from each prompt's start, or (``"end"``)
     offsets back from its last token; every label must exist in the shortest prompt.
 
-    >>> aligned_positions([0, 2], "start", [4, 7]), aligned_positions(None, "end", [2, 5])
-    ([0, 2], [-2, -1])
+    >>> aligned_positions(None, "end", [2, 5])
+    [-2, -1]
     """
     T_min = min(lengths)
     if align is None:
@@ -80,7 +69,7 @@ class PairMetric:
 
 
 def for_pairs(metric: Any, pairs: list[int] | None) -> Any:
-    """``metric`` for one length group (``pairs``: the group's pair indices; None: all pairs, in order)."""
-    if pairs is None or not getattr(metric, "takes_input_index", False):
+    """``metric`` for one length group of pairs (``pairs``: their indices among all pairs; None: all pairs)."""
+    if pairs is None or int(getattr(metric, "n_answers", 1)) <= 1:
         return metric
     return PairMetric(metric, pairs)
