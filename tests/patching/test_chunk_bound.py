@@ -27,11 +27,11 @@ def block_rows(m: cs.Model) -> tuple[list[int], list]:
 def test_activation_patching_staircase_respects_chunk_size(gpt2, chunk):
     clean, corrupt = gpt2.adapter.tokenize(CLEAN), gpt2.adapter.tokenize(CORRUPT)
     metric = cs.logit_diff([5, 6], [9, 3])
-    ref = cs.activation_patching(gpt2, clean, corrupt, "resid_pre", metric)
+    ref = cs.activation_patching(gpt2, clean, corrupt, "resid_pre", metric, schedule="floor")
     assert ref.meta["fast_path"]
     seen, handles = block_rows(gpt2)
     try:
-        r = cs.activation_patching(gpt2, clean, corrupt, "resid_pre", metric, chunk_size=chunk)
+        r = cs.activation_patching(gpt2, clean, corrupt, "resid_pre", metric, chunk_size=chunk, schedule="floor")
     finally:
         for h in handles:
             h.remove()
@@ -47,7 +47,7 @@ def test_the_unbounded_staircase_stacks_more_rows_than_the_bound(gpt2):
     clean, corrupt = gpt2.adapter.tokenize(CLEAN), gpt2.adapter.tokenize(CORRUPT)
     seen, handles = block_rows(gpt2)
     try:
-        cs.activation_patching(gpt2, clean, corrupt, "resid_pre", cs.logit_diff([5, 6], [9, 3]))
+        cs.activation_patching(gpt2, clean, corrupt, "resid_pre", cs.logit_diff([5, 6], [9, 3]), schedule="floor")
     finally:
         for h in handles:
             h.remove()

@@ -75,8 +75,9 @@ def test_activation_patching_dict_equals_tensor(arch, sites, mask):
     s = {"resid_pre": "resid_pre", "per-position": cs.Site("layers.2"),
          "layer-list": [f"layers.{i}" for i in range(m.n_layers)] + ["layers.2.mlp", "layers.1.attn"]}[sites]
     per = "position" if sites == "per-position" else None
-    want = cs.activation_patching(m, c, k, s, metric, direction="both", per=per)
-    got = cs.activation_patching(m, as_dict(c, mask), as_dict(k, mask), s, metric, direction="both", per=per)
+    want = cs.activation_patching(m, c, k, s, metric, direction="both", per=per, schedule="floor")
+    got = cs.activation_patching(m, as_dict(c, mask), as_dict(k, mask), s, metric, direction="both", per=per,
+                                 schedule="floor")
     assert got.meta["fast_path"] and got.meta["first_difference"] == want.meta["first_difference"] == 2
     assert got.dims == want.dims and got.coords == want.coords
     same(got.values, want.values, exact=not mask)

@@ -350,7 +350,7 @@ def test_token_layers_closed_form():
     L, T, P = 4, clean.shape[1], clean.shape[0]
     d = int((clean != corr).any(0).nonzero()[0])  # first position where some pair differs
     assert d == 2
-    r = cs.activation_patching(m, clean, corr, "resid_pre", cs.logit_diff(CORRECT, WRONG))
+    r = cs.activation_patching(m, clean, corr, "resid_pre", cs.logit_diff(CORRECT, WRONG), schedule="floor")
     assert r.meta["fast_path"] is True and r.meta["first_difference"] == d
     # group t >= d holds the L cells (l, t); block j runs the cells with layer <= j, P rows each, on T - t positions
     per_direction = sum((j + 1) * P * (T - t) for t in range(d, T) for j in range(L))
@@ -359,7 +359,8 @@ def test_token_layers_closed_form():
     assert r.meta["token_layers"] < naive
 
     # heads: every cell covers all positions, so one group, t = d
-    h = cs.activation_patching(m, clean, corr, "heads", cs.logit_diff(CORRECT, WRONG), direction="denoise")
+    h = cs.activation_patching(m, clean, corr, "heads", cs.logit_diff(CORRECT, WRONG), direction="denoise",
+                               schedule="floor")
     assert h.meta["token_layers"] == sum((j + 1) * 4 * P * (T - d) for j in range(L))
 
 

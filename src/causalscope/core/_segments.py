@@ -104,6 +104,43 @@ def block_staircase(m: Model, lm: SegmentedLM, kv: KV | None, t: int, P: int, en
     return None, token_layers
 
 
+#: CPU cost of one segmented block step (an engine pass of one block) over one token-layer of a d=128 model, and
+#: how the token-layer cost grows with d_model; fitted on GPT-2 configs (L 4-12, d 64-768, T 8-16, 1-8 prompts) on
+#: the 2-core CPU where the floor and one batched pass were timed side by side (docs/patching.md, "Schedules")
+STEP_OVER_TOKEN_LAYER = 108.0
+TOKEN_LAYER_EXPONENT = 1.4
+#: on an accelerator a pass is launch-bound: a block step costs relatively more (not yet measured; a safe lean)
+ACCELERATOR_STEP_FACTOR = 10.0
+
+
+def schedule_costs(m: Model, cells: list[Cell], T: int, d: int, P: int) -> dict[str, float]:
+    """The two patching schedules' costs, in token-layer units: the segmented floor (its token-layers plus its
+    block steps, each worth the fixed cost of an engine pass) and one batched pass over every cell.
+
+    >>> schedule_costs(m, cells, T=12, d=1, P=1)      # {'floor': ..., 'batched': ..., 'steps': 66, ...}
+    """
+    lm = segmented(m.adapter)
+    L = int(m.n_layers or 0)
+    assert lm is not None
+    first_block: dict[int, int] = {}
+    floor_tl = 0
+    for c in cells:
+        p0 = max(d, _first_position(c.site, T))
+        if p0 >= T or _from(c.site, p0, T) is None:
+            continue  # patches only positions where clean and corrupted agree: no compute (as in staircase)
+        block = cast(int, _block_of(lm, m, c.site))
+        first_block[p0] = min(first_block.get(p0, L), block)
+        floor_tl += (L - block) * (T - p0) * P
+    steps = sum(L - b for b in first_block.values())
+    width = max(int(getattr(lm, "d_model", 128)), 1)
+    step = STEP_OVER_TOKEN_LAYER / (width / 128) ** TOKEN_LAYER_EXPONENT
+    if getattr(lm, "device", torch.device("cpu")).type != "cpu":
+        step *= ACCELERATOR_STEP_FACTOR
+    batched_tl = len(cells) * P * T * L
+    return {"floor": floor_tl + steps * step, "batched": float(batched_tl), "steps": steps,
+            "floor_token_layers": floor_tl, "batched_token_layers": batched_tl}
+
+
 def _first_position(site: Site, T: int) -> int:
     p = site.positions
     if p is None:

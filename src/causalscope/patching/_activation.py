@@ -17,6 +17,7 @@ from ..core import (
     full_rows,
     is_last_only,
     resolve_metric,
+    schedule_costs,
     segment_safe,
     segmented_ok,
     seq_len,
@@ -36,7 +37,8 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
                         direction: Direction = "both", per: str | None = None,
                         positions: Sequence[int] | None = None, chunk_size: int | None = None,
                         progress: bool | None = None, align: Literal["start", "end"] | None = None,
-                        per_example: bool = False) -> PatchingResult:
+                        per_example: bool = False,
+                        schedule: Literal["auto", "floor", "batched"] = "auto") -> PatchingResult:
     """Patch activations between a clean and a corrupted input, at every site of a sweep, in both directions.
 
     >>> r = cs.activation_patching(m, "the cat sat on the mat", "the dog sat on the mat", "resid_pre",
@@ -86,7 +88,9 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "activation_patching")
-    values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress) for part in pairs.parts]
+    if schedule not in ("auto", "floor", "batched"):
+        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
+    values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress, schedule) for part in pairs.parts]
     dims, coords, cells = values[0].dims, dict(values[0].coords), values[0].cells
     pairs.check_cells([len(v.cells) for v in values])
     if pairs.labels is not None:
@@ -113,6 +117,8 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
             "clean_metric": m_clean, "corrupted_metric": m_corr, "raw": raw.view(shape).tolist(),
             "n_prompts": P, "first_difference": values[0].d if len(values) == 1 else [v.d for v in values],
             "fast_path": all(v.fast for v in values), "token_layers": sum(v.token_layers for v in values),
+            "schedule": "floor" if all(v.fast for v in values) else "batched" if not any(v.fast for v in values)
+            else "mixed", "schedule_costs": [v.costs for v in values],
             "title": f"activation patching ({', '.join(dirs)})"}
     meta.update(pairs.meta())  # pairs of different lengths: lengths (tokens: pairs) and align
     if per_example:
@@ -135,10 +141,11 @@ class _Values:
     d: int
     fast: bool
     token_layers: int
+    costs: dict[str, float] | None = None  # the schedules' estimated costs, where both could run
 
 
 def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
-            chunk_size: int | None, progress: bool | None) -> _Values:
+            chunk_size: int | None, progress: bool | None, schedule: str = "auto") -> _Values:
     """Every cell's patched metric per pair (both directions asked), for pairs of one length."""
     metric_fn = for_pairs(metric_fn, part.index)  # one answer per pair: each row reads its own pair's
     clean_in, corr_in = part.clean, part.corrupted
@@ -147,6 +154,13 @@ def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], p
     if not cells:
         raise InputError("The sweep has no cells.")
     fast = segmented_ok(m, cells) and segment_safe(clean_in) and segment_safe(corr_in)
+    if schedule == "floor" and not fast:
+        raise InputError(f"schedule='floor' needs a transformer LM with a segmented forward, plain token ids and "
+                         f"sites inside its blocks; {m.name} with this sweep has none. Use schedule='auto'.")
+    d = first_difference(clean_in, corr_in) if fast else 0
+    costs = schedule_costs(m, cells, T, d, int(clean_in.size)) if fast else None
+    if schedule == "batched" or (schedule == "auto" and costs is not None and costs["batched"] < costs["floor"]):
+        fast = False
     L = int(m.n_layers or 0)
     key_sites = unique_full_sites(cells)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
@@ -156,7 +170,7 @@ def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], p
             for name, inp in (("clean", clean_in), ("corrupted", corr_in))}
     # both runs were given a metric
     y_clean, y_corr = (cast(torch.Tensor, runs[k].metric).float().cpu() for k in ("clean", "corrupted"))
-    d = first_difference(clean_in, corr_in) if fast else 0
+    d = d if fast else 0
     P = runs["clean"].n_rows
     raw = torch.zeros(len(dirs), len(cells), P)
     token_layers = 0
@@ -169,4 +183,4 @@ def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], p
             vals, tl = full_rows(m, cells, base_in, source, P, metric_fn, chunk_size, progress)
         raw[i] = vals.float().cpu()
         token_layers += tl
-    return _Values(dims, coords, cells, raw, y_clean, y_corr, P, d, fast, token_layers)
+    return _Values(dims, coords, cells, raw, y_clean, y_corr, P, d, fast, token_layers, costs)
