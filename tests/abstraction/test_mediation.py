@@ -108,7 +108,7 @@ def test_mediation_on_a_gpt2_config_equals_activation_patching_and_a_top_token_l
     base = gpt2.adapter.tokenize(["the old king saw a river near the city", "a big red car ran by the old house"])
     src = gpt2.adapter.tokenize(["the old dog saw a river near the city", "a big red cat ran by the old house"])
     metric = cs.logit_diff([5, 6], [9, 3])
-    r = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=50)
+    r = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=50, schedule="floor")
     assert r.meta["fast_path"] and r.dims == ("layer", "position", "stat", "value")
     ap = cs.activation_patching(gpt2, src, base, "resid_pre", metric, direction="denoise")
     y_base = float(metric(gpt2.run(base).output).mean())

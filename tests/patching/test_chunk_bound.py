@@ -57,10 +57,10 @@ def test_the_unbounded_staircase_stacks_more_rows_than_the_bound(gpt2):
 def test_mediation_staircase_respects_chunk_size(gpt2):
     base, src = gpt2.adapter.tokenize(CLEAN), gpt2.adapter.tokenize(CORRUPT)
     metric = cs.logit_diff([5, 6], [9, 3])
-    ref = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=20)
+    ref = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=20, schedule="floor")
     seen, handles = block_rows(gpt2)
     try:
-        r = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=20, chunk_size=3)
+        r = cs.mediation(gpt2, (base, src), "resid_pre", metric=metric, n_boot=20, chunk_size=3, schedule="floor")
     finally:
         for h in handles:
             h.remove()

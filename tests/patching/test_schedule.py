@@ -62,3 +62,13 @@ def test_schedule_errors():
     with pytest.raises(cs.InputError, match="schedule must be 'auto', 'floor' or 'batched'"):
         cs.activation_patching(m, torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 0.0]]), ["model.0"],
                                cs.output_value(), schedule="fast")
+
+
+def test_mediation_schedules_agree():
+    m = gpt2(3, 32, 4)
+    c, k = pair(3, 7)
+    floor = cs.mediation(m, (c, k), "resid_pre", metric=METRIC, n_boot=30, schedule="floor")
+    batched = cs.mediation(m, (c, k), "resid_pre", metric=METRIC, n_boot=30, schedule="batched")
+    assert (floor.meta["schedule"], batched.meta["schedule"]) == ("floor", "batched")
+    torch.testing.assert_close(floor.values, batched.values, atol=1e-4, rtol=0)
+    assert cs.mediation(m, (c, k), "resid_pre", metric=METRIC, n_boot=30).meta["schedule"] in ("floor", "batched")

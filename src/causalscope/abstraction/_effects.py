@@ -19,6 +19,7 @@ from ..core import (
     is_last_only,
     length_groups,
     resolve_metric,
+    schedule_costs,
     segment_safe,
     segmented_ok,
     seq_len,
@@ -93,7 +94,8 @@ def _neuron_cells(m: Any, probe_in: Any) -> tuple[tuple[str, ...], dict[str, lis
 def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: Any = "neurons", *,
               metric: Any = None, per: str | None = None, positions: Sequence[int] | None = None,
               align: Literal["start", "end"] | None = None, tol: float = 1e-3, n_boot: int = 1000, ci: float = 0.95,
-              seed: int = 0, chunk_size: int | None = None, per_example: bool = False) -> MediationResult:
+              seed: int = 0, chunk_size: int | None = None, per_example: bool = False,
+              schedule: Literal["auto", "floor", "batched"] = "auto") -> MediationResult:
     """Total, natural direct and indirect effects and IIA of every site of a sweep, over base / source pairs.
 
     >>> ds = cs.counterfactuals(vary="A", n=50, seed=42)
@@ -152,7 +154,10 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         parts = [_Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
                        positions if labels is None else labels if align == "start" else [T + o for o in labels])
                  for T, idx in groups.items()]
-    effects = [_effects(m, part, sites, per, for_pairs(metric_fn, part.index), tol, chunk_size) for part in parts]
+    if schedule not in ("auto", "floor", "batched"):
+        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
+    effects = [_effects(m, part, sites, per, for_pairs(metric_fn, part.index), tol, chunk_size, schedule)
+               for part in parts]
     dims, coords, cells = effects[0].dims, effects[0].coords, effects[0].cells
     if any(len(e.cells) != len(cells) for e in effects):
         raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
@@ -178,6 +183,8 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     meta: dict[str, Any] = {
         "method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
         "n_boot": n_boot, "ci": ci, "seed": seed, "metric": repr(metric_fn), "fast_path": all(e.fast for e in effects),
+        "schedule": "floor" if all(e.fast for e in effects) else "batched" if not any(e.fast for e in effects)
+        else "mixed",
         "iia_rule": "same top token" if logits else f"|y - y_source| <= {tol}",
         "title": f"mediation of {', '.join(varied) or 'the input change'}"}
     if groups is not None:
@@ -208,7 +215,7 @@ class _Effects:
 
 
 def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, tol: float,
-             chunk_size: int | None) -> _Effects:
+             chunk_size: int | None, schedule: str = "auto") -> _Effects:
     """Every cell's TE / NIE / NDE / IIA hit per pair, for pairs of one length."""
     base_in, src_in = part.base, part.source
     T = seq_len(base_in)
@@ -217,6 +224,13 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     else:
         dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, base_in)
     fast = segmented_ok(m, cells) and segment_safe(base_in) and segment_safe(src_in)
+    if schedule == "floor" and not fast:
+        raise InputError(f"schedule='floor' needs a transformer LM with a segmented forward, plain token ids and "
+                         f"sites inside its blocks; {m.name} with this sweep has none. Use schedule='auto'.")
+    d = first_difference(base_in, src_in) if fast else 0
+    costs = schedule_costs(m, cells, T, d, int(base_in.size)) if fast else None
+    if schedule == "batched" or (schedule == "auto" and costs is not None and costs["batched"] < costs["floor"]):
+        fast = False
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,
@@ -224,7 +238,7 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     # both runs were given a metric and keep their output
     y_base, y_src = cast(torch.Tensor, runs["base"].metric).float(), cast(torch.Tensor, runs["source"].metric).float()
     P = len(y_base)
-    d = first_difference(base_in, src_in) if fast else 0
+    d = d if fast else 0
 
     def patched(base_run: Any, base_x: Any, source_run: Any, fn: Any) -> torch.Tensor:
         if fast:
