@@ -171,7 +171,11 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         out, last = per_pair, ("example", list(range(P)))
     else:
         idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))
-        boot = per_pair[..., idx].mean(-1)                               # (cells, stat, n_boot)
+        # each resample's mean as one float64 product with its counts: (cells, stat, pairs) @ (pairs, n_boot);
+        # the same resamples as gathering per_pair[..., idx], without a (cells, stat, n_boot, pairs) tensor
+        counts = torch.zeros(n_boot, P, dtype=torch.float64).scatter_add_(1, idx, torch.ones(n_boot, P,
+                                                                                           dtype=torch.float64))
+        boot = (per_pair.cpu().double() @ counts.T / P).float()         # (cells, stat, n_boot)
         q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
         lo_hi = torch.quantile(boot, q, dim=-1).permute(1, 2, 0)         # (cells, stat, 2)
         out, last = torch.cat([per_pair.mean(-1, keepdim=True), lo_hi], -1), ("value", ["mean", "lo", "hi"])

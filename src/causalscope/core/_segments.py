@@ -32,7 +32,8 @@ def full_rows(m: Model, cells: list[Cell], base_in: Any, source: Any, P: int, me
           progress: bool | None) -> tuple[torch.Tensor, int]:
     """Any model: one engine row per (cell, prompt), full forwards, chunked. Returns (cells, prompts)."""
     patch = Patch(source)
-    rows = [{c.site: patch} for c in cells for _ in range(P)]
+    # the P rows of a cell share one dict: the engine compiles a run of rows sharing a dict once, not per row
+    rows = [row for c in cells for row in [{c.site: patch}] * P]
     run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
                 chunk_size=chunk_size, progress=progress if progress is False else None)
     vals = cast(torch.Tensor, run.metric).float()  # a metric was requested

@@ -104,8 +104,19 @@ class Site:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Site) and self._full_key() == other._full_key()
 
+    def __getstate__(self) -> dict:
+        # the cached hash is per process (str hashes are salted): never carry it into a pickle or a copy
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def __hash__(self) -> int:
-        return hash(self._full_key())
+        h = self.__dict__.get("_hash")
+        if h is None:  # a frozen value: hash it once (plans hash the same site for every row)
+            h = hash(self._full_key())
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def at(self, positions: Index) -> Site:
         """The same site at other positions: ``Site("layers.2").at(5)``."""
