@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from tqdm.auto import tqdm
 
+from ..core import Model, SegmentedLM
 from ..errors import InputError
 from ..results import LabelledArray, resolve_backend
-from ._trace import Kind, _lm, causal_trace, embedding_std
+from ._grouped import grouped_traces
+from ._trace import Kind, TraceResult, _lm, causal_trace, embedding_std
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")
@@ -117,7 +119,7 @@ class TraceAverage(LabelledArray):
 def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = ("hidden", "mlp", "attn"),
                   samples: int = 10, noise: Any = "3x", window: int = 10, seed: int = 0,
                   require_correct: bool = True, n_boot: int = 1000, ci: float = 0.95,
-                  progress: bool | None = None) -> TraceAverage:
+                  schedule: Literal["grouped", "per_fact"] = "grouped", progress: bool | None = None) -> TraceAverage:
     """Causal traces of many facts, averaged by token class (ROME Fig. 2), with bootstrap CIs.
 
     >>> avg = trace_average("facts-gpt", [("tomas veldran was born in the city of", "tomas veldran")])
@@ -128,6 +130,13 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     those facts (seeded). ``noise="3x"`` means 3 x the embedding std over *all* the facts' subjects, as
     ROME does. With answers given and ``require_correct``, facts the model gets wrong are skipped (ROME
     traces known facts only); ``meta["skipped"]`` lists them.
+
+    ``schedule="grouped"`` (the default) traces facts whose prompts have the same number of tokens and the
+    subject at the same tokens together: one clean and one corrupted pass for all of them and all kinds, then
+    every block call of :func:`causal_trace`'s compute-floor schedule on the rows of all of them (each fact
+    keeps its own noise draws, clean values and answer). ``"per_fact"`` calls :func:`causal_trace` fact by
+    fact. Both give the same numbers (up to float rounding of larger batches); ``meta["schedule"]``,
+    ``meta["fact_groups"]`` and ``meta["token_layers"]`` say what ran.
     """
     m, lm = _lm(model)
     items = _facts(facts)
@@ -139,28 +148,26 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
         noise = mult * embedding_std(m, [s for _, s, _ in items])
     if not 0 < ci < 1:
         raise InputError(f"ci must lie in (0, 1), got {ci}.")
+    if schedule not in ("grouped", "per_fact"):
+        raise InputError(f"schedule must be 'grouped' or 'per_fact', got {schedule!r}.")
     L = int(m.n_layers or 0)
     per_kind: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-    traces, skipped, used = [], [], []
+    traces, used = [], []
     show = progress if progress is not None else len(items) > 5
-    bar = tqdm(items, desc="trace_average", unit="fact", disable=not show)
-    for prompt, subject, answer in bar:
-        ids = lm.tokenize(prompt)
-        if answer is not None and require_correct:
-            logits = cast(torch.Tensor, m.run(ids).output)  # no metric, so the run keeps its output
-            pred = m.tokenizer.decode([int(logits[0, -1].argmax())]).strip()
-            if pred != str(answer).strip():
-                skipped.append({"prompt": prompt, "answer": answer, "predicted": pred})
-                continue
+    if schedule == "grouped":
+        by_fact, skipped, counts = grouped_traces(m, lm, items, kinds, samples, noise, window, seed, require_correct,
+                                                  show)
+    else:
+        by_fact, skipped = _per_fact(m, lm, items, kinds, samples, noise, window, seed, require_correct, show)
+        counts = {"fact_groups": sum(t is not None for t in by_fact)}
+    for (prompt, _, _), fact_traces in zip(items, by_fact):
+        if fact_traces is None:
+            continue
         used.append(prompt)
         for k in kinds:
-            r = causal_trace(m, prompt, subject, kind=k, samples=samples, noise=noise, window=window, seed=seed)
+            r = fact_traces[k]
             traces.append(r)
-            b, e = r.subject_range
-            classes = token_classes(b, e, len(r.tokens))
-            ie = r.scores - r.low_score
-            rows = [ie[idx].mean(0) if idx else torch.full((L,), float("nan")) for idx in classes.values()]
-            per_kind[k].append(torch.stack(rows))  # (classes, layers)
+            per_kind[k].append(_by_class(r, L))  # (classes, layers)
     if not used:
         raise InputError(f"No fact was traced: the model got all {len(items)} wrong (require_correct=True). "
                          f"First: {skipped[0] if skipped else None}.")
@@ -184,10 +191,40 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     meta = {"method": "trace_average", "model": m.name, "kinds": list(kinds), "samples": samples,
             "noise_std": float(noise) if not isinstance(noise, torch.Tensor) else "explicit", "window": window,
             "seed": seed, "n_boot": n_boot, "ci": ci, "n_facts": len(used), "skipped": skipped,
-            "n_facts_per_class": n_per_class,
+            "n_facts_per_class": n_per_class, "schedule": schedule, "fact_groups": counts["fact_groups"],
+            "token_layers": sum(int(r.meta["token_layers"]) for r in traces),
             "title": f"Average indirect effect over {len(used)} facts ({m.name})"}
     res = TraceAverage(out, ["kind", "token_class", "layer", "stat"],
                        {"kind": list(kinds), "token_class": list(TOKEN_CLASSES), "layer": list(range(L)),
                         "stat": ["mean", "ci_low", "ci_high"]}, meta, name="indirect effect")
     res.traces = traces
     return res
+
+
+def _by_class(r: TraceResult, n_layers: int) -> torch.Tensor:
+    """A trace's indirect effects averaged over each token class's tokens (classes x layers; NaN rows where the
+    class has no token)."""
+    b, e = r.subject_range
+    classes = token_classes(b, e, len(r.tokens))
+    ie = r.scores - r.low_score
+    return torch.stack([ie[idx].mean(0) if idx else torch.full((n_layers,), float("nan")) for idx in classes.values()])
+
+
+def _per_fact(m: Model, lm: SegmentedLM, items: list[tuple[str, str, str | None]], kinds: Sequence[Kind],
+              samples: int, noise: Any, window: int, seed: int, require_correct: bool,
+              progress: bool) -> tuple[list[dict[str, TraceResult] | None], list[dict]]:
+    """Every fact's traces by kind (None where skipped) from :func:`causal_trace`, fact by fact, and the skipped."""
+    out: list[dict[str, TraceResult] | None] = []
+    skipped = []
+    for prompt, subject, answer in tqdm(items, desc="trace_average", unit="fact", disable=not progress):
+        ids = lm.tokenize(prompt)
+        if answer is not None and require_correct:
+            logits = cast(torch.Tensor, m.run(ids).output)  # no metric, so the run keeps its output
+            pred = m.tokenizer.decode([int(logits[0, -1].argmax())]).strip()
+            if pred != str(answer).strip():
+                skipped.append({"prompt": prompt, "answer": answer, "predicted": pred})
+                out.append(None)
+                continue
+        out.append({k: causal_trace(m, prompt, subject, kind=k, samples=samples, noise=noise, window=window,
+                                    seed=seed) for k in kinds})
+    return out, skipped

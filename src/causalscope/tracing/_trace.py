@@ -5,13 +5,13 @@ from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import torch
-from tqdm.auto import tqdm
 
-from ..core import Model, Noise, Patch, SegmentedLM, Site, block_staircase, block_step, segmented
+from ..core import Model, Noise, SegmentedLM, Site, segmented
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._batched import batched_scores
+from ._floor import FactRows, floor_scores
 
 Kind = Literal["hidden", "mlp", "attn"]
 _COLORS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -79,11 +79,6 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
     with torch.inference_mode():
         vecs = torch.cat([emb(i.to(lm.device)) for i in ids])
     return float(vecs.float().std())
-
-
-def _window(layer: int, n_layers: int, window: int) -> range:
-    """ROME's window of restored layers centred on ``layer``."""
-    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
 
 
 class TraceResult(LabelledArray):
@@ -190,6 +185,23 @@ def _noise_draws(m: Model, lm: SegmentedLM, noise: Any, samples: int, n_sub: int
     return std * torch.randn(samples, n_sub, d, generator=g), std
 
 
+def check_settings(kind: str, window: Any, samples: Any, noise: Any) -> int:
+    """Check a trace's kind, window and samples; returns the samples (an explicit noise tensor's first axis).
+
+    >>> check_settings("mlp", 10, 10, "3x")
+    10
+    """
+    if kind not in ("hidden", "mlp", "attn"):
+        raise InputError(f"kind must be 'hidden', 'mlp' or 'attn', got {kind!r}.")
+    if not isinstance(window, int) or window < 1:
+        raise InputError(f"window must be an int >= 1, got {window!r}.")
+    if isinstance(noise, torch.Tensor):
+        samples = int(noise.shape[0]) if noise.ndim == 3 else samples
+    if not isinstance(samples, int) or samples < 1:
+        raise InputError(f"samples must be an int >= 1, got {samples!r}.")
+    return samples
+
+
 def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden", window: int = 10,
                  samples: int = 10, noise: Any = "3x", seed: int = 0, target: str | int | None = None,
                  replace: bool = False, sever: Literal["mlp", "attn"] | None = None,
@@ -233,15 +245,10 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
         raise InputError("sever applies to kind='hidden' (restore a state, freeze a kind of module above it).")
     if schedule not in ("auto", "floor", "batched"):
         raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
-    if not isinstance(window, int) or window < 1:
-        raise InputError(f"window must be an int >= 1, got {window!r}.")
-    if isinstance(noise, torch.Tensor):
-        samples = int(noise.shape[0]) if noise.ndim == 3 else samples
-    if not isinstance(samples, int) or samples < 1:
-        raise InputError(f"samples must be an int >= 1, got {samples!r}.")
+    samples = check_settings(kind, window, samples, noise)
     b, e = subject_range(m, prompt, subject)
     ids = lm.tokenize(prompt).to(lm.device)
-    T, L = ids.shape[1], int(m.n_layers or 0)
+    L = int(m.n_layers or 0)
     tokens = [m.tokenizer.decode([int(i)]) for i in ids[0]]
     draws, std = _noise_draws(m, lm, noise, samples, e - b, subject, seed)
 
@@ -266,162 +273,31 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
         scores, token_layers = batched_scores(m, ids, kind, window, samples, b, corrupt_edit, clean, corrupted,
                                               sever, metric, low, progress)
     else:
-        scores = torch.full((T, L), low)
-        token_layers = 0
-        entries: dict[int, torch.Tensor] = {}
-        show = progress if progress is not None else (T - b) * L > 200
-        for t in tqdm(range(b, T), desc=f"causal trace ({kind})", unit="token", disable=not show):
-            if kind == "hidden":
-                per_layer, tl = _states_at(m, lm, t, sever, samples, clean, corrupted, block_in, metric)
-            else:
-                per_layer, tl = _windows_at(m, lm, t, kind, window, samples, clean, corrupted, block_in, metric,
-                                            entries, b)
-            scores[t] = torch.tensor(per_layer)
-            token_layers += tl
-    meta = {"method": "causal_trace", "model": m.name, "prompt": prompt, "subject": subject, "kind": kind,
-            "window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
-            "seed": seed, "replace": replace, "sever": sever, "schedule": schedule, "high_score": high,
-            "low_score": low,
-            "answer": m.tokenizer.decode([answer_id]), "answer_id": answer_id, "tokens": tokens,
-            "subject_range": [b, e], "token_layers": token_layers,
-            "title": f"causal trace ({kind}) of {prompt!r} -> {m.tokenizer.decode([answer_id])!r}"}
+        rows = FactRows([answer_id], samples)
+        fact_scores, token_layers = floor_scores(m, lm, [kind], window, rows, b, clean, corrupted, sever,
+                                                 progress)[kind]
+        scores = fact_scores[0]
+    settings = {"window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
+                "seed": seed, "replace": replace, "sever": sever, "schedule": schedule}
+    return trace_result(m, scores, prompt, subject, kind, settings, high, low, answer_id, tokens, (b, e), token_layers)
+
+
+def trace_result(m: Model, scores: torch.Tensor, prompt: str, subject: str, kind: str, settings: dict[str, Any],
+                 high: float, low: float, answer_id: int, tokens: list[str], span: tuple[int, int],
+                 token_layers: int) -> TraceResult:
+    """A :class:`TraceResult` of ``scores`` (tokens x layers) with causal_trace's meta; ``settings`` holds the
+    window, samples, noise_std, noise, seed, replace, sever and schedule (and anything else to record).
+
+    >>> r = trace_result(m, scores, prompt, subject, "mlp", settings, 0.9, 0.1, 17, tokens, (1, 3), 1200)
+    """
+    T, L = scores.shape
+    answer = m.tokenizer.decode([answer_id])
+    meta = {"method": "causal_trace", "model": m.name, "prompt": prompt, "subject": subject, "kind": kind, **settings,
+            "high_score": high, "low_score": low, "answer": answer, "answer_id": answer_id, "tokens": tokens,
+            "subject_range": list(span), "token_layers": token_layers,
+            "title": f"causal trace ({kind}) of {prompt!r} -> {answer!r}"}
     return TraceResult(scores, ["token", "layer"], {"token": list(range(T)), "layer": list(range(L))}, meta,
                        name="p(answer)")
-
-
-def _states_at(m: Model, lm: SegmentedLM, t: int, sever: str | None, samples: int, clean: Any, corrupted: Any,
-               block_in: list[Site], metric: Any) -> tuple[list[float], int]:
-    """Scores of restoring the block output at token ``t`` in every layer: a staircase over blocks.
-
-    Cell l's state enters at block l+1 (the corrupted block input with position t set to the clean
-    block-l output); block j then runs once on the stacked states of all cells l < j, on positions
-    t..T-1 only, against the corrupted run's cached keys / values (:func:`block_staircase`). The last
-    block runs only what the last position needs, and the restored last layer needs the head alone.
-    """
-    L, T = lm.n_layers, int(corrupted.cache[block_in[0].name].shape[1])
-    frozen = [Patch(corrupted, row=i) for i in range(samples)]  # sample i's corrupted value, in every copy
-
-    def carry(j: int) -> list[dict]:  # the rows of every cell's group at block j
-        if sever and not (j == L - 1 and t < T - 1):  # at the last layer only the last position is read
-            site = Site(f"layers.{j}.{sever}", positions=t)
-            return [{site: frozen[i]} for i in range(samples)]
-        return [{}] * samples
-
-    def enter(j: int) -> list[tuple[torch.Tensor, list[dict]]]:  # cell j-1 enters at block j
-        if j == 0:
-            return []
-        h = corrupted.cache[block_in[j].name][:, t:].clone()
-        h[:, 0] = clean.cache[f"layers.{j - 1}"][0, t]
-        return [(h, carry(j))]
-
-    run, token_layers = block_staircase(m, lm, corrupted.kv, t, samples, enter, carry, metric, last_only=True)
-    scores = [0.0] * L
-    if run is not None:
-        scores[: L - 1] = cast(torch.Tensor, run.metric).view(L - 1, samples).mean(1).tolist()  # metric requested
-    # restoring the last block's output changes the output only at its own position: run the head alone
-    scores[L - 1] = float(metric(_head(lm, clean.cache[f"layers.{L - 1}"][:, -1:]))[0]) if t == T - 1 else \
-        float(corrupted.metric.mean())
-    return scores, token_layers
-
-
-def _windows_at(m: Model, lm: SegmentedLM, t: int, kind: str, window: int, samples: int, clean: Any, corrupted: Any,
-                block_in: list[Site], metric: Any, entries: dict[int, torch.Tensor], b: int) -> tuple[list[float], int]:
-    """Scores of every window cell at token ``t`` with shared prefixes computed once.
-
-    Cells whose restore sets agree on blocks ``0..j`` have identical states after block ``j``, so they
-    form one group until their sets first differ (a prefix tree over layers). Groups not yet restored
-    are the cached corrupted run and cost nothing. Every block call batches all groups that need it.
-
-    A group's first restored block j has the corrupted input, and inside one block restoring the module
-    output at position t changes that block's output at position t only (attention reads keys / values
-    of the block input). So one pass of block j over the corrupted input, restoring every position
-    from the subject on at once, gives every token's entry state (``entries[j]``, shared by all t).
-    """
-    L, T = lm.n_layers, int(corrupted.cache[block_in[0].name].shape[1])
-    # restoring the last layer's module at t < T-1 changes only position t of the output: no effect
-    top = L if t == T - 1 else L - 1
-    wins = [range(w.start, min(w.stop, top)) for w in (_window(l, L, window) for l in range(L))]
-    patch = Patch(clean)
-    # the MLP output is the last term added to a block's output (GPT-2, NeoX, Llama), so restoring it at t
-    # changes the block output at t by exactly (clean - own) MLP output: a group splitting into restored and
-    # unrestored cells at block j needs one run of block j, not two
-    derive = kind == "mlp"
-    groups: list[tuple[torch.Tensor | None, list[int]]] = [(None, list(range(L)))]
-    token_layers = 0
-    for j in range(L):
-        nxt: list[tuple[torch.Tensor | None, list[int]]] = []
-        jobs: list[tuple[torch.Tensor, bool, list[int], list[int] | None]] = []
-        for h, members in groups:
-            on = [l for l in members if j in wins[l]]
-            off = [l for l in members if j not in wins[l]]
-            if h is None:
-                if off:
-                    nxt.append((None, off))
-                if on:  # entering: the corrupted block output with position t from entries[j]
-                    if j not in entries:
-                        entries[j], tl = _entry(m, lm, j, kind, b, samples, clean, corrupted, block_in)
-                        token_layers += tl
-                    out = (corrupted.cache[block_in[j + 1].name] if j + 1 < L else
-                           corrupted.cache[f"layers.{L - 1}"])[:, t:].clone()
-                    out[:, 0] = entries[j][:, t - b]
-                    nxt.append((out, on))
-            elif on and off and derive:
-                jobs.append((h, False, off, on))
-            else:
-                if off:
-                    jobs.append((h, False, off, None))
-                if on:
-                    jobs.append((h, True, on, None))
-        if jobs:
-            site = Site(f"layers.{j}.{kind}", positions=t)
-            rows = [{site: patch} if restore else {} for _, restore, _, _ in jobs for _ in range(samples)]
-            split = any(d is not None for *_, d in jobs)
-            whole = Site(f"layers.{j}.{kind}")  # cached over the segment's positions; position t is index 0
-            run, tl = block_step(m, lm, corrupted.kv, [h for h, *_ in jobs], j, t, rows, last_only=j == L - 1,
-                                 cache=[whole] if split else [])
-            token_layers += tl
-            own = run.cache[whole.name][:, 0].split(samples) if split else [None] * len(jobs)
-            outs = cast(torch.Tensor, run.output).split(samples)  # no metric, so the run keeps its output
-            for (_, _, members, derived), out, mlp_t in zip(jobs, outs, own):
-                nxt.append((out, members))
-                if derived is not None:
-                    restored = out.clone()
-                    restored[:, 0] += clean.cache[f"layers.{j}.{kind}"][0, t] - mlp_t
-                    nxt.append((restored, derived))
-        groups = nxt
-    scores = [float(corrupted.metric.mean())] * L  # cells never restored (an empty window) stay corrupted
-    live = [(h, members) for h, members in groups if h is not None]
-    if not live:
-        return scores, token_layers
-    probs = metric(_head(lm, torch.cat([h[:, -1:] for h, _ in live]))).view(len(live), samples).mean(1)
-    for (_, members), p in zip(live, probs.tolist()):
-        for l in members:
-            scores[l] = p
-    return scores, token_layers
-
-
-def _entry(m: Model, lm: SegmentedLM, j: int, kind: str, b: int, samples: int, clean: Any, corrupted: Any,
-           block_in: list[Site]) -> tuple[torch.Tensor, int]:
-    """Block j's output on the corrupted input with its ``kind`` output restored at every position >= b.
-
-    For mlp no block runs: the MLP output is the last term of the block output, so the restored output is
-    the corrupted one plus (clean - corrupted) MLP output.
-    """
-    T = int(corrupted.cache[block_in[0].name].shape[1])
-    L = len(block_in)
-    if kind == "mlp":
-        out = corrupted.cache[block_in[j + 1].name] if j + 1 < L else corrupted.cache[f"layers.{L - 1}"]
-        delta = clean.cache[f"layers.{j}.mlp"][:, b:] - corrupted.cache[f"layers.{j}.mlp"][:, b:]
-        return out[:, b:] + delta, 0
-    seg = lm.segment(corrupted.cache[block_in[j].name][:, b:], layer=j, stop=j + 1, pos=b, past=corrupted.kv,
-                     head=False)
-    run = m.run(seg, {Site(f"layers.{j}.{kind}", positions=range(b, T)): Patch(clean)})
-    return cast(torch.Tensor, run.output), int(run.meta["token_layers"] or 0)  # no metric: the output is kept
-
-
-def _head(lm: SegmentedLM, h: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return lm.forward_from(h, layer=lm.n_layers, pos=0)
 
 
 def _target_id(m: Model, target: str | int) -> int:
