@@ -12,16 +12,13 @@ from ..core import (
     Site,
     aligned_positions,
     call_metric,
-    first_difference,
     for_pairs,
     full_rows,
     input_pair,
     is_last_only,
     length_groups,
+    pick_schedule,
     resolve_metric,
-    schedule_costs,
-    segment_safe,
-    segmented_ok,
     seq_len,
     staircase,
     sweep_cells,
@@ -154,8 +151,6 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         parts = [_Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
                        positions if labels is None else labels if align == "start" else [T + o for o in labels])
                  for T, idx in groups.items()]
-    if schedule not in ("auto", "floor", "batched"):
-        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
     effects = [_effects(m, part, sites, per, for_pairs(metric_fn, part.index), tol, chunk_size, schedule)
                for part in parts]
     dims, coords, cells = effects[0].dims, effects[0].coords, effects[0].cells
@@ -227,14 +222,7 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
         dims, coords, cells = _neuron_cells(m, base_in)
     else:
         dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, base_in)
-    fast = segmented_ok(m, cells) and segment_safe(base_in) and segment_safe(src_in)
-    if schedule == "floor" and not fast:
-        raise InputError(f"schedule='floor' needs a transformer LM with a segmented forward, plain token ids and "
-                         f"sites inside its blocks; {m.name} with this sweep has none. Use schedule='auto'.")
-    d = first_difference(base_in, src_in) if fast else 0
-    costs = schedule_costs(m, cells, T, d, int(base_in.size)) if fast else None
-    if schedule == "batched" or (schedule == "auto" and costs is not None and costs["batched"] < costs["floor"]):
-        fast = False
+    fast, d, costs = pick_schedule(m, cells, base_in, src_in, T, schedule)
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,
@@ -242,7 +230,6 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     # both runs were given a metric and keep their output
     y_base, y_src = cast(torch.Tensor, runs["base"].metric).float(), cast(torch.Tensor, runs["source"].metric).float()
     P = len(y_base)
-    d = d if fast else 0
 
     def patched(base_run: Any, base_x: Any, source_run: Any, fn: Any) -> torch.Tensor:
         if fast:

@@ -23,30 +23,30 @@ from ._cells import (
 from ._engine import CPU_MAX_ROWS, ActivationCache, Engine, Run
 from ._guard import preserved
 from ._interventions import (
-                             Add,
-                             ApplyContext,
-                             Intervention,
-                             Mean,
-                             Noise,
-                             Patch,
-                             Project,
-                             Resample,
-                             Scale,
-                             Set,
-                             Zero,
-                             as_intervention,
+    Add,
+    ApplyContext,
+    Intervention,
+    Mean,
+    Noise,
+    Patch,
+    Project,
+    Resample,
+    Scale,
+    Set,
+    Zero,
+    as_intervention,
 )
 from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
 from ._model import Model
 from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs
-from ._segments import block_staircase, block_step, full_rows, schedule_costs, segmented_ok, staircase
+from ._segments import block_staircase, block_step, full_rows, pick_schedule, schedule_costs, segmented_ok, staircase
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
     "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "model_input", "segment_safe", "segmented_ok",
     "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
-    "SegmentedLM", "block_staircase", "block_step", "schedule_costs", "segmented",
+    "SegmentedLM", "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
     "POSITION_SWEEPS", "PairMetric", "aligned_positions", "check_align", "for_pairs",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import PlanError
-from ._cells import Cell
+from ..errors import InputError, PlanError
+from ._cells import Cell, first_difference, segment_safe
 from ._interventions import Patch
 from ._metrics import is_last_only
 from ._model import Model
@@ -140,6 +140,27 @@ def schedule_costs(m: Model, cells: list[Cell], T: int, d: int, P: int) -> dict[
     batched_tl = len(cells) * P * T * L
     return {"floor": floor_tl + steps * step, "batched": float(batched_tl), "steps": steps,
             "floor_token_layers": floor_tl, "batched_token_layers": batched_tl}
+
+
+def pick_schedule(m: Model, cells: list[Cell], base_in: Any, source_in: Any, T: int,
+                  schedule: str) -> tuple[bool, int, dict[str, float] | None]:
+    """Whether a patching sweep runs the segmented floor (else one batched pass), the first position where base
+    and source differ (0 for the batched pass) and the two schedules' estimated costs (None where only the
+    batched pass can run). ``schedule``: ``"auto"`` (the cheaper), ``"floor"`` or ``"batched"``.
+
+    >>> fast, d, costs = pick_schedule(m, cells, clean_batch, corrupted_batch, T=12, schedule="auto")
+    """
+    if schedule not in ("auto", "floor", "batched"):
+        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
+    fast = segmented_ok(m, cells) and segment_safe(base_in) and segment_safe(source_in)
+    if schedule == "floor" and not fast:
+        raise InputError(f"schedule='floor' needs a transformer LM with a segmented forward, plain token ids and "
+                         f"sites inside its blocks; {m.name} with this sweep has none. Use schedule='auto'.")
+    d = first_difference(base_in, source_in) if fast else 0
+    costs = schedule_costs(m, cells, T, d, int(base_in.size)) if fast else None
+    if schedule == "batched" or (schedule == "auto" and costs is not None and costs["batched"] < costs["floor"]):
+        return False, 0, costs
+    return fast, d, costs
 
 
 def _first_position(site: Site, T: int) -> int:

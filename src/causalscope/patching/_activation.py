@@ -12,14 +12,11 @@ from ..core import (
     Model,
     Site,
     check_align,
-    first_difference,
     for_pairs,
     full_rows,
     is_last_only,
+    pick_schedule,
     resolve_metric,
-    schedule_costs,
-    segment_safe,
-    segmented_ok,
     seq_len,
     staircase,
     sweep_cells,
@@ -88,8 +85,6 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "activation_patching")
-    if schedule not in ("auto", "floor", "batched"):
-        raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
     values = [_values(m, part, sites, metric_fn, dirs, per, chunk_size, progress, schedule) for part in pairs.parts]
     dims, coords, cells = values[0].dims, dict(values[0].coords), values[0].cells
     pairs.check_cells([len(v.cells) for v in values])
@@ -153,14 +148,7 @@ def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], p
     dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, clean_in)
     if not cells:
         raise InputError("The sweep has no cells.")
-    fast = segmented_ok(m, cells) and segment_safe(clean_in) and segment_safe(corr_in)
-    if schedule == "floor" and not fast:
-        raise InputError(f"schedule='floor' needs a transformer LM with a segmented forward, plain token ids and "
-                         f"sites inside its blocks; {m.name} with this sweep has none. Use schedule='auto'.")
-    d = first_difference(clean_in, corr_in) if fast else 0
-    costs = schedule_costs(m, cells, T, d, int(clean_in.size)) if fast else None
-    if schedule == "batched" or (schedule == "auto" and costs is not None and costs["batched"] < costs["floor"]):
-        fast = False
+    fast, d, costs = pick_schedule(m, cells, clean_in, corr_in, T, schedule)
     L = int(m.n_layers or 0)
     key_sites = unique_full_sites(cells)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
@@ -170,7 +158,6 @@ def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], p
             for name, inp in (("clean", clean_in), ("corrupted", corr_in))}
     # both runs were given a metric
     y_clean, y_corr = (cast(torch.Tensor, runs[k].metric).float().cpu() for k in ("clean", "corrupted"))
-    d = d if fast else 0
     P = runs["clean"].n_rows
     raw = torch.zeros(len(dirs), len(cells), P)
     token_layers = 0
