@@ -33,11 +33,13 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     Senders are tried latest first. A receiver none of whose outgoing edges is left has no effect on the
     output, so its incoming edges are removed without trying (ACDC skips such nodes).
 
-    Exact and batched: all remaining candidates of a receiver are tried in one pass, each alone and as the
-    running prefix "these and all before removed", starting at the receiver's layer from the cached current
-    state; decisions are read off in order while they stay valid (a run of keeps reads the singles, a run
-    of removals the prefixes), and only a switch costs a new pass. The result equals the sequential greedy
-    loop with one forward per candidate. ``meta["passes"]`` counts the batched passes.
+    Exact and batched: all remaining candidates of a receiver are tried in one pass, starting at the
+    receiver's layer from the cached current state, along a guessed path of decisions (candidate j is tried
+    with the earlier candidates guessed removed, removed). Decisions are read off in order while the guesses
+    hold; a wrong guess ends the pass, and the next pass guesses from this one's values. First guesses cost
+    almost nothing: an edge whose sender is the same in both runs, or that leaves the logits unchanged, is
+    guessed removed. The result equals the sequential greedy loop with one forward per candidate, whatever
+    the guesses; ``meta["passes"]`` counts the batched passes.
     """
     if not threshold >= 0:
         raise InputError(f"threshold must be >= 0, got {threshold}.")
@@ -52,7 +54,25 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     current = float(s.meta["clean_metric"])
     passes = 0
     order = list(reversed(g.receivers))
+    # guessed removals, for the batched passes below (they decide nothing: a wrong guess costs a pass). When a
+    # receiver is visited its inputs are still the clean run's, so an edge whose sender has the same output in
+    # both runs changes nothing, and an edge into the logits that leaves them as they are (one cheap stage for
+    # all of them) neither: those are guessed removed, every other edge kept.
+    same = (s.corrupted.senders == s.clean.senders).flatten(0, 1).all(0).all(-1)
+    guess = same[g.edge_sender].tolist()
+    into_logits = (g.edge_stage == 2 * g.n_layers).nonzero().ravel()
+    singles = torch.zeros(len(into_logits), E)
+    singles[torch.arange(len(into_logits)), into_logits] = 1.0
+    scale = float(s.clean.logits.abs().max())
+    for e, c in zip(into_logits.tolist(), g.probe(singles, s.corrupted, s.clean, torch.zeros(E)).tolist()):
+        guess[e] = guess[e] or c <= 1e-9 * scale
+    predict = dict(enumerate(guess))
     show = progress if progress is not None else E > 500
+    sign = -1.0 if s.metric.higher_is_better else 1.0
+
+    def worse(new: float, old: float) -> float:  # how much worse `new` is than `old` (positive: worse)
+        return sign * (new - old)
+
     for r in tqdm(order, desc="acdc", unit="receiver", disable=not show):
         incoming = [i for i in range(E) if g.edges[i][1] == r]
         incoming.sort(key=lambda i: -g.senders.index(g.edges[i][0]))  # latest sender first
@@ -63,36 +83,41 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
                 continue
         cands = incoming
         while cands:
-            k = len(cands)
-            singles = state.repeat(k, 1)
-            singles[torch.arange(k), cands] = 1.0
-            prefixes = state.repeat(k, 1)
-            for j in range(k):
-                prefixes[j:, cands[j]] = 1.0
-            logits, outs = g.run(torch.cat([singles, prefixes]), s.clean, s.corrupted, base=base,
-                                 base_patch=state, return_outputs=True)
+            # one pass tries every remaining candidate along the predicted path of decisions: candidate j's
+            # configuration is the state with the candidates before it that are predicted removed, removed too
+            guess = [predict[e] for e in cands]
+            path = state.clone()
+            rows: list[torch.Tensor] = []
+            for e, rm in zip(cands, guess):
+                row = path.clone()
+                row[e] = 1.0
+                rows.append(row)
+                if rm:
+                    path = row
+            logits, outs = g.run(torch.stack(rows), s.clean, s.corrupted, base=base, base_patch=state,
+                                 return_outputs=True)
             passes += 1
-            values = s.value(logits)
-            mode, done = None, k
-            for j, e in enumerate(cands):
-                row = j if mode != "remove" else k + j
-                v = float(values[row])
-                change = float(s.metric.worse(torch.tensor(v), current))
+            values = s.value(logits).tolist()
+            start_value, done = current, len(cands)
+            for j, e in enumerate(cands):  # row j is exact while every decision before it was guessed right
+                change = worse(values[j], current)
                 effect[e], tried[e] = change, True
                 remove = (abs(change) if absolute else change) < threshold
                 if remove:
                     state[e] = 1.0
-                    current = v
-                    base = _outputs(s, logits[row], outs[row])
-                    if mode == "keep":  # the state now differs from every configuration of this pass
-                        done = j + 1
-                        break
-                    mode = "remove"
-                else:
-                    if mode == "remove":  # later candidates need "prefix without this edge": not computed
-                        done = j + 1
-                        break
-                    mode = "keep"
+                    current = values[j]
+                    base = _outputs(s, logits[j], outs[j])
+                if remove != guess[j]:
+                    done = j + 1
+                    break
+            # the next guesses: each later candidate's change against the path before it in this pass
+            prev = start_value
+            for j, e in enumerate(cands):
+                if j >= done:
+                    change = worse(values[j], prev)
+                    predict[e] = (abs(change) if absolute else change) < threshold
+                if guess[j]:
+                    prev = values[j]
             cands = cands[done:]
     kept = (state == 0) & tried
     meta = {"threshold": threshold, "absolute": absolute, "passes": passes, "final_metric": current,
@@ -100,7 +125,7 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     return s.result(effect, "edge", "acdc", **meta)
 
 
-def _outputs(s: Setup, logits: torch.Tensor, senders: torch.Tensor) -> Any:
+def _outputs(s: Setup, logits: torch.Tensor, senders: torch.Tensor) -> Any:  # senders: (rows, T, S, d)
     from ._graph import GraphOutputs
 
     return GraphOutputs(s.clean.tokens, senders, logits, s.clean.key_mask)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -43,6 +43,57 @@ class GraphOutputs:
     senders: torch.Tensor
     logits: torch.Tensor
     key_mask: torch.Tensor | None = None
+
+    def by_sender(self) -> torch.Tensor:
+        """The sender outputs as (senders, rows*T*d), made once (runs read them this way)."""
+        cached = self.__dict__.get("_by_sender")
+        if cached is None or cached[0] is not self.senders:
+            N, T, S, d = self.senders.shape
+            cached = (self.senders, self.senders.permute(2, 0, 1, 3).reshape(S, N * T * d))
+            self.__dict__["_by_sender"] = cached
+        return cached[1]
+
+
+class PatchedOutputs:
+    """The sender outputs of each configuration of a :meth:`ComputeGraph.run`, built on demand (one configuration's
+    outputs cost one (rows, T, senders, d) tensor; all of them at once would cost that per configuration).
+
+    >>> logits, outs = g.run(patch, clean, corrupted, return_outputs=True)
+    >>> outs[2].shape                      # (rows, T, senders, d_model) of configuration 2
+    """
+
+    def __init__(self) -> None:
+        self._where: list[tuple[Any, int]] = []  # per configuration: (its chunk's state, its index in it)
+
+    def _add(self, chunk: Any, n: int) -> None:
+        self._where += [(chunk, i) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        chunk, j = self._where[i]
+        return chunk.outputs(j)
+
+
+@dataclass
+class _Chunk:
+    """What one chunk of a run leaves behind to rebuild a configuration's sender outputs."""
+
+    base: torch.Tensor  # (rows, T, senders, d)
+    delta: torch.Tensor  # (senders from p0, configurations that ran, rows*T*d), sorted order
+    rank: list[int]  # configuration -> its place in sorted order (>= len(joined): equal to the base)
+    joined: list[int]  # sorted configuration -> first sender it wrote
+    p0: int
+
+    def outputs(self, j: int) -> torch.Tensor:
+        k = self.rank[j]
+        N, T, S, d = self.base.shape
+        out = self.base.permute(2, 0, 1, 3).reshape(S, N * T * d).clone()  # sender-major, as runs read it
+        if k < len(self.joined):
+            q = self.joined[k]
+            out[q:] += self.delta[q - self.p0:, k]
+        return out.view(S, N, T, d).permute(1, 2, 0, 3)
 
 
 class ComputeGraph:
@@ -208,7 +259,8 @@ class ComputeGraph:
         it carries the current run's (values in between interpolate). ``base`` / ``base_patch``: the cached
         outputs of a run with ``base_patch`` applied (default: the clean run, nothing patched); only the
         stages from the first receiver where a configuration differs from ``base_patch`` are computed.
-        ``return_outputs``: also return the sender outputs (configurations, rows, T, senders, d).
+        ``return_outputs``: also return each configuration's sender outputs, as a :class:`PatchedOutputs` whose
+        item ``i`` is configuration ``i``'s (rows, T, senders, d), built when asked for.
         """
         patch = torch.as_tensor(patch, dtype=clean.senders.dtype, device=clean.senders.device)
         if patch.ndim == 1:
@@ -227,46 +279,116 @@ class ComputeGraph:
         C = patch.shape[0]
         N, T, S, d = clean.senders.shape
         chunk = max(1, _MAX_ELEMENTS // max(1, N * T * S * d))
-        logits, outs = [], []
+        logits = []
+        outs = PatchedOutputs()
         with preserved(self.model.module), torch.inference_mode():
             for i in range(0, C, chunk):
-                lg, so = self._run_chunk(patch[i:i + chunk], corrupted, base, base_patch, return_outputs)
+                lg, state = self._run_chunk(patch[i:i + chunk], corrupted, base, base_patch, return_outputs)
                 logits.append(lg)
-                outs.append(so)
+                outs._add(state, lg.shape[0])
         out = torch.cat(logits)
-        # with return_outputs every chunk returns its sender outputs
-        return (out, torch.cat(cast(list[torch.Tensor], outs))) if return_outputs else out
+        return (out, outs) if return_outputs else out
 
     def _run_chunk(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
-                   base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, _Chunk | None]:
+        """A staircase over the configurations: each one joins at the first stage that reads an edge it patches
+        differently from ``base_patch`` (before that it equals the base run), so a configuration costs what its
+        own run from that stage costs. A configuration's sender outputs are held as their change from the base
+        run, (senders, configurations, rows*T*d), written from the stage it joins on, so a stage's receiver
+        inputs are one shared matrix product with the base and corrupted outputs plus, per group of
+        configurations that joined together, one batched product with the changes since they joined."""
         C = patch.shape[0]
-        differs = (patch != base_patch[None]).any(0)
-        if not bool(differs.any()):
-            so = base.senders.unsqueeze(0).expand(C, *base.senders.shape) if keep else None
-            return base.logits.unsqueeze(0).expand(C, *base.logits.shape).clone(), so
-        start = int(self.edge_stage[differs.cpu()].min())
         N, T, S, d = base.senders.shape
-        A = torch.zeros(C, len(self.receivers), S, dtype=patch.dtype, device=patch.device)
-        A[:, self.edge_receiver, self.edge_sender] = patch
-        cur = base.senders.unsqueeze(0).repeat(C, 1, 1, 1, 1)
-        X = corrupted.senders
-        logits = None
-        for stage in range(start, 2 * self.n_layers + 1):
-            p = self._n_upstream(stage)
-            rs = self._receivers_of(stage)
-            a = A[:, rs, :p]  # (C, R, p)
-            x = (torch.einsum("crs,cntsd->cntrd", 1 - a, cur[..., :p, :])
-                 + torch.einsum("crs,ntsd->cntrd", a, X[..., :p, :]) + self._bias(stage))
-            layer, part = divmod(stage, 2)
-            if stage == 2 * self.n_layers:
-                logits = self.parts.logits(x[..., 0, :])
-            elif part == 0:
-                mask = None if base.key_mask is None else base.key_mask.repeat(C, 1)
-                h = self._heads(layer, x.reshape(C * N, T, len(rs), d), mask)
-                cur[..., p:p + self.n_heads, :] = h.view(C, N, T, self.n_heads, d)
-            else:
-                cur[..., p, :] = self.parts.mlp(layer, x[..., 0, :].reshape(C * N, T, d)).view(C, N, T, d)
-        return logits, (cur if keep else None)  # type: ignore[return-value]
+        end = 2 * self.n_layers
+        differs = patch != base_patch[None]
+        starts = torch.where(differs, self.edge_stage.to(patch.device)[None], end + 1).amin(1)
+        starts, order = torch.sort(starts, stable=True)
+        active = torch.searchsorted(starts, torch.arange(end + 1, device=starts.device), right=True).tolist()
+        n_run = active[end]  # configurations that differ from the base at all
+        logits = torch.empty(C, *base.logits.shape, dtype=base.logits.dtype, device=base.logits.device)
+        logits[order[n_run:]] = base.logits
+        first = int(starts[0]) if n_run else end
+        p0 = self._n_upstream(first)
+        # per configuration, only the senders written since it joined (earlier ones equal the base run's)
+        groups: list[tuple[int, int, int]] = []  # (first configuration, end, first sender written)
+        delta = torch.empty(S - p0, n_run, N * T * d, dtype=base.senders.dtype, device=base.senders.device)
+        if n_run:
+            patch = patch[order[:n_run]]
+            A = torch.zeros(n_run, len(self.receivers), S, dtype=patch.dtype, device=patch.device)
+            A[:, self.edge_receiver, self.edge_sender] = patch
+            B = base.by_sender()
+            XB = corrupted.by_sender() - B
+            sum_B, summed = B.new_zeros(N * T * d), 0  # the sum of the first `summed` base sender outputs
+            for stage in range(first, end + 1):
+                n = active[stage]
+                p = self._n_upstream(stage)
+                if n > (groups[-1][1] if groups else 0):
+                    groups.append((groups[-1][1] if groups else 0, n, p))
+                rs = self._receivers_of(stage)
+                R = len(rs)
+                a = A[:n, rs, :p]  # (n, R, p)
+                sum_B, summed = sum_B + B[summed:p].sum(0), p
+                x = torch.addmm((sum_B.view(N * T, d) + self._bias(stage)).view(1, -1), a.reshape(n * R, p), XB[:p])
+                x = x.view(n, R, -1)
+                for lo, hi, q in groups:
+                    if p > q:
+                        x[lo:hi].baddbmm_(1 - a[lo:hi, :, q:], delta[q - p0:p - p0, lo:hi].transpose(0, 1))
+                x = x.view(n, R, N, T, d)
+                layer, part = divmod(stage, 2)
+                if stage == end:
+                    logits[order[:n]] = self.parts.logits(x[:, 0])
+                    continue
+                if part == 0:
+                    mask = None if base.key_mask is None else base.key_mask.repeat(n, 1)
+                    h = self._heads(layer, x.permute(0, 2, 3, 1, 4).reshape(n * N, T, R, d), mask)
+                    h = h.view(n, N, T, R, d).permute(0, 3, 1, 2, 4).reshape(n, R, -1)
+                else:
+                    h = self.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, 1, -1)
+                torch.sub(h.transpose(0, 1), B[p:p + R, None], out=delta[p - p0:p - p0 + R, :n])
+        if not keep:
+            return logits, None
+        rank = torch.empty(C, dtype=torch.long)
+        rank[order.cpu()] = torch.arange(C)
+        joined = [q for lo, hi, q in groups for _ in range(lo, hi)]
+        return logits, _Chunk(base.senders, delta, rank.tolist(), joined, p0)
+
+    def probe(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
+              base_patch: torch.Tensor) -> torch.Tensor:
+        """How much each configuration changes the outputs of the first stage it changes, that stage only.
+
+        >>> change = g.probe(torch.eye(len(g.edges)), corrupted, clean, torch.zeros(len(g.edges)))   # (edges,)
+
+        A configuration whose first changed stage gives the same outputs leaves the logits as they are: a cheap
+        test before a full :meth:`run` (one stage per configuration, all of a stage's configurations batched).
+        Returns the largest absolute change per configuration (0 for one equal to ``base_patch``).
+        """
+        patch = torch.as_tensor(patch, dtype=base.senders.dtype, device=base.senders.device)
+        base_patch = torch.as_tensor(base_patch, dtype=patch.dtype, device=patch.device)
+        N, T, S, d = base.senders.shape
+        end = 2 * self.n_layers
+        starts = torch.where(patch != base_patch[None], self.edge_stage.to(patch.device)[None], end + 1).amin(1)
+        out = torch.zeros(patch.shape[0], dtype=torch.float64)
+        B, XB = base.by_sender(), corrupted.by_sender() - base.by_sender()
+        with preserved(self.model.module), torch.inference_mode():
+            for stage in sorted(set(starts.tolist()) - {end + 1}):
+                idx = (starts == stage).nonzero().ravel()
+                p, rs = self._n_upstream(stage), self._receivers_of(stage)
+                n, R = len(idx), len(rs)
+                A = torch.zeros(n, len(self.receivers), S, dtype=patch.dtype, device=patch.device)
+                A[:, self.edge_receiver, self.edge_sender] = patch[idx]
+                x = torch.addmm((B[:p].sum(0).view(N * T, d) + self._bias(stage)).view(1, -1),
+                                A[:, rs, :p].reshape(n * R, p), XB[:p]).view(n, R, N, T, d)
+                layer, part = divmod(stage, 2)
+                if stage == end:
+                    change = self.parts.logits(x[:, 0]) - base.logits
+                elif part == 0:
+                    mask = None if base.key_mask is None else base.key_mask.repeat(n, 1)
+                    h = self._heads(layer, x.permute(0, 2, 3, 1, 4).reshape(n * N, T, R, d), mask)
+                    change = h.view(n, N, T, R, d).permute(0, 3, 1, 2, 4).reshape(n, R, -1) - B[p:p + R]
+                else:
+                    change = self.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, -1) - B[p]
+                out[idx.cpu()] = change.flatten(1).abs().amax(1).double().cpu()
+        return out
 
     def _heads(self, layer: int, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         return self.parts.heads(layer, x) if key_mask is None else self.parts.heads(layer, x, key_mask=key_mask)
