@@ -47,6 +47,7 @@ from .core import (
                    Patch,
                    Project,
                    Resample,
+                   Rows,
                    Run,
                    Scale,
                    Set,
@@ -99,8 +100,8 @@ from .tracing import (
 
 __all__ = [
     # core
-    "ActivationCache", "Add", "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Run",
-    "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob",
+    "ActivationCache", "Add", "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
+    "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "InputError", "InterventionError", "PlanError", "SiteError", "__version__", "load",
     "LabelledArray", "load_result", "zoo", "data",

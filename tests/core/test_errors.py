@@ -209,7 +209,7 @@ CASES = [
     ("empty-plan", "G", lambda g: g.run(P6, []),
      PlanError, r"The plan is empty: edits=\[\] has no rows"),
     ("edits-wrong-type", "G", lambda g: g.run(P6, Zero()),
-     PlanError, r"edits must be None, a dict .* or a list of such dicts; got Zero"),
+     PlanError, r"edits must be None, a dict .*, a list of such dicts or of cs.Rows blocks; got Zero"),
     ("edits-row-not-dict", "G", lambda g: g.run(P6, [{}, ("layers.1", Zero())]),
      PlanError, r"Each row of edits must be a dict .*; row 1 is tuple"),
     ("input-index-out-of-range", "M", lambda m: m.run(x2(), [{}, {}], input_index=[0, 2]),

@@ -1,6 +1,7 @@
 """Causal mediation: total, natural direct and indirect effects and interchange-intervention accuracy per site."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -21,12 +22,13 @@ from ..core import (
     resolve_metric,
     seq_len,
     staircase,
+    swapped_rows,
     sweep_cells,
     unique_full_sites,
 )
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray, resolve_backend
+from ..results import LabelledArray, quantiles, resolve_backend
 from ._counterfactuals import CounterfactualDataset
 
 STATS = ("TE", "NIE", "NDE", "IIA")
@@ -73,17 +75,16 @@ class MediationResult(LabelledArray):
         return a.plot(ax=ax, backend=backend, **kw)
 
 
-def _neuron_cells(m: Any, probe_in: Any) -> tuple[tuple[str, ...], dict[str, list], list[Any]]:
+def _neuron_cells(m: Any) -> tuple[tuple[str, ...], dict[str, list], list[Any]]:
     """Every neuron of every top-level Linear layer (the tutorial's grid), as (layer, neuron) cells."""
     from ..core import Cell
 
-    linears = [name for name, mod in m.module.named_children() if isinstance(mod, torch.nn.Linear)]
+    linears = {name: mod for name, mod in m.module.named_children() if isinstance(mod, torch.nn.Linear)}
     if not linears:
         raise InputError(f"sites='neurons' sweeps the neurons of a model's top-level Linear layers; {m.name} has "
                          f"none. Give a list of sites, or one site with per='neuron'.")
-    hidden = linears[:-1] or linears  # the output layer is the output itself
-    run = m.run(probe_in, cache=hidden)
-    widths = [int(run.cache[h].shape[-1]) for h in hidden]
+    hidden = list(linears)[:-1] or list(linears)  # the output layer is the output itself
+    widths = [int(linears[h].out_features) for h in hidden]
     cells = [Cell((h, n), Site(h, neurons=n)) for h, w in zip(hidden, widths) for n in range(w)]
     return ("layer", "neuron"), {"layer": hidden, "neuron": list(range(max(widths)))}, cells
 
@@ -165,14 +166,16 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     if per_example:
         out, last = per_pair, ("example", list(range(P)))
     else:
-        idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))
         # each resample's mean as one float64 product with its counts: (cells, stat, pairs) @ (pairs, n_boot);
         # the same resamples as gathering per_pair[..., idx], without a (cells, stat, n_boot, pairs) tensor
-        counts = torch.zeros(n_boot, P, dtype=torch.float64).scatter_add_(1, idx, torch.ones(n_boot, P,
-                                                                                           dtype=torch.float64))
-        boot = (per_pair.cpu().double() @ counts.T / P).float()         # (cells, stat, n_boot)
-        q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
-        lo_hi = torch.quantile(boot, q, dim=-1).permute(1, 2, 0)         # (cells, stat, 2)
+        # TE is one row for every cell (it does not depend on the site), and sites that change nothing share
+        # their rows (NIE all 0, IIA all misses): each distinct row is resampled once
+        rows = torch.cat([per_pair[:1, 0], per_pair[:, 1:].reshape(-1, P)]).cpu().double()
+        distinct, which = torch.unique(rows, dim=0, return_inverse=True)
+        boot = (distinct @ resample_counts(P, n_boot, seed) / P).float()                    # (distinct, n_boot)
+        lo_hi = quantiles(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2], dim=-1).T[which]         # (rows, 2)
+        C = len(cells)
+        lo_hi = torch.cat([lo_hi[:1].expand(C, 1, 2), lo_hi[1:].view(C, len(STATS) - 1, 2)], 1)  # (cells, stat, 2)
         out, last = torch.cat([per_pair.mean(-1, keepdim=True), lo_hi], -1), ("value", ["mean", "lo", "hi"])
     shape = [len(coords[k]) for k in dims]
     full = torch.full((*shape, len(STATS), out.shape[-1]), float("nan"))
@@ -191,6 +194,34 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     out_coords = {**coords, **({} if labels is None else {"position": list(labels)})}
     return MediationResult(full, (*dims, "stat", last[0]), {**out_coords, "stat": list(STATS), last[0]: last[1]},
                            meta, name="effect")
+
+
+def resample_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:
+    """(P, n_boot) float64: how often each of P pairs is drawn in each of ``n_boot`` seeded resamples.
+
+    >>> resample_counts(4, 2, seed=0).sum(0)          # every resample draws P pairs
+    tensor([4., 4.], dtype=torch.float64)
+
+    The draws are ``torch.randint(P, (n_boot, P))`` from a generator seeded with ``seed``; small tables are
+    kept (read-only) for the next call with the same sizes and seed, as repeated analyses of one dataset make.
+    """
+    if P * n_boot <= _KEEP_COUNTS:
+        return _kept_counts(P, n_boot, seed)
+    return _draw_counts(P, n_boot, seed)
+
+
+_KEEP_COUNTS = 1 << 21  # elements of a table worth keeping (16 MiB)
+
+
+def _draw_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:
+    idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(seed))
+    ones = torch.ones(n_boot, P, dtype=torch.float64)
+    return torch.zeros(n_boot, P, dtype=torch.float64).scatter_add_(1, idx, ones).T.contiguous()
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:
+    return _draw_counts(P, n_boot, seed)
 
 
 @dataclass
@@ -219,10 +250,13 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     base_in, src_in = part.base, part.source
     T = seq_len(base_in)
     if sites == "neurons" and per is None:
-        dims, coords, cells = _neuron_cells(m, base_in)
+        dims, coords, cells = _neuron_cells(m)
     else:
         dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, base_in)
     fast, d, costs = pick_schedule(m, cells, base_in, src_in, T, schedule)
+    both_in = None if fast else base_in.stack(src_in)
+    if both_in is not None:  # any model: bases and sources in one run, then both directions in one more
+        return _swapped_effects(m, dims, coords, cells, both_in, metric_fn, tol, chunk_size)
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,
@@ -248,6 +282,29 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
                             into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
     return _Effects(dims, coords, cells, per_pair, fast, bool(logits))
+
+
+def _swapped_effects(m: Any, dims: tuple[str, ...], coords: dict[str, list], cells: list[Any], both_in: Any,
+                     metric_fn: Any, tol: float, chunk_size: int | None) -> _Effects:
+    """:func:`_effects` for inputs that stack (P bases, then their P sources): two runs in all."""
+    P = both_in.size // 2
+    run = m.run(both_in, cache=unique_full_sites(cells), metric=metric_fn, keep_output=True, chunk_size=chunk_size)
+    y = cast(torch.Tensor, run.metric).float()  # a metric was requested
+    y_base, y_src = y[:P], y[P:]
+    out = cast(torch.Tensor, run.output)
+    logits = out.ndim == 3
+    if logits:  # IIA on an LM: the intervened run predicts the source run's top token; same pass as the metric
+        into, top = swapped_rows(m, cells, both_in, run, P, _WithTopToken(metric_fn), chunk_size).unbind(-1)
+        into_base = into[:, :P]
+        hit = top[:, :P] == out[P:, -1].argmax(-1).float()[None]
+    else:
+        into = swapped_rows(m, cells, both_in, run, P, metric_fn, chunk_size)
+        into_base = into[:, :P]
+        hit = (into_base - y_src[None]).abs() <= tol
+    into_source = into[:, P:]
+    per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
+                            into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
+    return _Effects(dims, coords, cells, per_pair, False, bool(logits))
 
 
 class _WithTopToken:

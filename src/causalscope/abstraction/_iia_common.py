@@ -19,6 +19,7 @@ import torch
 
 from ..core import Model, Patch, Site, as_site, output_value
 from ..errors import InputError, SiteError
+from ..results import quantiles
 from ._causal_model import CausalModel, InterchangeDataset, Values, positive_int
 from ._counterfactuals import CounterfactualDataset
 
@@ -111,7 +112,7 @@ def bootstrap_iia(hits: torch.Tensor, n_boot: int, ci: float, seed: int) -> torc
     idx = torch.randint(P, (n_boot, P), generator=torch.Generator().manual_seed(int(seed)))
     boot = hits[..., idx].mean(-1)
     q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
-    lo_hi = torch.quantile(boot, q, dim=-1).T
+    lo_hi = quantiles(boot, q, dim=-1).T
     return torch.cat([hits.mean(-1, keepdim=True), lo_hi], -1)
 
 

@@ -39,12 +39,23 @@ from ._interventions import (
 from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
 from ._model import Model
 from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs
-from ._segments import block_staircase, block_step, full_rows, pick_schedule, schedule_costs, segmented_ok, staircase
+from ._rows import Rows
+from ._segments import (
+    block_staircase,
+    block_step,
+    full_rows,
+    pick_schedule,
+    schedule_costs,
+    segmented_ok,
+    staircase,
+    swapped_rows,
+)
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
-    "GRIDS", "Cell", "first_difference", "full_rows", "input_pair", "model_input", "segment_safe", "segmented_ok",
+    "GRIDS", "Cell", "first_difference", "full_rows", "swapped_rows", "input_pair", "model_input", "segment_safe",
+    "segmented_ok", "Rows",
     "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
     "SegmentedLM", "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
     "POSITION_SWEEPS", "PairMetric", "aligned_positions", "check_align", "for_pairs",

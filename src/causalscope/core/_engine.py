@@ -39,14 +39,17 @@ from ._engine_ops import (
 from ._guard import preserved
 from ._interventions import Intervention
 from ._metrics import call_metric, takes_lengths
+from ._rows import Block, plan_blocks
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
 
 IO = Literal["output", "input"]
 
 Edits = Mapping["Site | str", Intervention]
-#: most rows per pass on CPU when the caller gives no chunk_size (see Engine._chunk_size)
+#: rows per CPU pass when the caller gives no chunk_size, unless more fit in CPU_CACHE_BYTES (Engine._chunk_size)
 CPU_MAX_ROWS = 2048
+#: activations (by the estimate in Engine._chunk_size) a CPU pass may hold and stay in cache
+CPU_CACHE_BYTES = 8 << 20
 
 
 class ActivationCache(dict):
@@ -147,52 +150,10 @@ class Engine:
         self.adapter = adapter
 
     # -- planning ----------------------------------------------------------------------------------
-    def plan_rows(self, batch: Batch, edits: Any, input_index: Sequence[int] | None) -> list[tuple[int, Mapping]]:
-        """The plan as ``(input row, {site: intervention})`` pairs, checked (one edits dict per row).
-
-        >>> engine.plan_rows(batch, {"layers.0": Zero()}, None)     # a dict applies to every input row
-        [(0, {'layers.0': Zero()})]
-        """
-        if edits is None:
-            if input_index is None:
-                input_index = range(batch.size)
-            edits_list: list[Mapping] = [{}] * len(input_index)
-        elif isinstance(edits, Mapping):
-            edits_list = [edits] * (batch.size if input_index is None else len(input_index))
-            if input_index is None:
-                input_index = range(batch.size)
-        elif isinstance(edits, Sequence) and not isinstance(edits, (str, bytes)):
-            edits_list = list(edits)
-            if not edits_list:
-                raise PlanError("The plan is empty: edits=[] has no rows. Pass edits=None for a plain run, "
-                                "or at least one dict of {site: intervention}.")
-            plain_dicts = set(map(type, edits_list)) == {dict}  # C-speed check for long plans
-            bad = [] if plain_dicts else [i for i, e in enumerate(edits_list) if not isinstance(e, Mapping)]
-            if bad:
-                raise PlanError(f"Each row of edits must be a dict {{site: intervention}}; row {bad[0]} is "
-                                f"{type(edits_list[bad[0]]).__name__}.")
-            if input_index is None:
-                if batch.size == 1:
-                    input_index = [0] * len(edits_list)
-                elif batch.size == len(edits_list):
-                    input_index = range(batch.size)
-                else:
-                    raise PlanError(f"Mismatched batch: {len(edits_list)} rows of edits for {batch.size} inputs. "
-                                    f"Give one input (shared by every row), one row per input, or "
-                                    f"input_index=[...] naming each row's input.")
-        else:
-            raise PlanError(f"edits must be None, a dict {{site: intervention}} or a list of such dicts; "
-                            f"got {type(edits).__name__}.")
-        input_index = list(input_index)
-        if len(input_index) != len(edits_list):
-            raise PlanError(f"input_index has {len(input_index)} entries for {len(edits_list)} rows of edits.")
-        plain = set(map(type, input_index)) <= {int}  # fast path for long plans: no per-entry check below
-        if not (plain and (not input_index or (min(input_index) >= 0 and max(input_index) < batch.size))):
-            for i in input_index:
-                if not isinstance(i, int) or not 0 <= i < batch.size:
-                    raise PlanError(f"input_index entry {i!r} is not an input row (the inputs have {batch.size} "
-                                    f"rows).")
-        return list(zip(input_index, edits_list))
+    def plan_blocks(self, batch: Batch, edits: Any, input_index: Sequence[int] | None
+                    ) -> tuple[list[Block], torch.Tensor]:
+        """The plan as blocks of rows sharing one edits dict, and each row's base input (see :func:`plan_blocks`)."""
+        return plan_blocks(batch, edits, input_index)
 
     def _sources(self, ops: dict[Key, list[Op]], input_index: torch.Tensor, batch: Batch) -> None:
         """Resolve the runs the interventions read, and each op's source rows (the intervention picks them)."""
@@ -232,11 +193,9 @@ class Engine:
               chunk_size: int | None, keep_output: bool | None, keep_kv: bool) -> _Plan:
         """Check the arguments, compile the edits into ops and resolve their sources."""
         batch = self.adapter.prepare(inputs)
-        rows = self.plan_rows(batch, edits, input_index)
-        in_order = [i for i, _ in rows]
-        identity = in_order == list(range(batch.size))
-        index = torch.arange(len(rows)) if identity else torch.tensor(in_order, dtype=torch.long)
-        ops = compile_ops(self.adapter, batch, rows)
+        blocks, index = self.plan_blocks(batch, edits, input_index)
+        identity = len(index) == batch.size and bool((index == torch.arange(batch.size)).all())
+        ops = compile_ops(self.adapter, batch, blocks)
         self._sources(ops, index, batch)
         cache_sites = [as_site(s) for s in cache]
         grad_sites = [as_site(s) for s in grads]
@@ -255,7 +214,7 @@ class Engine:
         for s, _ in cache_res + grad_res:
             check_site(s, batch.seq_len, batch.pos_offset)
         keys = set(ops) | {r.key for _, r in cache_res} | {r.key for _, r in grad_res}
-        n = len(rows)
+        n = len(index)
         lengths = None if batch.lengths is None else batch.lengths.cpu()[index]
         if lengths is not None and metric is not None and not takes_lengths(metric):
             raise InputError(
@@ -413,9 +372,11 @@ class Engine:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             return max(1, min(n, int((free // 3) // max(per_row, 1))))
-        # CPU: a 2 GiB budget, and at most CPU_MAX_ROWS rows: bigger passes of small models fall out of cache
-        # (18,000 rows of an MLP in one pass ran 2.5x slower per row than 2,048-row passes)
-        return max(1, min(n, int((2 << 30) // max(per_row, 1)), CPU_MAX_ROWS))
+        # CPU: a 2 GiB budget, and rows whose activations stay in cache: CPU_CACHE_BYTES of them, at least
+        # CPU_MAX_ROWS rows (18,000 rows of the zoo MLP, ~60 MB, ran 2.5x slower per row than 2,048-row passes;
+        # a tiny model's rows are so small that more of them fit, and each pass costs its fixed overhead)
+        cached_rows = max(CPU_MAX_ROWS, CPU_CACHE_BYTES // max(per_row, 1))
+        return max(1, min(n, int((2 << 30) // max(per_row, 1)), cached_rows))
 
     _view = staticmethod(view)  # the site's selection of a cached activation (patching/_attribution.py uses it)
 

@@ -1,6 +1,6 @@
 """The engine's ops: a plan's edits compiled into per-site groups of rows, and applied to one pass's activations.
 
->>> ops = compile_ops(adapter, batch, [(0, {Site("layers.2", positions=1): Zero()})])
+>>> ops = compile_ops(adapter, batch, [({Site("layers.2", positions=1): Zero()}, 0, 1)])
 >>> ops[("layers.2", "output")][0].rows
 [0]
 
@@ -11,6 +11,7 @@ site's part (positions, heads, neurons, basis) of an activation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import InterventionError, SiteError
 from ._interventions import ApplyContext, Intervention, as_intervention
+from ._rows import Block
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved
 
@@ -47,7 +49,8 @@ class Op:
     site: Site
     intervention: Intervention
     rows: list[int] = field(default_factory=list)
-    pos: list[tuple[int, ...]] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # rows as runs r0 .. r1 (what rows_t is made from)
+    pos: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (positions, how many rows in a row)
     src_rows: torch.Tensor | None = None
     rows_t: torch.Tensor | None = None
     pos_t: torch.Tensor | None = None
@@ -56,9 +59,27 @@ class Op:
     staged: dict = field(default_factory=dict)
 
     def finalize(self) -> None:
-        self.rows_t = torch.tensor(self.rows, dtype=torch.long)
+        if len(self.spans) <= 16:
+            self.rows_t = torch.cat([torch.arange(a, b) for a, b in self.spans])
+        else:
+            self.rows_t = torch.tensor(self.rows, dtype=torch.long)
         if isinstance(self.site.positions, tuple):
-            self.pos_t = torch.tensor(self.pos, dtype=torch.long)
+            self.pos_t = torch.cat([torch.tensor([p], dtype=torch.long).expand(k, -1) for p, k in self.pos])
+
+    def add(self, r0: int, r1: int, site: Site) -> None:
+        """Rows ``r0 .. r1`` (after every row added so far) apply this op at ``site`` (this op's template; its
+        own positions)."""
+        self.rows.extend(range(r0, r1))
+        if self.spans and self.spans[-1][1] == r0:
+            self.spans[-1] = (self.spans[-1][0], r1)
+        else:
+            self.spans.append((r0, r1))
+        p = site.positions
+        if isinstance(p, tuple):
+            if self.pos and self.pos[-1][0] == p:
+                self.pos[-1] = (p, self.pos[-1][1] + r1 - r0)
+            else:
+                self.pos.append((p, r1 - r0))
 
     def stage(self, dev: torch.device) -> None:
         """Copy the row / position / source-row indices to ``dev`` before a pass: a host-to-device copy
@@ -122,21 +143,14 @@ def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
                             f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
 
 
-def compile_ops(adapter: Adapter, batch: Batch, rows: list[tuple[int, Mapping[Any, Any]]]) -> dict[Key, list[Op]]:
-    """Group the plan's rows ``(input, {site: intervention})`` into ops, by the module each one hooks.
+def compile_ops(adapter: Adapter, batch: Batch, blocks: list[Block]) -> dict[Key, list[Op]]:
+    """Group the plan's blocks ``({site: intervention}, r0, r1)`` into ops, by the module each one hooks.
 
-    >>> compile_ops(adapter, batch, [(0, {"layers.1": Zero()}), (1, {"layers.1": Zero()})])
+    >>> compile_ops(adapter, batch, [({"layers.1": Zero()}, 0, 2)])     # rows 0 and 1 zero layers.1
     """
     groups: dict[tuple, Op] = {}
     resolved: dict[Site, Resolved] = {}
-    r, n = 0, len(rows)
-    while r < n:
-        row = rows[r][1]
-        end = r + 1
-        while end < n and rows[end][1] is row:  # consecutive rows sharing one dict: compiled once
-            end += 1
-        span = range(r, end)
-        r = end
+    for row, r0, r1 in blocks:
         seen: dict[tuple, int] = {}
         for raw_site, raw_iv in row.items():
             site, iv = as_site(raw_site), as_intervention(raw_iv)
@@ -149,9 +163,7 @@ def compile_ops(adapter: Adapter, batch: Batch, rows: list[tuple[int, Mapping[An
             op = groups.get((k, slot))
             if op is None:
                 op = groups[(k, slot)] = Op(res, site, iv)
-            op.rows.extend(span)
-            if isinstance(site.positions, tuple):
-                op.pos.extend([site.positions] * len(span))
+            op.add(r0, r1, site)
     by_key: dict[Key, list[Op]] = {}
     for op in groups.values():
         op.finalize()
@@ -189,7 +201,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3) and lens is None:
             pos = staged[1][lo:hi]
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
-    x = select(act, rows, pos, site, n_heads)
+    levels = _levels(act, rows, pos, site, n_heads)  # read once: the write below scatters through the same steps
+    x = _in_basis(levels.selected, site)
     src = None
     if op.source is not None:
         full = op.source.tensors[op.res.key]
@@ -223,7 +236,7 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             raise _not_finite(op)
     else:  # reading a flag here would stall the accelerator mid-pass: check once after the forward
         chunk.finite.append((torch.isfinite(new).all(), op))
-    write(act, rows, pos, site, n_heads, new)
+    _write_levels(levels, rows, site, new)
 
 
 def row_positions(site: Site, pos: torch.Tensor | None, lengths: torch.Tensor) -> torch.Tensor:
@@ -344,6 +357,12 @@ def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.T
 def _index(sel: tuple[int, ...] | slice, size: int, device: torch.device) -> torch.Tensor:
     if isinstance(sel, slice):
         return torch.arange(size, device=device)[sel]
+    return _index_tensor(sel, device)
+
+
+@functools.lru_cache(maxsize=4096)
+def _index_tensor(sel: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A site's heads / neurons as an index tensor, made once per device (never written to)."""
     return torch.tensor(sel, dtype=torch.long, device=device)
 
 
@@ -387,7 +406,10 @@ def select(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: 
 
     >>> select(act, torch.tensor([0, 1]), None, Site("layers.0", neurons=[3]), None).shape   # (2, T, 1)
     """
-    x3 = _levels(t, rows, pos, site, n_heads).selected
+    return _in_basis(_levels(t, rows, pos, site, n_heads).selected, site)
+
+
+def _in_basis(x3: torch.Tensor, site: Site) -> torch.Tensor:
     if site.basis is not None:
         return x3 @ site.basis.to(device=x3.device, dtype=x3.dtype)
     return x3
@@ -399,7 +421,10 @@ def write(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: S
 
     >>> write(act, rows, None, site, None, torch.zeros_like(select(act, rows, None, site, None)))
     """
-    lv = _levels(t, rows, pos, site, n_heads)
+    _write_levels(_levels(t, rows, pos, site, n_heads), rows, site, new)
+
+
+def _write_levels(lv: _Levels, rows: torch.Tensor, site: Site, new: torch.Tensor) -> None:
     if site.basis is not None:
         b = site.basis.to(device=lv.selected.device, dtype=lv.selected.dtype)
         new = lv.selected + (new - lv.selected @ b) @ b.T

@@ -71,7 +71,7 @@ class Model:
         Keys are module paths (``"path (input)"`` for input sites); values list the rows of each op there.
         """
         batch = self.adapter.prepare(inputs)
-        ops = compile_ops(self.adapter, batch, self.engine.plan_rows(batch, edits, input_index))
+        ops = compile_ops(self.adapter, batch, self.engine.plan_blocks(batch, edits, input_index)[0])
         return {path if io == "output" else f"{path} (input)": [len(op.rows) for op in lst]
                 for (path, io), lst in ops.items()}
 

@@ -18,6 +18,7 @@ from ._cells import Cell, first_difference, segment_safe
 from ._interventions import Patch
 from ._metrics import is_last_only
 from ._model import Model
+from ._rows import Rows
 from ._sites import Site
 from .adapters import KV, SegmentedLM, segmented
 
@@ -32,12 +33,37 @@ def full_rows(m: Model, cells: list[Cell], base_in: Any, source: Any, P: int, me
           progress: bool | None) -> tuple[torch.Tensor, int]:
     """Any model: one engine row per (cell, prompt), full forwards, chunked. Returns (cells, prompts)."""
     patch = Patch(source)
-    # the P rows of a cell share one dict: the engine compiles a run of rows sharing a dict once, not per row
-    rows = [row for c in cells for row in [{c.site: patch}] * P]
-    run = m.run(base_in, rows, input_index=[p for _ in cells for p in range(P)], metric=metric,
+    every = torch.arange(P)
+    run = m.run(base_in, [Rows({c.site: patch}, every) for c in cells], metric=metric,
                 chunk_size=chunk_size, progress=progress if progress is False else None)
     vals = cast(torch.Tensor, run.metric).float()  # a metric was requested
     return vals.view(len(cells), P, *vals.shape[1:]), int(run.meta["token_layers"] or 0)
+
+
+class _Swapped(Patch):
+    """Patch from a run of both halves of the inputs: row i of the first half reads row i of the second, and
+    the reverse."""
+
+    def source_rows(self, rows: torch.Tensor, input_index: torch.Tensor, source_size: int,
+                    base_size: int) -> torch.Tensor:
+        half = source_size // 2
+        return (input_index[rows] + half) % source_size
+
+
+def swapped_rows(m: Model, cells: list[Cell], both_in: Any, both: Any, P: int, metric: Any,
+                 chunk_size: int | None) -> torch.Tensor:
+    """Any model, both directions in one pass: ``both_in`` holds P base inputs then their P sources and
+    ``both`` is its run (caching every cell's site); every cell patches each base input from its source and
+    each source from its base. Returns (cells, 2P): into the bases, then into the sources.
+
+    >>> into = swapped_rows(m, cells, base.stack(source), run, P, metric, None)
+    """
+    patch = _Swapped(both)
+    every = torch.arange(2 * P)
+    run = m.run(both_in, [Rows({c.site: patch}, every) for c in cells], metric=metric, chunk_size=chunk_size,
+                progress=False)
+    vals = cast(torch.Tensor, run.metric).float()  # a metric was requested
+    return vals.view(len(cells), 2 * P, *vals.shape[1:])
 
 
 def _block_of(lm: SegmentedLM, m: Model, site: Site) -> int | None:

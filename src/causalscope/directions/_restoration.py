@@ -11,7 +11,7 @@ import torch
 from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray, resolve_backend
+from ..results import LabelledArray, quantiles, resolve_backend
 from ._inputs import as_site_arg, n_inputs, progress_for, readout_fn, split_data
 from ._steering import softmax
 
@@ -135,7 +135,7 @@ class RestorationResult(LabelledArray):
         """``(corruption, site, stat)``: mean, std, sem, q25, median, q75 over the examples."""
         v = self.values.double()
         n = v.shape[-1]
-        q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=-1).permute(1, 2, 0)
+        q = quantiles(v, [0.25, 0.5, 0.75], dim=-1).permute(1, 2, 0)
         std = v.std(-1, unbiased=False)
         stats = torch.stack([v.mean(-1), std, std / max(n, 1) ** 0.5, q[..., 0], q[..., 1], q[..., 2]], -1)
         return LabelledArray(stats.float(), ("corruption", "site", "stat"),
@@ -148,7 +148,7 @@ class RestorationResult(LabelledArray):
         v = self.values.double()
         mean = v.mean(-1)
         if spread == "iqr":
-            q = torch.quantile(v, torch.tensor([0.25, 0.75], dtype=torch.float64), dim=-1)
+            q = quantiles(v, [0.25, 0.75], dim=-1)
             lo, hi = q[0], q[1]
         elif spread == "minmax":
             lo, hi = v.min(-1).values, v.max(-1).values

@@ -11,6 +11,7 @@ the backend switch, the heatmap and the figure writer.
 from ._figures import BACKENDS, DEFAULT_BACKEND, backend_for, resolve_backend, save_figure
 from ._heatmap import heatmap
 from ._labelled import LabelledArray, load_result
+from ._stats import quantiles
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "backend_for", "heatmap",
-           "load_result", "resolve_backend", "save_figure"]
+           "load_result", "quantiles", "resolve_backend", "save_figure"]

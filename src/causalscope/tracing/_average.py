@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..core import Model, SegmentedLM
 from ..errors import InputError
-from ..results import LabelledArray, resolve_backend
+from ..results import LabelledArray, quantiles, resolve_backend
 from ._grouped import grouped_traces
 from ._trace import Kind, TraceResult, _lm, causal_trace, embedding_std
 
@@ -186,7 +186,7 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
             idx = torch.randint(x.shape[0], (n_boot, x.shape[0]), generator=g)
             boots = x[idx].mean(1)  # (n_boot, layers)
             q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
-            lo, hi = torch.quantile(boots, q, dim=0)
+            lo, hi = quantiles(boots, q, dim=0)
             out[ki, ci_, :, 0], out[ki, ci_, :, 1], out[ki, ci_, :, 2] = x.mean(0), lo, hi
     meta = {"method": "trace_average", "model": m.name, "kinds": list(kinds), "samples": samples,
             "noise_std": float(noise) if not isinstance(noise, torch.Tensor) else "explicit", "window": window,
