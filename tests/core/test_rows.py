@@ -52,11 +52,11 @@ def test_rows_blocks_equal_a_naive_loop_per_row():
     assert_same(net, snap)  # nothing left on the model
 
 
-def test_rows_compile_to_one_op_per_block_without_per_row_work():
+def test_rows_compile_to_one_op_per_module_without_per_row_work():
     m = cs.load(build_adder())
     x = _adder_inputs(500, 0)
     plan = m.plan(x, [cs.Rows({Site("l1", neurons=n): Zero()}, torch.arange(500)) for n in range(3)])
-    assert plan == {"l1": [500, 500, 500]}
+    assert plan == {"l1": [1500]}  # sites that differ only in their neurons: one op, each row its own neurons
 
 
 def test_rows_mixed_with_dicts_and_bad_blocks_raise_clear_errors():
@@ -77,3 +77,37 @@ def test_rows_mixed_with_dicts_and_bad_blocks_raise_clear_errors():
         cs.Rows({"l1": Zero()}, torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(cs.PlanError, match="takes a dict"):
         cs.Rows([("l1", Zero())], [0])  # type: ignore[arg-type]
+
+
+def test_per_row_neurons_with_positions_on_an_lm_equal_a_naive_loop(gpt2):
+    """Rows whose sites differ only in their neurons share one op; each row still reads and writes its own."""
+    ids = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    src_ids = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(4))
+    site_path = "transformer.h.1.mlp"
+    source = gpt2.run(src_ids, cache=[site_path])
+    cells = [(n, t) for n in (0, 5, 17) for t in (1, 4)]
+    rows = [cs.Rows({Site(site_path, positions=[t], neurons=[n, n + 1]): Patch(source)}, [0, 1]) for n, t in cells]
+    assert gpt2.plan(ids, rows) == {site_path: [12]}
+    out = gpt2.run(ids, rows).output
+    module = gpt2.module.get_submodule(site_path)
+    with torch.no_grad():
+        src_act: dict[str, torch.Tensor] = {}
+
+        def keep(o: torch.Tensor) -> None:
+            src_act["v"] = o.clone()
+        h = hook(module, "output", keep)
+        gpt2.module(src_ids)
+        h.remove()
+        expected = []
+        for n, t in cells:
+            for i in (0, 1):
+                def edit(o: torch.Tensor, n: int = n, t: int = t, i: int = i) -> torch.Tensor:
+                    o = o.clone()
+                    o[:, t, n:n + 2] = src_act["v"][i, t, n:n + 2]
+                    return o
+                h = hook(module, "output", edit)
+                expected.append(gpt2.module(ids[i:i + 1]).logits)
+                h.remove()
+    torch.testing.assert_close(out, torch.cat(expected), atol=1e-5, rtol=1e-5)
+    with pytest.raises(cs.SiteError, match="out of range"):
+        gpt2.run(ids, [cs.Rows({Site(site_path, neurons=[n]): Zero()}, [0]) for n in (0, 10_000)])

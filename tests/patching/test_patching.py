@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import causalscope as cs
+from causalscope.core import STEP_OVER_TOKEN_LAYER, TOKEN_LAYER_EXPONENT, segmented
 from causalscope.zoo import build_mlp, build_tiny_lm
 
 # two pairs of equal length; pair 0 differs at position 2 only, pair 1 at position 3 only (never the first token)
@@ -352,11 +353,27 @@ def test_token_layers_closed_form():
     assert d == 2
     r = cs.activation_patching(m, clean, corr, "resid_pre", cs.logit_diff(CORRECT, WRONG), schedule="floor")
     assert r.meta["fast_path"] is True and r.meta["first_difference"] == d
-    # group t >= d holds the L cells (l, t); block j runs the cells with layer <= j, P rows each, on T - t positions
-    per_direction = sum((j + 1) * P * (T - t) for t in range(d, T) for j in range(L))
-    assert r.meta["token_layers"] == 2 * per_direction == 1120
+    starts = r.meta["schedule_costs"][0]["staircase_starts"]
+    # the cells (l, t) of positions t >= d run in the staircase of the last start s <= t; its block j runs the
+    # cells with layer <= j, P rows each, on the T - s positions from s
+    group = {t: max(s for s in starts if s <= t) for t in range(d, T)}
+    per_direction = sum((j + 1) * P * (T - group[t]) for t in range(d, T) for j in range(L))
+    assert r.meta["token_layers"] == 2 * per_direction
+    assert 2 * sum((j + 1) * P * (T - t) for t in range(d, T) for j in range(L)) <= r.meta["token_layers"]
     naive = 2 * (L * T) * P * (L * T)
     assert r.meta["token_layers"] < naive
+
+    # the staircases are the cheapest contiguous grouping of positions: every grouping, priced here
+    step = STEP_OVER_TOKEN_LAYER / (segmented(m.adapter).d_model / 128) ** TOKEN_LAYER_EXPONENT
+    work = sum((L - l) * P for l in range(L))  # the L cells of one position
+
+    def cost(group_starts: list[int]) -> float:
+        ends = group_starts[1:] + [T]
+        return sum((T - s) * work * (e - s) + L * step for s, e in zip(group_starts, ends))
+
+    positions = list(range(d + 1, T))
+    every = [[d, *(p for k, p in enumerate(positions) if mask >> k & 1)] for mask in range(2 ** len(positions))]
+    assert cost(starts) == pytest.approx(min(cost(g) for g in every))
 
     # heads: every cell covers all positions, so one group, t = d
     h = cs.activation_patching(m, clean, corr, "heads", cs.logit_diff(CORRECT, WRONG), direction="denoise",

@@ -41,8 +41,11 @@ from ._model import Model
 from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs
 from ._rows import Rows
 from ._segments import (
+    STEP_OVER_TOKEN_LAYER,
+    TOKEN_LAYER_EXPONENT,
     block_staircase,
     block_step,
+    floor_groups,
     full_rows,
     pick_schedule,
     schedule_costs,
@@ -57,7 +60,8 @@ __all__ = [
     "GRIDS", "Cell", "first_difference", "full_rows", "swapped_rows", "input_pair", "model_input", "segment_safe",
     "segmented_ok", "Rows",
     "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
-    "SegmentedLM", "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
+    "SegmentedLM", "STEP_OVER_TOKEN_LAYER", "TOKEN_LAYER_EXPONENT", "floor_groups",
+    "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
     "POSITION_SWEEPS", "PairMetric", "aligned_positions", "check_align", "for_pairs",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

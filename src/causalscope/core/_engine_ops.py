@@ -51,6 +51,9 @@ class Op:
     rows: list[int] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)  # rows as runs r0 .. r1 (what rows_t is made from)
     pos: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (positions, how many rows in a row)
+    neur: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (neurons, rows): sites differing in them
+    neur_t: torch.Tensor | None = None  # (rows, k) each row's neurons, where the op's rows pick different ones
+    neur_range: tuple[int, int] = (0, 0)  # the smallest and largest neuron of neur_t
     src_rows: torch.Tensor | None = None
     rows_t: torch.Tensor | None = None
     pos_t: torch.Tensor | None = None
@@ -65,6 +68,9 @@ class Op:
             self.rows_t = torch.tensor(self.rows, dtype=torch.long)
         if isinstance(self.site.positions, tuple):
             self.pos_t = torch.cat([torch.tensor([p], dtype=torch.long).expand(k, -1) for p, k in self.pos])
+        if len(self.neur) > 1:
+            self.neur_t = torch.cat([torch.tensor([n], dtype=torch.long).expand(k, -1) for n, k in self.neur])
+            self.neur_range = (int(self.neur_t.min()), int(self.neur_t.max()))
 
     def add(self, r0: int, r1: int, site: Site) -> None:
         """Rows ``r0 .. r1`` (after every row added so far) apply this op at ``site`` (this op's template; its
@@ -74,18 +80,19 @@ class Op:
             self.spans[-1] = (self.spans[-1][0], r1)
         else:
             self.spans.append((r0, r1))
-        p = site.positions
-        if isinstance(p, tuple):
-            if self.pos and self.pos[-1][0] == p:
-                self.pos[-1] = (p, self.pos[-1][1] + r1 - r0)
-            else:
-                self.pos.append((p, r1 - r0))
+        for runs, v in ((self.pos, site.positions), (self.neur, site.neurons)):
+            if isinstance(v, tuple):
+                if runs and runs[-1][0] == v:
+                    runs[-1] = (v, runs[-1][1] + r1 - r0)
+                else:
+                    runs.append((v, r1 - r0))
 
     def stage(self, dev: torch.device) -> None:
         """Copy the row / position / source-row indices to ``dev`` before a pass: a host-to-device copy
         inside a hook would make the host wait for the accelerator mid-pass."""
         if dev.type != "cpu" and dev not in self.staged:
-            self.staged[dev] = tuple(None if t is None else t.to(dev) for t in (self.rows_t, self.pos_t, self.src_rows))
+            self.staged[dev] = tuple(None if t is None else t.to(dev)
+                                     for t in (self.rows_t, self.pos_t, self.src_rows, self.neur_t))
 
 
 class Chunk:
@@ -127,6 +134,15 @@ def _pos_kind(site: Site) -> Any:
     return ("n", len(p))
 
 
+def _group_key(site: Site) -> tuple:
+    """What rows must share to be one op: the site but its positions, and but its neurons (only their number)
+    where it has no basis (each row then reads its own neurons)."""
+    key = site.key()
+    if isinstance(site.neurons, tuple) and site.basis is None:
+        return (*key[:2], ("neurons", len(site.neurons)), *key[3:])
+    return key
+
+
 def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
     """Raise when the site's positions lie outside ``seq_len`` tokens, or before a segment starting at ``offset``.
 
@@ -158,7 +174,7 @@ def compile_ops(adapter: Adapter, batch: Batch, blocks: list[Block]) -> dict[Key
             if res is None:
                 res = resolved[site] = adapter.resolve(site)
                 check_site(site, batch.seq_len, batch.pos_offset)
-            k = (res.key, site.key(), _pos_kind(site), iv.key())
+            k = (res.key, _group_key(site), _pos_kind(site), iv.key())
             slot = seen[k] = seen.get(k, -1) + 1
             op = groups.get((k, slot))
             if op is None:
@@ -193,6 +209,12 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         lens = chunk.lengths[rows]
         pos = row_positions(site, pos, lens)
     check_shape(act, site, n_heads, pos)
+    neur = None
+    if op.neur_t is not None:
+        if op.neur_range[0] < 0 or op.neur_range[1] >= act.shape[-1]:
+            raise SiteError(f"Site {site.name!r}: neurons {list(op.neur_range)} out of range (size {act.shape[-1]}: "
+                            f"0 .. {act.shape[-1] - 1}).")
+        neur = op.neur_t[lo:hi]
     dev = act.device
     rows_cpu = rows
     staged = op.staged.get(dev)
@@ -200,8 +222,10 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         rows = staged[0][lo:hi] - c0
         if pos is not None and staged[1] is not None and not (offset and act.ndim >= 3) and lens is None:
             pos = staged[1][lo:hi]
+        if staged[3] is not None:
+            neur = staged[3][lo:hi]
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
-    levels = _levels(act, rows, pos, site, n_heads)  # read once: the write below scatters through the same steps
+    levels = _levels(act, rows, pos, site, n_heads, neur)  # read once: the write below scatters through it
     x = _in_basis(levels.selected, site)
     src = None
     if op.source is not None:
@@ -222,7 +246,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             if lens is not None or op.source.lengths is not None:
                 _check_source_lengths(op, op.src_rows[lo:hi], lens, int(act.shape[1]), int(full.shape[1]))
             src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
-            src = select(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads)
+            src = _in_basis(_levels(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads, neur).selected,
+                            site)
     assert chunk.input_index is not None
     ctx = ApplyContext(chunk.input_index[rows_cpu], site.name)
     new = op.intervention(x, src, ctx)
@@ -376,12 +401,12 @@ class _Levels(NamedTuple):
     at_pos: torch.Tensor  # at_rows at the positions
     heads: torch.Tensor | None
     at_heads: torch.Tensor  # at_pos at the heads
-    neurons: torch.Tensor | None
+    neurons: torch.Tensor | None  # shared: 1-D; one set per row: shaped like ``selected`` (for gather / scatter)
     selected: torch.Tensor  # at_heads at the neurons (before any basis)
 
 
 def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site,
-            n_heads: int | None) -> _Levels:
+            n_heads: int | None, row_neurons: torch.Tensor | None = None) -> _Levels:
     v = t.unflatten(-1, (n_heads, -1)) if site.heads is not None and n_heads is not None and t.ndim in (2, 3) else t
     x = v[rows]
     ar = None
@@ -395,8 +420,14 @@ def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site:
         x1 = x
     h = _index(site.heads, v.shape[-2], v.device) if site.heads is not None else None
     x2 = x1.index_select(-2, h) if h is not None else x1
-    nr = _index(site.neurons, v.shape[-1], v.device) if site.neurons is not None else None
-    x3 = x2.index_select(-1, nr) if nr is not None else x2
+    nr: torch.Tensor | None
+    if row_neurons is not None:  # each row its own neurons: an index shaped like the selection, for gather
+        k = row_neurons.shape[-1]
+        nr = row_neurons.to(v.device).view(len(rows), *([1] * (x2.ndim - 2)), k).expand(*x2.shape[:-1], k)
+        x3 = x2.gather(-1, nr)
+    else:
+        nr = _index(site.neurons, v.shape[-1], v.device) if site.neurons is not None else None
+        x3 = x2.index_select(-1, nr) if nr is not None else x2
     return _Levels(v, x, ar, pos, x1, h, x2, nr, x3)
 
 
@@ -429,7 +460,8 @@ def _write_levels(lv: _Levels, rows: torch.Tensor, site: Site, new: torch.Tensor
         b = site.basis.to(device=lv.selected.device, dtype=lv.selected.dtype)
         new = lv.selected + (new - lv.selected @ b) @ b.T
     if lv.neurons is not None:
-        new = lv.at_heads.index_copy(-1, lv.neurons, new)
+        new = lv.at_heads.index_copy(-1, lv.neurons, new) if lv.neurons.ndim == 1 else \
+            lv.at_heads.scatter(-1, lv.neurons, new)
     if lv.heads is not None:
         new = lv.at_pos.index_copy(-2, lv.heads, new)
     if lv.pos_rows is not None:

@@ -140,36 +140,78 @@ TOKEN_LAYER_EXPONENT = 1.4
 ACCELERATOR_STEP_FACTOR = 10.0
 
 
-def schedule_costs(m: Model, cells: list[Cell], T: int, d: int, P: int) -> dict[str, float]:
+def schedule_costs(m: Model, cells: list[Cell], T: int, d: int, P: int) -> dict[str, Any]:
     """The two patching schedules' costs, in token-layer units: the segmented floor (its token-layers plus its
-    block steps, each worth the fixed cost of an engine pass) and one batched pass over every cell.
+    block steps, each worth the fixed cost of an engine pass, with positions grouped as :func:`floor_groups`
+    finds cheapest) and one batched pass over every cell.
 
     >>> schedule_costs(m, cells, T=12, d=1, P=1)      # {'floor': ..., 'batched': ..., 'steps': 66, ...}
+    """
+    starts, floor, steps, floor_tl = floor_groups(m, cells, T, d, P)
+    L = int(m.n_layers or 0)
+    batched_tl = len(cells) * P * T * L
+    return {"floor": floor, "batched": float(batched_tl), "steps": steps,
+            "floor_token_layers": floor_tl, "batched_token_layers": batched_tl,
+            "staircase_starts": sorted(set(starts.values()))}
+
+
+#: the most first positions one staircase of the floor may span when grouping (bounds the search on long prompts)
+_MAX_GROUP_SPAN = 128
+
+
+def floor_groups(m: Model, cells: list[Cell], T: int, d: int, P: int) -> tuple[dict[int, int], float, int, int]:
+    """Where the segmented floor starts each staircase: cells whose first patched position is ``p`` run in the
+    staircase over positions ``start[p]..``. One staircase per position computes fewest token-layers; one
+    from the first position takes fewest block steps; the grouping minimises token-layers plus steps (each
+    worth :data:`STEP_OVER_TOKEN_LAYER` token-layers, scaled by d_model) over contiguous runs of positions.
+    Returns ``({first position: staircase start}, cost, block steps, token-layers)``.
+
+    >>> floor_groups(m, cells, T=12, d=4, P=1)[0]    # e.g. {4: 4, 5: 4, ..., 11: 4}: one staircase from 4
     """
     lm = segmented(m.adapter)
     L = int(m.n_layers or 0)
     assert lm is not None
-    first_block: dict[int, int] = {}
-    floor_tl = 0
+    work: dict[int, int] = {}  # first position -> sum over its cells of (L - entry block) * P
+    entry: dict[int, int] = {}  # first position -> the earliest block one of its cells enters at
     for c in cells:
         p0 = max(d, _first_position(c.site, T))
         if p0 >= T or _from(c.site, p0, T) is None:
             continue  # patches only positions where clean and corrupted agree: no compute (as in staircase)
         block = cast(int, _block_of(lm, m, c.site))
-        first_block[p0] = min(first_block.get(p0, L), block)
-        floor_tl += (L - block) * (T - p0) * P
-    steps = sum(L - b for b in first_block.values())
+        work[p0] = work.get(p0, 0) + (L - block) * P
+        entry[p0] = min(entry.get(p0, L), block)
+    firsts = sorted(work)
     width = max(int(getattr(lm, "d_model", 128)), 1)
     step = STEP_OVER_TOKEN_LAYER / (width / 128) ** TOKEN_LAYER_EXPONENT
     if getattr(lm, "device", torch.device("cpu")).type != "cpu":
         step *= ACCELERATOR_STEP_FACTOR
-    batched_tl = len(cells) * P * T * L
-    return {"floor": floor_tl + steps * step, "batched": float(batched_tl), "steps": steps,
-            "floor_token_layers": floor_tl, "batched_token_layers": batched_tl}
+    K = len(firsts)
+    best = [0.0] + [float("inf")] * K  # best[j]: cheapest grouping of firsts[:j]
+    cut = [0] * (K + 1)
+    for j in range(1, K + 1):
+        w, b = 0, L
+        for i in range(j - 1, max(-1, j - 1 - _MAX_GROUP_SPAN), -1):  # the group firsts[i:j], from firsts[i]
+            w += work[firsts[i]]
+            b = min(b, entry[firsts[i]])
+            cost = best[i] + (T - firsts[i]) * w + (L - b) * step
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    start: dict[int, int] = {}
+    steps = token_layers = 0
+    j = K
+    while j > 0:
+        i = cut[j]
+        group = firsts[i:j]
+        for p in group:
+            start[p] = firsts[i]
+        steps += L - min(entry[p] for p in group)
+        token_layers += (T - firsts[i]) * sum(work[p] for p in group)
+        j = i
+    return start, best[K], steps, token_layers
 
 
 def pick_schedule(m: Model, cells: list[Cell], base_in: Any, source_in: Any, T: int,
-                  schedule: str) -> tuple[bool, int, dict[str, float] | None]:
+                  schedule: str) -> tuple[bool, int, dict[str, Any] | None]:
     """Whether a patching sweep runs the segmented floor (else one batched pass), the first position where base
     and source differ (0 for the batched pass) and the two schedules' estimated costs (None where only the
     batched pass can run). ``schedule``: ``"auto"`` (the cheaper), ``"floor"`` or ``"batched"``.
@@ -213,8 +255,9 @@ def _from(site: Site, p0: int, T: int) -> Site | None:
 
 def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: int, d: int, metric: Any,
               progress: bool | None, name: str, chunk_size: int | None = None) -> tuple[torch.Tensor, int]:
-    """LMs with a segmented forward: cells grouped by the first position they can change; within a group
-    each cell enters at its own block (the base run's block input, patched there) and every block call
+    """LMs with a segmented forward: cells grouped by the first position they can change (runs of positions
+    share one staircase where :func:`floor_groups` finds that cheaper); within a group each cell enters at its
+    own block (the base run's block input, patched there) and every block call
     runs the stacked states of all cells already patched, on positions from that one on (:func:`block_staircase`).
     Returns the metric per (cell, prompt[, the metric's own columns])."""
     lm = segmented(m.adapter)
@@ -226,6 +269,7 @@ def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: in
     # cells that patch nothing keep the base run's value (of this metric: the base output, where kept)
     own = metric(base.output).float() if base.output is not None else base.metric.float()
     values = own[None].repeat(len(cells), *[1] * own.ndim)
+    starts = floor_groups(m, cells, T, d, P)[0]
     groups: dict[int, list[tuple[int, int, Site]]] = {}
     for i, c in enumerate(cells):
         p0 = max(d, _first_position(c.site, T))
@@ -234,7 +278,7 @@ def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: in
             continue  # patches only positions where clean and corrupted agree: the base run's value
         block = _block_of(lm, m, c.site)
         assert block is not None  # segmented_ok checked every cell
-        groups.setdefault(p0, []).append((i, block, site))
+        groups.setdefault(starts[p0], []).append((i, block, site))
     token_layers = 0
     bar = tqdm(sorted(groups.items()), desc=f"activation patching ({name})", unit="position",
                disable=not (progress if progress is not None else len(cells) * P > 2000))

@@ -136,7 +136,7 @@ class _Values:
     d: int
     fast: bool
     token_layers: int
-    costs: dict[str, float] | None = None  # the schedules' estimated costs, where both could run
+    costs: dict[str, Any] | None = None  # the schedules' estimated costs, where both could run
 
 
 def _values(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
