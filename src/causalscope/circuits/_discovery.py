@@ -62,6 +62,7 @@ class GraphMetric:
         self.higher_is_better = kind != "kl" if higher_is_better is None else bool(higher_is_better)
         at = clean_logits[:, self.positions].double().clone()  # a normal tensor (runs give inference tensors)
         self._clean_logp = at.log_softmax(-1)
+        self._clean_p = self._clean_logp.exp()
         self._clean_out = at
         if kind == "logprob":
             if labels is None:
@@ -85,8 +86,7 @@ class GraphMetric:
             lab = self._labels.to(at.device).expand(*at.shape[:-1])
             return (at.log_softmax(-1).gather(-1, lab[..., None])[..., 0] * w).sum(-1)
         if self.name == "kl":
-            p = self._clean_logp
-            return ((p.exp() * (p - at.log_softmax(-1))).sum(-1) * w).sum(-1)
+            return ((self._clean_p * (self._clean_logp - at.log_softmax(-1))).sum(-1) * w).sum(-1)
         if self.name == "mse":
             return -(((at - self._clean_out) ** 2).mean(-1) * w).sum(-1)
         return (at.mean(-1) * w).sum(-1)  # output

@@ -27,6 +27,7 @@ import torch
 from ..core import preserved
 from ..errors import InputError
 from ._circuit import upstream
+from ._graph_run import PatchedOutputs, run_configurations
 
 #: most elements of the (configurations x rows x positions x senders x d_model) working tensor per pass
 _MAX_ELEMENTS = 2**25
@@ -52,48 +53,6 @@ class GraphOutputs:
             cached = (self.senders, self.senders.permute(2, 0, 1, 3).reshape(S, N * T * d))
             self.__dict__["_by_sender"] = cached
         return cached[1]
-
-
-class PatchedOutputs:
-    """The sender outputs of each configuration of a :meth:`ComputeGraph.run`, built on demand (one configuration's
-    outputs cost one (rows, T, senders, d) tensor; all of them at once would cost that per configuration).
-
-    >>> logits, outs = g.run(patch, clean, corrupted, return_outputs=True)
-    >>> outs[2].shape                      # (rows, T, senders, d_model) of configuration 2
-    """
-
-    def __init__(self) -> None:
-        self._where: list[tuple[Any, int]] = []  # per configuration: (its chunk's state, its index in it)
-
-    def _add(self, chunk: Any, n: int) -> None:
-        self._where += [(chunk, i) for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        chunk, j = self._where[i]
-        return chunk.outputs(j)
-
-
-@dataclass
-class _Chunk:
-    """What one chunk of a run leaves behind to rebuild a configuration's sender outputs."""
-
-    base: torch.Tensor  # (rows, T, senders, d)
-    delta: torch.Tensor  # (senders from p0, configurations that ran, rows*T*d), sorted order
-    rank: list[int]  # configuration -> its place in sorted order (>= len(joined): equal to the base)
-    joined: list[int]  # sorted configuration -> first sender it wrote
-    p0: int
-
-    def outputs(self, j: int) -> torch.Tensor:
-        k = self.rank[j]
-        N, T, S, d = self.base.shape
-        out = self.base.permute(2, 0, 1, 3).reshape(S, N * T * d).clone()  # sender-major, as runs read it
-        if k < len(self.joined):
-            q = self.joined[k]
-            out[q:] += self.delta[q - self.p0:, k]
-        return out.view(S, N, T, d).permute(1, 2, 0, 3)
 
 
 class ComputeGraph:
@@ -290,67 +249,8 @@ class ComputeGraph:
         return (out, outs) if return_outputs else out
 
     def _run_chunk(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
-                   base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, _Chunk | None]:
-        """A staircase over the configurations: each one joins at the first stage that reads an edge it patches
-        differently from ``base_patch`` (before that it equals the base run), so a configuration costs what its
-        own run from that stage costs. A configuration's sender outputs are held as their change from the base
-        run, (senders, configurations, rows*T*d), written from the stage it joins on, so a stage's receiver
-        inputs are one shared matrix product with the base and corrupted outputs plus, per group of
-        configurations that joined together, one batched product with the changes since they joined."""
-        C = patch.shape[0]
-        N, T, S, d = base.senders.shape
-        end = 2 * self.n_layers
-        differs = patch != base_patch[None]
-        starts = torch.where(differs, self.edge_stage.to(patch.device)[None], end + 1).amin(1)
-        starts, order = torch.sort(starts, stable=True)
-        active = torch.searchsorted(starts, torch.arange(end + 1, device=starts.device), right=True).tolist()
-        n_run = active[end]  # configurations that differ from the base at all
-        logits = torch.empty(C, *base.logits.shape, dtype=base.logits.dtype, device=base.logits.device)
-        logits[order[n_run:]] = base.logits
-        first = int(starts[0]) if n_run else end
-        p0 = self._n_upstream(first)
-        # per configuration, only the senders written since it joined (earlier ones equal the base run's)
-        groups: list[tuple[int, int, int]] = []  # (first configuration, end, first sender written)
-        delta = torch.empty(S - p0, n_run, N * T * d, dtype=base.senders.dtype, device=base.senders.device)
-        if n_run:
-            patch = patch[order[:n_run]]
-            A = torch.zeros(n_run, len(self.receivers), S, dtype=patch.dtype, device=patch.device)
-            A[:, self.edge_receiver, self.edge_sender] = patch
-            B = base.by_sender()
-            XB = corrupted.by_sender() - B
-            sum_B, summed = B.new_zeros(N * T * d), 0  # the sum of the first `summed` base sender outputs
-            for stage in range(first, end + 1):
-                n = active[stage]
-                p = self._n_upstream(stage)
-                if n > (groups[-1][1] if groups else 0):
-                    groups.append((groups[-1][1] if groups else 0, n, p))
-                rs = self._receivers_of(stage)
-                R = len(rs)
-                a = A[:n, rs, :p]  # (n, R, p)
-                sum_B, summed = sum_B + B[summed:p].sum(0), p
-                x = torch.addmm((sum_B.view(N * T, d) + self._bias(stage)).view(1, -1), a.reshape(n * R, p), XB[:p])
-                x = x.view(n, R, -1)
-                for lo, hi, q in groups:
-                    if p > q:
-                        x[lo:hi].baddbmm_(1 - a[lo:hi, :, q:], delta[q - p0:p - p0, lo:hi].transpose(0, 1))
-                x = x.view(n, R, N, T, d)
-                layer, part = divmod(stage, 2)
-                if stage == end:
-                    logits[order[:n]] = self.parts.logits(x[:, 0])
-                    continue
-                if part == 0:
-                    mask = None if base.key_mask is None else base.key_mask.repeat(n, 1)
-                    h = self._heads(layer, x.permute(0, 2, 3, 1, 4).reshape(n * N, T, R, d), mask)
-                    h = h.view(n, N, T, R, d).permute(0, 3, 1, 2, 4).reshape(n, R, -1)
-                else:
-                    h = self.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, 1, -1)
-                torch.sub(h.transpose(0, 1), B[p:p + R, None], out=delta[p - p0:p - p0 + R, :n])
-        if not keep:
-            return logits, None
-        rank = torch.empty(C, dtype=torch.long)
-        rank[order.cpu()] = torch.arange(C)
-        joined = [q for lo, hi, q in groups for _ in range(lo, hi)]
-        return logits, _Chunk(base.senders, delta, rank.tolist(), joined, p0)
+                   base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+        return run_configurations(self, patch, corrupted, base, base_patch, keep)
 
     def probe(self, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
               base_patch: torch.Tensor) -> torch.Tensor:
