@@ -9,12 +9,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from ._graph import ComputeGraph, GraphOutputs
 
 
 class PatchedOutputs:
@@ -66,10 +63,11 @@ def resolve(same: dict[int, int | None], j: int | None) -> int | None:
     return j
 
 
-def run_configurations(g: ComputeGraph, patch: torch.Tensor, corrupted: GraphOutputs, base: GraphOutputs,
-                       base_patch: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Chunk | None]:
+def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, base_patch: torch.Tensor,
+                       keep: bool) -> tuple[torch.Tensor, Chunk | None]:
     """Logits (configurations, rows, T, outputs) of every configuration of ``patch``, and (``keep``) what rebuilds
-    their sender outputs.
+    their sender outputs. ``g``: the :class:`ComputeGraph`; ``corrupted`` / ``base``: its ``GraphOutputs`` (this
+    module sits below ``_graph`` and does not import it).
 
     A staircase over the stages: a configuration joins at the first stage that reads an edge it patches
     differently from ``base_patch`` (before that it equals the base run), so it costs what its own run from
