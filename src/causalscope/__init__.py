@@ -74,7 +74,15 @@ from .directions import (
                    steer,
                    steering_matrix,
 )
-from .errors import CausalScopeError, InputError, InterventionError, PlanError, SiteError
+from .errors import (
+    CausalScopeError,
+    CausalScopeWarning,
+    InputError,
+    InterventionError,
+    PlanError,
+    PrecisionWarning,
+    SiteError,
+)
 from .loading import load
 from .patching import (
                    AttributionPatchingResult,
@@ -103,7 +111,8 @@ __all__ = [
     "ActivationCache", "Add", "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob",
     # errors, loading, results, bundled models and data
-    "CausalScopeError", "InputError", "InterventionError", "PlanError", "SiteError", "__version__", "load",
+    "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
+    "SiteError", "__version__", "load",
     "LabelledArray", "load_result", "zoo", "data",
     # families (each also importable as a subpackage: cs.tracing, cs.patching, ...)
     "core", "results", "tracing", "patching", "abstraction", "directions", "circuits",

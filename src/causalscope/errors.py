@@ -25,6 +25,14 @@ class InputError(CausalScopeError):
     """The model input or the object handed to ``load`` is not usable."""
 
 
+class CausalScopeWarning(UserWarning):
+    """Base class of every warning causalscope gives: the result is computed, but read it with care."""
+
+
+class PrecisionWarning(CausalScopeWarning):
+    """A result is below what the model's number format resolves (fp16 / bf16 models, tiny effects)."""
+
+
 def close_names(name: str, valid: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to ``name``, best first (prefix matches help for deep module paths)."""
     valid = list(valid)

@@ -12,9 +12,11 @@ from ..core import (
     Model,
     Site,
     check_align,
+    flag_span,
     for_pairs,
     full_rows,
     is_last_only,
+    model_dtype,
     pick_schedule,
     resolve_metric,
     seq_len,
@@ -116,6 +118,7 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
             else "mixed", "schedule_costs": [v.costs for v in values],
             "title": f"activation patching ({', '.join(dirs)})"}
     meta.update(pairs.meta())  # pairs of different lengths: lengths (tokens: pairs) and align
+    flag_span(meta, span, m_clean, m_corr, model_dtype(m.module), "activation_patching")
     if per_example:
         meta["raw"] = raw_all.view(*shape, P).tolist()
         return PatchingResult(scores(raw_all).reshape(*shape, P), ("direction", *dims, "example"),

@@ -6,7 +6,18 @@ from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Engine, Model, check_align, for_pairs, resolve_metric, seq_len, sweep_cells, unique_full_sites
+from ..core import (
+    Engine,
+    Model,
+    check_align,
+    flag_span,
+    for_pairs,
+    model_dtype,
+    resolve_metric,
+    seq_len,
+    sweep_cells,
+    unique_full_sites,
+)
 from ..errors import InputError
 from ..loading import load
 from ..results import resolve_backend
@@ -132,6 +143,7 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
         "method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
         "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
         "title": f"attribution patching ({', '.join(dirs)})", **pairs.meta()}
+    flag_span(meta, span, m_clean, m_corr, model_dtype(m.module), "attribution_patching")
     if per_example:  # each pair's estimated patched metric, scored against the averaged ends like exact patching
         raw_all = torch.stack([corr_all + est[k] if n == "denoise" else clean_all - est[k]
                                for k, n in enumerate(dirs)])
