@@ -10,6 +10,7 @@ from torch import nn
 
 from ...errors import InputError, SiteError, unknown_site
 from .._sites import Site
+from ._tl_names import tl_alias, tl_hint
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,18 @@ class Adapter:
         return list(aliases) + [p for p in self._modules if p and p not in aliases]
 
     def resolve(self, site: Site) -> Resolved:
-        alias = self.aliases().get(site.module)
+        aliases = self.aliases()
+        alias = aliases.get(site.module)
+        if alias is None and aliases and site.module not in self._modules:
+            alias = tl_alias(aliases, site.module)  # a TransformerLens hook name for a canonical site
         path, io, n_heads = alias if alias is not None else (site.module, site.io, None)
         if alias is not None and site.io == "input":
             io = "input"
         mod = self._modules.get(path)
         if mod is None or not path:
+            hint = tl_hint(site.module)
+            if hint is not None:
+                raise SiteError(f"Site {site.module!r} is a TransformerLens name with no module on this model: {hint}.")
             raise unknown_site(site.module, self.site_names())
         if site.n_heads is not None:
             n_heads = site.n_heads
@@ -160,8 +167,11 @@ class Adapter:
             if len(sizes) != 1:
                 raise InputError(f"Input tensors disagree on the batch size (dim 0): {sorted(sizes)}.")
             return Batch((), dict(inputs), sizes.pop(), None)
+        text = isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and bool(inputs)
+                                           and all(isinstance(s, str) for s in inputs))
+        hint = " Prompts need a tokenizer: causalscope.load(model, tokenizer)." if text else ""
         raise InputError(f"Cannot feed {type(inputs).__name__} to {self.name}: pass a tensor (batch on dim 0), "
-                         f"a tuple of tensors or a dict of keyword tensors.")
+                         f"a tuple of tensors or a dict of keyword tensors.{hint}")
 
     def call(self, batch: Batch) -> Any:
         return self.module(*batch.args, **batch.kwargs)
