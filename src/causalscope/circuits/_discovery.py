@@ -188,7 +188,8 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
                      higher_is_better=higher_is_better, valid=valid)
     meta = {"model": graph.model.name, "metric": gm.name, "higher_is_better": gm.higher_is_better,
             "positions": positions, "n_inputs": int(clean_t.shape[0]), "seed": seed,
-            "corrupted": ablation or ("resample" if corrupted is None else "given"), "n_edges": len(graph.edges)}
+            "corrupted": ablation or ("resample" if corrupted is None else "given"), "n_edges": len(graph.edges),
+            "parallel_mlp": graph.parallel_mlp}
     s = Setup(graph, c_out, x_out, gm, meta)
     m_clean = float(s.value(c_out.logits[None])[0])
     m_corr = float(s.value(x_out.logits[None])[0])

@@ -86,6 +86,9 @@ class CircuitScores(LabelledArray):
             return Circuit(nodes, edges, meta)
         nodes = sorted(set(names) | {"embed", "logits"}, key=node_order)
         edges = [(s, r) for r in nodes for s in nodes if upstream(s, r)]
+        if self.meta.get("parallel_mlp"):  # an MLP reads its block's input: no edge from its own layer's heads
+            edges = [(s, r) for s, r in edges
+                     if not (r.startswith("m") and s.startswith("a") and s[1:].split(".")[0] == r[1:])]
         return Circuit(nodes, edges, meta)
 
     def node_scores(self) -> LabelledArray:

@@ -63,7 +63,8 @@ class ComputeGraph:
     (57, ['embed', 'a0.h0'], 'logits')
 
     Needs an adapter with ``graph_parts()``: compiled transformers, TransformerLens ``HookedTransformer`` and
-    Hugging Face GPT-2-style causal LMs. The model is never changed: no hooks,
+    Hugging Face GPT-2, Llama-family (Llama, Mistral, Qwen2, Qwen3) and GPT-NeoX causal LMs (parallel attention
+    and MLP included). The model is never changed: no hooks,
     no parameter updates; runs happen in eval mode with gradients only with respect to activations.
     """
 
@@ -76,7 +77,7 @@ class ComputeGraph:
             raise InputError(f"{m.name!r} ({m.adapter.kind} adapter) has no computational graph of heads and MLPs: "
                              f"circuit discovery needs an adapter with graph_parts(): a compiled transformer "
                              f"(causalscope.circuits.load_case, zoo.compiled), a TransformerLens HookedTransformer or "
-                             f"a Hugging Face GPT-2-style causal LM.")
+                             f"a Hugging Face GPT-2, Llama-family or GPT-NeoX causal LM.")
         self.model = m
         self.parts = fn()
         L, H = int(self.parts.n_layers), int(self.parts.n_heads)
@@ -89,7 +90,10 @@ class ComputeGraph:
             self.receivers += heads + [f"m{layer}"]
         self.receivers.append("logits")
         self.nodes: list[str] = self.senders + ["logits"]
-        self.edges: list[tuple[str, str]] = [(s, r) for r in self.receivers for s in self.senders if upstream(s, r)]
+        # parallel attention + MLP (GPT-NeoX use_parallel_residual): MLP l reads the block input, not layer l's heads
+        self.parallel_mlp = bool(getattr(self.parts, "parallel_mlp", False))
+        self.edges: list[tuple[str, str]] = [(s, r) for r in self.receivers for s in self.senders if upstream(s, r)
+                                             and not (self.parallel_mlp and r[0] == "m" and s.startswith(f"a{r[1:]}."))]
         self._sidx = {s: i for i, s in enumerate(self.senders)}
         self._ridx = {r: i for i, r in enumerate(self.receivers)}
         self._eidx = {e: i for i, e in enumerate(self.edges)}
@@ -110,6 +114,12 @@ class ComputeGraph:
     def _n_upstream(self, stage: int) -> int:
         """How many senders (a prefix of ``senders``) write before ``stage`` reads."""
         layer, part = divmod(stage, 2)
+        return 1 + layer * (self.n_heads + 1) + (self.n_heads if part and not self.parallel_mlp else 0)
+
+    def _first_written(self, stage: int) -> int:
+        """The index of the first sender ``stage`` writes (its receivers' outputs); ``_n_upstream`` but for
+        a parallel MLP, which does not read the heads written just before it."""
+        layer, part = divmod(stage, 2)
         return 1 + layer * (self.n_heads + 1) + (self.n_heads if part else 0)
 
     def _receivers_of(self, stage: int) -> list[int]:
@@ -121,7 +131,7 @@ class ComputeGraph:
 
     def _bias(self, stage: int) -> torch.Tensor:
         """The attention output biases summed into the residual stream before ``stage`` reads it."""
-        n = stage // 2 + (stage % 2)  # heads of layer l: layers < l; MLP l and logits: layers <= l
+        n = stage // 2 + (stage % 2 and not self.parallel_mlp)  # heads l: layers < l; MLP l, logits: <= l
         out = torch.zeros(())
         for layer in range(min(n, self.n_layers)):
             out = out + self.parts.attn_bias(layer)
@@ -190,8 +200,9 @@ class ComputeGraph:
             inputs.append(xh)
             heads = self._heads(layer, xh, key_mask)
             outs += list(heads.unbind(2))
+            block_in = resid
             resid = resid + heads.sum(2) + self.parts.attn_bias(layer)
-            xm = resid.clone()  # the MLP's own copy: its gradient is what flows through the MLP alone
+            xm = (block_in if self.parallel_mlp else resid).clone()  # the MLP's own copy: its own gradient
             inputs.append(xm)
             mlp = self.parts.mlp(layer, xm)
             outs.append(mlp)
@@ -286,7 +297,8 @@ class ComputeGraph:
                     h = self._heads(layer, x.permute(0, 2, 3, 1, 4).reshape(n * N, T, R, d), mask)
                     change = h.view(n, N, T, R, d).permute(0, 3, 1, 2, 4).reshape(n, R, -1) - B[p:p + R]
                 else:
-                    change = self.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, -1) - B[p]
+                    w = self._first_written(stage)  # a parallel MLP reads fewer senders than come before it
+                    change = self.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, -1) - B[w]
                 out[idx.cpu()] = change.flatten(1).abs().amax(1).double().cpu()
         return out
 

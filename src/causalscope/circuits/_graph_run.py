@@ -98,7 +98,7 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
     st = starts_sorted[:n_run].tolist()
     la = lasts_all[order[:n_run]].tolist()
     first = st[0]
-    p0 = g._n_upstream(first)
+    p0 = g._first_written(first)
     A = torch.zeros(n_run, len(g.receivers), S, dtype=patch.dtype, device=patch.device)
     A[:, g.edge_receiver, g.edge_sender] = patch[order[:n_run]]
     delta = torch.empty(S - p0, n_run, NTd, dtype=base.senders.dtype, device=base.senders.device)
@@ -120,7 +120,7 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
         lo = 0
         for s, members in groupby(st[:n]):  # configurations that joined together: their changes since then
             hi = lo + len(list(members))
-            q = g._n_upstream(s)
+            q = g._first_written(s)
             if p > q:
                 x[lo:hi].baddbmm_(1 - a[lo:hi, :, q:], delta[q - p0:p - p0, lo:hi].transpose(0, 1))
             lo = hi
@@ -135,8 +135,9 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
             h = h.view(n, N, T, R, d).permute(0, 3, 1, 2, 4).reshape(n, R, -1)
         else:
             h = g.parts.mlp(layer, x[:, 0].reshape(n * N, T, d)).reshape(n, 1, -1)
-        rows = slice(p - p0, p - p0 + R)
-        torch.sub(h.transpose(0, 1), B[p:p + R, None], out=delta[rows, :n])
+        w = g._first_written(stage)
+        rows = slice(w - p0, w - p0 + R)
+        torch.sub(h.transpose(0, 1), B[w:w + R, None], out=delta[rows, :n])
         if n > joined:
             leave = _equal_ones(delta[rows], ids, la, joined, n, stage, same)
             if leave:
@@ -151,7 +152,7 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
         logits[j] = base.logits if target is None else logits[target]
     if not keep:
         return logits, None
-    place = {j: (k, g._n_upstream(s)) for k, (j, s) in enumerate(zip(ids, st))}
+    place = {j: (k, g._first_written(s)) for k, (j, s) in enumerate(zip(ids, st))}
     return logits, Chunk(base.senders, delta, place, same, p0)
 
 

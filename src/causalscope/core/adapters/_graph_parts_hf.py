@@ -26,10 +26,10 @@ def check_supported(model: nn.Module) -> None:
     tr = getattr(model, "transformer", None)
     if mtype not in GRAPH_MODEL_TYPES or tr is None or not all(hasattr(tr, a) for a in ("wte", "wpe", "h", "ln_f")) \
             or cast(Any, model).get_output_embeddings() is None:  # a transformers model here
-        raise InputError(f"Circuit discovery on Hugging Face models supports GPT-2-style causal LMs "
-                         f"(model_type {', '.join(GRAPH_MODEL_TYPES)}, e.g. GPT2LMHeadModel); {type(model).__name__} "
-                         f"(model_type {mtype!r}) has no graph parts. Convert it to a TransformerLens "
-                         f"HookedTransformer, whose adapter has them.")
+        raise InputError(f"Circuit discovery on Hugging Face models supports GPT-2 (model_type "
+                         f"{', '.join(GRAPH_MODEL_TYPES)}), the Llama family (llama, mistral, qwen2, qwen3) and "
+                         f"GPT-NeoX; {type(model).__name__} (model_type {mtype!r}) has no graph parts. Convert it to "
+                         f"a TransformerLens HookedTransformer, whose adapter has them.")
 
 
 class GPT2Parts:

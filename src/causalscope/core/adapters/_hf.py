@@ -16,6 +16,8 @@ from ._segmented import KV
 
 if TYPE_CHECKING:
     from ._graph_parts_hf import GPT2Parts
+    from ._graph_parts_llama import LlamaParts
+    from ._graph_parts_neox import NeoXParts
 
 
 @dataclass(frozen=True)
@@ -248,16 +250,17 @@ class HFCausalLMAdapter(Adapter):
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def graph_parts(self) -> GPT2Parts:
-        """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``); GPT-2-style models only,
-        others raise :class:`InputError`.
+    def graph_parts(self) -> GPT2Parts | LlamaParts | NeoXParts:
+        """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``): GPT-2, the Llama family
+        (Llama, Mistral, Qwen2, Qwen3) and GPT-NeoX; others raise :class:`InputError`.
 
         >>> circuits.ComputeGraph(cs.load(GPT2LMHeadModel(GPT2Config(n_layer=2)))).receivers[-1]
         'logits'
         """
         from ._graph_parts_hf import GPT2Parts
+        from ._graph_parts_llama import graph_parts_for
 
-        return GPT2Parts(self.module)
+        return graph_parts_for(self) or GPT2Parts(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"adapter": self.kind, "model": self.name, "model_type": self.config.model_type,
