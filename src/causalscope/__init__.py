@@ -16,95 +16,151 @@ The package is layered (docs/decisions/0005-layout.md); imports run one way and 
 
 ``core`` imports no family; a family imports another package only through its ``__init__`` (never a
 ``_private`` module or name of another package); only ``core/_engine*.py`` registers hooks.
+Names load on first use (PEP 562): ``import causalscope`` costs almost nothing, so the command line starts
+without importing torch for ``--help`` and ``models``; ``cs.load`` and friends import what they need.
 """
-from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .abstraction import (
-                   AbstractionResult,
-                   CausalGraph,
-                   CausalModel,
-                   CounterfactualDataset,
-                   DASResult,
-                   InterchangeDataset,
-                   MediationResult,
-                   abstraction_iia,
-                   adder_causal_model,
-                   alignment_search,
-                   counterfactuals,
-                   das,
-                   forward_graph,
-                   interchange_graph,
-                   mediation,
-)
-from .circuits import NodeEffects, node_effects, subspace_effects
-from .core import (
-                   ActivationCache,
-                   Add,
-                   Intervention,
-                   Mean,
-                   Model,
-                   Noise,
-                   Patch,
-                   Project,
-                   Resample,
-                   Rows,
-                   Run,
-                   Scale,
-                   Set,
-                   Site,
-                   Zero,
-                   logit,
-                   logit_diff,
-                   output_value,
-                   prob,
-)
-from .directions import (
-                   DirectionsResult,
-                   ProbeResult,
-                   RestorationResult,
-                   SimilarityMatrix,
-                   SteeringCheck,
-                   SteeringMatrix,
-                   SteeringResult,
-                   class_directions,
-                   corrupt,
-                   corrupt_and_restore,
-                   probe,
-                   probe_steering,
-                   steer,
-                   steering_matrix,
-)
-from .errors import (
-    CausalScopeError,
-    CausalScopeWarning,
-    InputError,
-    InterventionError,
-    PlanError,
-    PrecisionWarning,
-    SiteError,
-)
-from .loading import load
-from .patching import (
-                   AttributionPatchingResult,
-                   IGResult,
-                   LatentCircuits,
-                   PatchingResult,
-                   activation_patching,
-                   attribution_patching,
-                   integrated_gradients,
-                   latent_circuits,
-)
-from .results import LabelledArray, load_result
-from .tracing import (
-                   TOKEN_CLASSES,
-                   TraceAverage,
-                   TraceResult,
-                   causal_trace,
-                   embedding_std,
-                   subject_range,
-                   token_classes,
-                   trace_average,
-)
+
+#: public name -> the module that defines it (relative to this package)
+_EXPORTS: dict[str, str] = {
+    "AbstractionResult": ".abstraction", "CausalGraph": ".abstraction", "CausalModel": ".abstraction",
+    "CounterfactualDataset": ".abstraction", "DASResult": ".abstraction", "InterchangeDataset": ".abstraction",
+    "MediationResult": ".abstraction", "abstraction_iia": ".abstraction", "adder_causal_model": ".abstraction",
+    "alignment_search": ".abstraction", "counterfactuals": ".abstraction", "das": ".abstraction",
+    "forward_graph": ".abstraction", "interchange_graph": ".abstraction", "mediation": ".abstraction",
+    "NodeEffects": ".circuits", "node_effects": ".circuits", "subspace_effects": ".circuits",
+    "ActivationCache": ".core", "Add": ".core", "Intervention": ".core", "Mean": ".core", "Model": ".core",
+    "Noise": ".core", "Patch": ".core", "Project": ".core", "Resample": ".core", "Rows": ".core", "Run": ".core",
+    "Scale": ".core", "Set": ".core", "Site": ".core", "Zero": ".core", "logit": ".core", "logit_diff": ".core",
+    "output_value": ".core", "prob": ".core",
+    "DirectionsResult": ".directions", "ProbeResult": ".directions", "RestorationResult": ".directions",
+    "SimilarityMatrix": ".directions", "SteeringCheck": ".directions", "SteeringMatrix": ".directions",
+    "SteeringResult": ".directions", "class_directions": ".directions", "corrupt": ".directions",
+    "corrupt_and_restore": ".directions", "probe": ".directions", "probe_steering": ".directions",
+    "steer": ".directions", "steering_matrix": ".directions",
+    "CausalScopeError": ".errors", "CausalScopeWarning": ".errors", "InputError": ".errors",
+    "InterventionError": ".errors", "PlanError": ".errors", "PrecisionWarning": ".errors", "SiteError": ".errors",
+    "load": ".loading",
+    "AttributionPatchingResult": ".patching", "IGResult": ".patching", "LatentCircuits": ".patching",
+    "PatchingResult": ".patching", "activation_patching": ".patching", "attribution_patching": ".patching",
+    "integrated_gradients": ".patching", "latent_circuits": ".patching",
+    "LabelledArray": ".results", "load_result": ".results",
+    "TOKEN_CLASSES": ".tracing", "TraceAverage": ".tracing", "TraceResult": ".tracing", "causal_trace": ".tracing",
+    "embedding_std": ".tracing", "subject_range": ".tracing", "token_classes": ".tracing",
+    "trace_average": ".tracing",
+}
+_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "patching", "results", "tracing", "zoo")
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
+    from .abstraction import (
+                       AbstractionResult,
+                       CausalGraph,
+                       CausalModel,
+                       CounterfactualDataset,
+                       DASResult,
+                       InterchangeDataset,
+                       MediationResult,
+                       abstraction_iia,
+                       adder_causal_model,
+                       alignment_search,
+                       counterfactuals,
+                       das,
+                       forward_graph,
+                       interchange_graph,
+                       mediation,
+    )
+    from .circuits import NodeEffects, node_effects, subspace_effects
+    from .core import (
+                       ActivationCache,
+                       Add,
+                       Intervention,
+                       Mean,
+                       Model,
+                       Noise,
+                       Patch,
+                       Project,
+                       Resample,
+                       Rows,
+                       Run,
+                       Scale,
+                       Set,
+                       Site,
+                       Zero,
+                       logit,
+                       logit_diff,
+                       output_value,
+                       prob,
+    )
+    from .directions import (
+                       DirectionsResult,
+                       ProbeResult,
+                       RestorationResult,
+                       SimilarityMatrix,
+                       SteeringCheck,
+                       SteeringMatrix,
+                       SteeringResult,
+                       class_directions,
+                       corrupt,
+                       corrupt_and_restore,
+                       probe,
+                       probe_steering,
+                       steer,
+                       steering_matrix,
+    )
+    from .errors import (
+        CausalScopeError,
+        CausalScopeWarning,
+        InputError,
+        InterventionError,
+        PlanError,
+        PrecisionWarning,
+        SiteError,
+    )
+    from .loading import load
+    from .patching import (
+                       AttributionPatchingResult,
+                       IGResult,
+                       LatentCircuits,
+                       PatchingResult,
+                       activation_patching,
+                       attribution_patching,
+                       integrated_gradients,
+                       latent_circuits,
+    )
+    from .results import LabelledArray, load_result
+    from .tracing import (
+                       TOKEN_CLASSES,
+                       TraceAverage,
+                       TraceResult,
+                       causal_trace,
+                       embedding_std,
+                       subject_range,
+                       token_classes,
+                       trace_average,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or subpackage) on first use, then keep it as a module attribute."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'causalscope' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))
+
 
 __all__ = [
     # core

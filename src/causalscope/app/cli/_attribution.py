@@ -5,9 +5,6 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
-from ...core import Site
 from ...errors import InputError
 from ._figures import write_plot
 
@@ -16,6 +13,8 @@ _SWEEPS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
 
 def _inputs(m: Any, texts: list[str], what: str) -> Any:
     """Prompts for LMs; comma-separated numbers (one row per flag) for tensor models."""
+    import torch
+
     if m.tokenizer is not None:
         return texts if len(texts) > 1 else texts[0]
     try:
@@ -50,6 +49,8 @@ def _tok(x: Any) -> Any:
 def _sites(args: argparse.Namespace) -> Any:
     if len(args.sites) == 1 and args.sites[0] in _SWEEPS:
         return args.sites[0]
+    from ...core import Site
+
     sites = [Site(s, io=args.io) for s in args.sites]
     return sites[0] if args.per else sites
 

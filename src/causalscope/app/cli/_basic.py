@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ... import zoo
+    from ...catalog import describe
 
-    info = zoo.describe()
+    info = describe()  # plain data: no torch import
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -102,7 +102,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     case = _case(args.case)
     r = node_effects(case, ablation=args.ablation, scales=_scales(args.scales), pairs=_pairs(args.pairs),
                      seed=args.seed, progress=False)
-    _save(lambda backend: r.plot(backend=backend), args.plot)
+    _save(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"case": case.name, **r.to_dict()}, indent=1, default=str))
         return 0
@@ -141,7 +141,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     except InputError:
         auroc = None  # e.g. node scores where every scored node is in the circuit
     top = r.top(args.top)
-    _save(lambda backend: r.plot(backend=backend, k=args.top), args.plot)
+    _save(lambda backend: r.plot(backend=backend, k=args.top), args.out)
     if args.json:
         res: dict[str, Any] = {"case": case.name, "method": method, "level": r.level, "corrupted": args.corrupted,
                                "scores": dict(zip(r.names, r.values.tolist())),
@@ -169,7 +169,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ...circuits import plot_roc, roc
     from ...errors import InputError
 
-    names = [m for m in args.methods.split(",") if m.strip()]
+    names = [m.strip() for part in args.methods for m in part.split(",") if m.strip()]
     if not names:
         raise InputError(f"--methods needs at least one of {', '.join(METHODS)}.")
     methods = {m.strip(): _method(m) for m in names}
@@ -187,7 +187,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         out[label] = {"method": method, "auroc": c.auroc, "n_positive": c.n_positive, "n_negative": c.n_negative,
                       "fpr": c.fpr.tolist(), "tpr": c.tpr.tolist()}
     if curves:
-        _save(lambda backend: plot_roc(curves, backend=backend), args.plot)
+        _save(lambda backend: plot_roc(curves, backend=backend), args.out)
     if args.json:
         print(json.dumps({"case": case.name, "corrupted": args.corrupted, "level": args.level or "edge",
                           "methods": out}, indent=1))
@@ -201,7 +201,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from ...circuits import case_names
+    from ...catalog import tracr_cases
+
+    def case_names() -> list[str]:
+        return list(tracr_cases())
 
     p = sub.add_parser("circuits", help="ground-truth (tracr) circuits: list cases, node ablations, discovery, "
                                         "scoring against the true circuit")
@@ -214,7 +217,8 @@ def add_parsers(sub: Any) -> None:
     common.add_argument("--case", required=True, help=f"a shipped case: {', '.join(case_names())}")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--json", action="store_true")
-    common.add_argument("--plot", default=None, help="write the plot here (.html: interactive; else an image)")
+    common.add_argument("--out", "--plot", dest="out", default=None,
+                        help="write the plot here (.html: interactive; else an image); --plot is the old name")
 
     a = csub.add_parser("ablate", parents=[common], help="causal effect of each head / MLP under scaled ablation")
     a.add_argument("--ablation", default="resample", choices=["resample", "mean", "zero"])
@@ -235,8 +239,8 @@ def add_parsers(sub: Any) -> None:
     d.set_defaults(fn=cmd_discover)
 
     s = csub.add_parser("score", parents=[common, disc], help="AUROC of discovery methods against the true circuit")
-    s.add_argument("--methods", default=DEFAULT_SCORE_METHODS,
-                   help=f"comma-separated, from {', '.join(METHODS)} (default {DEFAULT_SCORE_METHODS})")
+    s.add_argument("--methods", nargs="+", default=DEFAULT_SCORE_METHODS.split(","),
+                   help=f"from {', '.join(METHODS)}, separated by spaces (as --sites) or commas")
     s.add_argument("--threshold", type=float, default=None, help="ACDC's pruning threshold (default 1e-4)")
     s.add_argument("--level", default=None, choices=["edge", "node"], help="score edges (default) or nodes")
     s.set_defaults(fn=cmd_score)

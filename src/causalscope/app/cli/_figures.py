@@ -11,8 +11,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ...results import backend_for, save_figure
-
 
 def write_plot(make: Callable[[str], Any], out: str | os.PathLike[str] | None) -> None:
     """Write the figure ``make(backend)`` to ``out`` (nothing when ``out`` is empty) and note the path on stderr.
@@ -22,6 +20,8 @@ def write_plot(make: Callable[[str], Any], out: str | os.PathLike[str] | None) -
     """
     if not out:
         return
+    from ...results import backend_for, save_figure
+
     save_figure(make(backend_for(out)), out)
     print(f"plot written: {out}", file=sys.stderr)
 

@@ -7,12 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from ...errors import InputError
 from ._figures import plot_of, write_plot
 
 Kind = Literal["hidden", "mlp", "attn"]
+
+WINDOW_HELP = ("layers restored around each one for --kind mlp / attn (default: ROME's 10 of 48 layers, scaled to "
+               "the model's depth and rounded up: 1 for 4 layers, 3 for 12, 10 for 48)")
+
+
+def window_for(model: Any, window: int | None) -> tuple[Any, int]:
+    """The loaded model and the restoration window: ``window``, or ROME's 10 of 48 layers scaled to its depth."""
+    from ...loading import load
+
+    m = load(model)
+    if window is not None:
+        return m, window
+    return m, max(1, math.ceil(int(m.n_layers or 1) * 10 / 48))
 
 
 def _noise_arg(text: str) -> float | str:
@@ -27,8 +42,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     # argparse's choices= has checked --kind
     kinds: list[Kind] = ["hidden", "mlp", "attn"] if args.kind == "all" else [cast(Kind, args.kind)]
-    results = [causal_trace(args.model, args.prompt, args.subject, kind=k, samples=args.samples,
-                            noise=_noise_arg(args.noise), window=args.window, seed=args.seed,
+    model, window = window_for(args.model, args.window)
+    results = [causal_trace(model, args.prompt, args.subject, kind=k, samples=args.samples,
+                            noise=_noise_arg(args.noise), window=window, seed=args.seed,
                             target=args.target, progress=not args.json) for k in kinds]
     if args.out:
         out = Path(args.out)
@@ -53,19 +69,38 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _facts_json(path: str) -> list[Any]:
+    """``--facts file.json``: a list of {"prompt", "subject"[, "answer"]} objects, checked."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"--facts {path!r}: cannot read it ({e.strerror or e}).") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--facts {path!r} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    if not isinstance(data, list) or not data or not all(isinstance(f, dict) and isinstance(f.get("prompt"), str)
+                                                          and isinstance(f.get("subject"), str) for f in data):
+        raise InputError(f"--facts {path!r} must hold a non-empty JSON list of objects with string \"prompt\" and "
+                         f"\"subject\" (and optionally \"answer\"), e.g. "
+                         f'[{{"prompt": "The Eiffel Tower is in", "subject": "Eiffel Tower", "answer": " Paris"}}].')
+    return [(f["prompt"], f["subject"], f.get("answer")) for f in data]
+
+
 def cmd_trace_average(args: argparse.Namespace) -> int:
     from ...tracing import trace_average
 
     facts: list[Any]  # (prompt, subject, answer) tuples or the zoo's Facts
     if args.facts.endswith(".json"):
-        facts = [(f["prompt"], f["subject"], f.get("answer")) for f in json.loads(open(args.facts).read())]
+        facts = _facts_json(args.facts)
     else:
         from ...zoo import facts as facts_mod
 
         facts = facts_mod.facts(args.facts)
+    if args.n is not None and args.n < 1:
+        raise InputError(f"--n must be a positive number of facts, got {args.n}.")
     facts = facts[: args.n] if args.n else facts
-    avg = trace_average(args.model, facts, samples=args.samples, noise=_noise_arg(args.noise),
-                        window=args.window, seed=args.seed, progress=not args.json)
+    model, window = window_for(args.model, args.window)
+    avg = trace_average(model, facts, samples=args.samples, noise=_noise_arg(args.noise),
+                        window=window, seed=args.seed, progress=not args.json)
     write_plot(lambda backend: avg.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"meta": avg.meta, "kinds": avg.coords["kind"], "token_classes": avg.coords["token_class"],
@@ -89,7 +124,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--samples", type=int, default=10)
     t.add_argument("--noise", default="3x",
                    help="absolute std (float) or a multiple of the subject embedding std ('3x')")
-    t.add_argument("--window", type=int, default=10)
+    t.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--target", default=None, help="score this token instead of the clean prediction")
     t.add_argument("--out", default=None, help="write the heatmap to this image file (one per kind with --kind all)")
@@ -102,7 +137,7 @@ def add_parsers(sub: Any) -> None:
     ta.add_argument("--n", type=int, default=50, help="use the first N facts (0 = all)")
     ta.add_argument("--samples", type=int, default=10)
     ta.add_argument("--noise", default="3x")
-    ta.add_argument("--window", type=int, default=10)
+    ta.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     ta.add_argument("--seed", type=int, default=0)
     ta.add_argument("--out", default=None, help="write the plot to this image file")
     ta.add_argument("--json", action="store_true")
