@@ -6,15 +6,21 @@
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ._discovery import _EXACT_DEFAULT, Setup, setup
 from ._discovery_result import CircuitScores
+
+# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
+# found" on import and draws the console bar: keep that choice, drop the warning
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "IProgress not found")
+    from tqdm.auto import tqdm
 
 
 def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: float = 1e-4, metric: Any = None,
@@ -51,6 +57,7 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     effect = torch.zeros(E, dtype=torch.float64)
     tried = torch.zeros(E, dtype=torch.bool)
     base = s.clean
+    pending: Any = None
     current = float(s.meta["clean_metric"])
     passes = 0
     order = list(reversed(g.receivers))
@@ -94,11 +101,13 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
                 rows.append(row)
                 if rm:
                     path = row
+            if pending is not None:  # the state's sender outputs: the last configuration removed
+                base, pending = _outputs(s, pending[0], pending[1][pending[2]]), None
             logits, outs = g.run(torch.stack(rows), s.clean, s.corrupted, base=base, base_patch=state,
                                  return_outputs=True)
             passes += 1
             values = s.value(logits).tolist()
-            start_value, done = current, len(cands)
+            start_value, done, last_removed = current, len(cands), None
             for j, e in enumerate(cands):  # row j is exact while every decision before it was guessed right
                 change = worse(values[j], current)
                 effect[e], tried[e] = change, True
@@ -106,10 +115,12 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
                 if remove:
                     state[e] = 1.0
                     current = values[j]
-                    base = _outputs(s, logits[j], outs[j])
+                    last_removed = j
                 if remove != guess[j]:
                     done = j + 1
                     break
+            if last_removed is not None:  # the new state's outputs, built when a later pass needs them
+                pending = (logits[last_removed], outs, last_removed)
             # the next guesses: each later candidate's change against the path before it in this pass
             prev = start_value
             for j, e in enumerate(cands):
