@@ -55,7 +55,7 @@ from ._segments import (
     swapped_rows,
 )
 from ._sites import Site, as_site
-from .adapters import Adapter, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
+from .adapters import Adapter, ArchitectureWarning, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
     "GRIDS", "Cell", "first_difference", "full_rows", "swapped_rows", "input_pair", "model_input", "segment_safe",
@@ -64,7 +64,8 @@ __all__ = [
     "SegmentedLM", "STEP_OVER_TOKEN_LAYER", "TOKEN_LAYER_EXPONENT", "floor_groups",
     "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
     "POSITION_SWEEPS", "PairMetric", "aligned_positions", "check_align", "for_pairs",
-    "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
+    "CPU_MAX_ROWS", "ActivationCache", "Adapter",
+    "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
     "preserved", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",

@@ -1,61 +1,46 @@
-"""Hugging Face causal LMs: canonical site names and a segmented forward on the model's own modules."""
+"""Hugging Face causal LMs: canonical site names and a segmented forward on the model's own modules, for every
+family of the architecture table (:data:`ARCHS`, in ``_archs.py``).
+
+>>> a = HFCausalLMAdapter(LlamaForCausalLM(LlamaConfig(num_hidden_layers=2)), tokenizer)
+>>> a.forward_from(a.embed(ids), layer=0)         # == model(ids).logits
+"""
 from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from ...errors import InputError, SiteError
-from ._base import Adapter, Batch, primary
+from .._sites import Site
+from ._archs import ARCHS, Arch, Masks
+from ._base import Adapter, Batch, Resolved, primary
+from ._hf_calls import cache_kw, layer_types, mask_fn, params, resolved, takes
 from ._segmented import KV
+from ._tokens import is_id_list, pad_id, padded, right_padded_lengths, token_lists
 
 if TYPE_CHECKING:
     from ._graph_parts_hf import GPT2Parts
     from ._graph_parts_llama import LlamaParts
     from ._graph_parts_neox import NeoXParts
 
+__all__ = ["ARCHS", "Arch", "HFCausalLMAdapter", "is_hf_causal_lm"]
 
-@dataclass(frozen=True)
-class Arch:
-    """Where one architecture keeps its parts (module paths relative to the LM)."""
-
-    embed: str
-    layers: str
-    attn: str
-    mlp: str
-    out_proj: str  # per-head outputs are this module's input
-    final_norm: str
-    unembed: str
-    pos_embed: str | None = None
-    rotary: str | None = None
-    dropout: str | None = None
-    past_kw: str = "past_key_values"
-    n_heads_attr: str = "num_attention_heads"
-
-
-_LLAMA = Arch("model.embed_tokens", "model.layers", "self_attn", "mlp", "self_attn.o_proj", "model.norm", "lm_head",
-              rotary="model.rotary_emb")
-ARCHS: dict[str, Arch] = {
-    "gpt2": Arch("transformer.wte", "transformer.h", "attn", "mlp", "attn.c_proj", "transformer.ln_f", "lm_head",
-                 pos_embed="transformer.wpe", dropout="transformer.drop", n_heads_attr="n_head"),
-    "gpt_neox": Arch("gpt_neox.embed_in", "gpt_neox.layers", "attention", "mlp", "attention.dense",
-                     "gpt_neox.final_layer_norm", "embed_out", rotary="gpt_neox.rotary_emb",
-                     dropout="gpt_neox.emb_dropout", past_kw="layer_past"),
-    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA,
-}
+_MLP_SITE = re.compile(r"layers\.\d+\.mlp")
 
 
 class HFCausalLMAdapter(Adapter):
-    """A Hugging Face ``*ForCausalLM`` (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3); a :class:`SegmentedLM`.
+    """A Hugging Face ``*ForCausalLM`` of a family in :data:`ARCHS`; a :class:`SegmentedLM`.
 
-    Canonical sites: ``embed``, ``pos_embed`` (GPT-2), ``layers.i`` (block output; ``io="input"`` is the
-    block input), ``layers.i.attn``, ``layers.i.mlp``, ``layers.i.attn.z`` (per-head outputs, the input
-    of the output projection, split into heads), ``final_norm``, ``unembed`` (logits).
+    Canonical sites: ``embed`` (token embeddings, in the residual width: after OPT's ``project_in``),
+    ``pos_embed`` (learned positions: GPT-2, GPT-Neo, OPT), ``layers.i`` (block output; ``io="input"`` is the
+    block input), ``layers.i.attn`` / ``layers.i.mlp`` (the sublayer's write into the residual stream),
+    ``layers.i.attn.z`` (per-head outputs: the input of the attention output projection, split into heads),
+    ``final_norm``, ``unembed`` (the unembedding's output: the logits, before Gemma-2/3's final soft-capping).
 
     >>> a = HFCausalLMAdapter(GPT2LMHeadModel(GPT2Config(n_layer=2)), tokenizer)
     >>> h = a.embed(ids)                             # input of block 0
@@ -74,30 +59,55 @@ class HFCausalLMAdapter(Adapter):
                              f"(known: {', '.join(sorted(ARCHS))}). Wrap it as a plain module instead: "
                              f"causalscope.load(model, generic=True), and name sites by module path.")
         self.config = config
-        self.arch = ARCHS[mtype]
+        self.arch = resolved(ARCHS[mtype], self._modules)
         self.layers = cast(nn.ModuleList, self._modules[self.arch.layers])
         self.n_layers = len(self.layers)
         self.n_heads = int(getattr(config, self.arch.n_heads_attr))
         self.d_model = int(config.hidden_size)
         head = cast(Any, module).get_output_embeddings()  # a transformers model (is_hf_causal_lm)
         self.unembed_path = next((n for n, m in self._modules.items() if m is head), self.arch.unembed)
+        self.base_path = self.arch.layers.rsplit(".", 1)[0]
+        self.layer_types = layer_types(self.arch, config, self.n_layers)
+        self._check_blocks()
+        if self.arch.bias is not None:  # a family's bias hook refuses a configuration it cannot serve: ask it now
+            p = next(iter(module.parameters()))
+            self.arch.bias(self, torch.zeros(1, 1, self.d_model, dtype=p.dtype, device=p.device), 1, {})
+        if getattr(config, "use_bidirectional_attention", False):
+            raise InputError(f"{type(module).__name__} is configured with use_bidirectional_attention=True; "
+                             f"causalscope's segmented forward is causal. Load it as a plain module "
+                             f"(causalscope.load(model, generic=True)).")
 
-    @functools.cached_property
-    def _full_attention_only(self) -> bool:
-        """No layer uses sliding-window (or other non-full) attention, so the KV cache needs no config."""
-        c = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
-        types = getattr(c, "layer_types", None)
-        if types is not None:
-            return all(t == "full_attention" for t in types)
-        return not getattr(c, "sliding_window", None) or getattr(c, "use_sliding_window", True) is False
+    def _check_blocks(self) -> None:
+        """Every argument a block requires is one the segmented forward gives (blocks of other transformers
+        versions may want more, e.g. Gemma-3's two rotary tables in 4.x): else a clear error now."""
+        given = {"hidden_states", "attention_mask", "position_ids", "use_cache", "cache_position",
+                 "position_embeddings", "alibi"}
+        for cls in {type(b) for b in self.layers}:
+            ps = inspect.signature(cls.forward).parameters
+            missing = [n for n, p in list(ps.items())[1:] if p.default is inspect.Parameter.empty
+                       and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in given and n != cache_kw(cls)]
+            if missing:
+                import transformers
+
+                raise InputError(f"{cls.__name__}.forward of transformers {transformers.__version__} requires "
+                                 f"{', '.join(missing)}, which causalscope's segmented forward does not supply. "
+                                 f"Upgrade transformers (the families are tested with 5.x), or load the model as a "
+                                 f"plain module: causalscope.load(model, generic=True).")
+
+    @property
+    def base_module(self) -> nn.Module:
+        """The decoder that holds the blocks (``model``, ``transformer``, ``gpt_neox``, ``model.decoder``)."""
+        return self._modules[self.base_path]
 
     def _part(self, path: str | None) -> nn.Module | None:
-        return None if path is None else self._modules[path]
+        return None if path is None else self._modules.get(path)
 
     @functools.cached_property
     def _aliases(self) -> dict[str, tuple[str, str, int | None]]:
         a = self.arch
-        out: dict[str, tuple[str, str, int | None]] = {"embed": (a.embed, "output", None)}
+        # the token embeddings as they enter the residual stream: after OPT's project_in where it has one
+        embed = a.project_in if self._part(a.project_in) is not None else a.embed
+        out: dict[str, tuple[str, str, int | None]] = {"embed": (cast(str, embed), "output", None)}
         if a.pos_embed:
             out["pos_embed"] = (a.pos_embed, "output", None)
         for i in range(self.n_layers):
@@ -105,28 +115,29 @@ class HFCausalLMAdapter(Adapter):
             out[f"layers.{i}"] = (base, "output", None)
             out[f"layers.{i}.attn"] = (f"{base}.{a.attn}", "output", None)
             out[f"layers.{i}.attn.z"] = (f"{base}.{a.out_proj}", "input", self.n_heads)
-            out[f"layers.{i}.mlp"] = (f"{base}.{a.mlp}", "output", None)
-        out["final_norm"] = (a.final_norm, "output", None)
+            if a.mlp is not None:
+                out[f"layers.{i}.mlp"] = (f"{base}.{a.mlp}", "output", None)
+        if self._part(a.final_norm) is not None:
+            out["final_norm"] = (cast(str, a.final_norm), "output", None)
         out["unembed"] = (self.unembed_path, "output", None)
         return out
 
     def aliases(self) -> Mapping[str, tuple[str, str, int | None]]:
         return self._aliases
 
+    def resolve(self, site: Site) -> Resolved:
+        if self.arch.mlp is None and _MLP_SITE.fullmatch(site.module):
+            raise SiteError(f"{self.arch.family} has no site {site.module!r}: {self.arch.no_mlp}")
+        return super().resolve(site)
+
     # -- inputs ------------------------------------------------------------------------------------
     def tokenize(self, text: str | Sequence[str]) -> torch.Tensor:
-        if self.tokenizer is None:
-            raise InputError("This model has no tokenizer: pass token ids (a LongTensor), or load it with "
-                             "causalscope.load(model, tokenizer=...).")
-        texts = [text] if isinstance(text, str) else list(text)
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        ids = token_lists(self.tokenizer, [text] if isinstance(text, str) else list(text))
         lengths = sorted({len(i) for i in ids})
         if len(lengths) > 1:
             raise InputError(f"The prompts tokenize to different lengths {lengths}; this method needs prompts of "
                              f"one length for now (Model.run takes prompts of any lengths). Group them by length, "
                              f"or run them separately.")
-        if lengths[0] == 0:
-            raise InputError(f"Prompt {texts[0]!r} tokenizes to no tokens.")
         return torch.tensor(ids, dtype=torch.long)
 
     def prepare(self, inputs: Any) -> Batch:
@@ -144,9 +155,10 @@ class HFCausalLMAdapter(Adapter):
             return inputs
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and
                                        all(isinstance(s, str) for s in inputs)):
-            inputs = self._token_lists([inputs] if isinstance(inputs, str) else list(inputs))
-        if isinstance(inputs, (list, tuple)) and inputs and all(_is_id_list(x) for x in inputs):
-            inputs = _padded([[int(i) for i in x] for x in inputs], self._pad_id())
+            inputs = token_lists(self.tokenizer, [inputs] if isinstance(inputs, str) else list(inputs))
+        if isinstance(inputs, (list, tuple)) and inputs and all(is_id_list(x) for x in inputs):
+            inputs = padded([[int(i) for i in x] for x in inputs], pad_id(self.tokenizer, self.config,
+                                                                          self.config.vocab_size))
         if isinstance(inputs, Mapping):
             kwargs = dict(inputs)
             ids = kwargs.get("input_ids")
@@ -165,34 +177,12 @@ class HFCausalLMAdapter(Adapter):
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             raise InputError(f"Token ids must lie in [0, {vocab}); got values from {int(ids.min())} "
                              f"to {int(ids.max())}.")
-        lengths = _right_padded_lengths(kwargs.get("attention_mask"), ids)
+        lengths = right_padded_lengths(kwargs.get("attention_mask"), ids)
         kwargs["input_ids"] = ids.to(self.device)
         if "attention_mask" in kwargs and isinstance(kwargs["attention_mask"], torch.Tensor):
             kwargs["attention_mask"] = kwargs["attention_mask"].to(self.device)
         kwargs.setdefault("use_cache", False)
         return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]), lengths=lengths)
-
-    def _token_lists(self, texts: list[str]) -> Any:
-        """Token ids of each text: a (B, T) tensor when all have one length, else padded ids and a mask."""
-        if self.tokenizer is None:
-            raise InputError("This model has no tokenizer: pass token ids (a LongTensor), or load it with "
-                             "causalscope.load(model, tokenizer=...).")
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        empty = [t for t, i in zip(texts, ids) if not i]
-        if empty:
-            raise InputError(f"Prompt {empty[0]!r} tokenizes to no tokens.")
-        if len({len(i) for i in ids}) == 1:
-            return torch.tensor(ids, dtype=torch.long)
-        return _padded(ids, self._pad_id())
-
-    def _pad_id(self) -> int:
-        """The token that fills padding (never read: padding follows every real token, and is masked)."""
-        tok = self.tokenizer
-        for cand in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None),
-                     getattr(self.config, "pad_token_id", None), getattr(self.config, "eos_token_id", None)):
-            if isinstance(cand, int) and 0 <= cand < self.config.vocab_size:
-                return cand
-        return 0
 
     def segment(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
                 stop: int | None = None, last_only: bool = False, head: bool = True) -> Batch:
@@ -220,7 +210,7 @@ class HFCausalLMAdapter(Adapter):
         >>> seg = a.segment(torch.cat(states), layer=j, stop=j + 1, pos=t, past=a.stacked_past(kv, j, len(states), t))
         """
         past = list(kv)
-        for i in ([layer] if _mask_takes_layer_idx() else range(len(past))):
+        for i in ([layer] if takes(mask_fn("full_attention"), "layer_idx") else range(len(past))):
             k, v = past[i]
             past[i] = (k[:, :, :pos].repeat(groups, 1, 1, 1), v[:, :, :pos].repeat(groups, 1, 1, 1))
         return past
@@ -233,18 +223,35 @@ class HFCausalLMAdapter(Adapter):
         return self.n_layers * int(batch.seq_len or 0) * batch.size
 
     def last_position_cuts(self, batch: Batch) -> list[tuple[str, str]]:
-        kw = batch.kwargs
-        if not kw.get("last_only") or kw.get("stop") not in (None, self.n_layers) \
+        kw, a = batch.kwargs, self.arch
+        mlp = a.mlp_module or a.mlp
+        if a.mlp_in_place or mlp is None or not kw.get("last_only") or kw.get("stop") not in (None, self.n_layers) \
                 or int(kw["hidden"].shape[1]) < 2 or kw["layer"] >= self.n_layers:
             return []
-        block = f"{self.arch.layers}.{self.n_layers - 1}"
-        return [(f"{block}.{self.arch.mlp}", block)]
+        block = f"{a.layers}.{self.n_layers - 1}"
+        return [(f"{block}.{mlp}", block)]
 
     def call(self, batch: Batch) -> Any:
-        if "hidden" in batch.kwargs:
-            kw = dict(batch.kwargs)
-            return self.forward_from(kw.pop("hidden"), **kw)
-        return self.module(*batch.args, **batch.kwargs)
+        try:
+            if "hidden" in batch.kwargs:
+                kw = dict(batch.kwargs)
+                return self.forward_from(kw.pop("hidden"), **kw)
+            kwargs = batch.kwargs
+            name = cache_kw(type(self.module))
+            if kwargs.get("use_cache") and name is not None and kwargs.get(name) is None:
+                # a plain cache keeps every position of every layer (a sliding-window layer of the model's own
+                # cache keeps only its window, and keep_kv needs all of them); attention is the same either way
+                from transformers import DynamicCache
+
+                kwargs = {**kwargs, name: DynamicCache()}
+            return self.module(*batch.args, **kwargs)
+        except RuntimeError as e:
+            if self.arch.mlp_in_place and "leaf Variable that requires grad" in str(e):
+                raise SiteError(f"{self.arch.family} blocks add the attention output to the MLP output in place, "
+                                f"so gradients cannot be taken at layers.i.mlp (torch refuses in-place changes of a "
+                                f"gradient leaf). Attribute to layers.i, layers.i.attn.z or layers.i.attn "
+                                f"instead.") from e
+            raise
 
     @property
     def device(self) -> torch.device:
@@ -264,27 +271,58 @@ class HFCausalLMAdapter(Adapter):
 
     def describe(self) -> dict[str, Any]:
         return {"adapter": self.kind, "model": self.name, "model_type": self.config.model_type,
-                "n_layers": self.n_layers, "n_heads": self.n_heads, "d_model": self.d_model}
+                "family": self.arch.family, "n_layers": self.n_layers, "n_heads": self.n_heads,
+                "d_model": self.d_model}
 
     # -- segmented forward -------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
         """The input of block 0 for ``input_ids`` placed at positions ``start_pos, start_pos+1, ...``."""
-        h = self._modules[self.arch.embed](input_ids)
-        if self.arch.pos_embed:
+        a = self.arch
+        table = self._modules[a.embed]
+        h = table(input_ids)
+        if a.embed_sqrt_d and not hasattr(table, "embed_scale"):  # transformers 4.x scales in the model's forward
+            h = h * torch.tensor(self.d_model**0.5, dtype=h.dtype)
+        proj = self._part(a.project_in)
+        if proj is not None:
+            h = proj(h)
+        if a.pos_embed:
             pos = torch.arange(start_pos, start_pos + input_ids.shape[1], device=input_ids.device)[None]
-            h = h + self._modules[self.arch.pos_embed](pos)
-        drop = self._part(self.arch.dropout)
-        return drop(h) if drop is not None else h
+            where = self._modules[a.pos_embed]
+            h = h + (a.positions(where, pos) if a.positions is not None else where(pos)).to(h.device)
+        for part in (self._part(a.embed_norm), self._part(a.dropout)):
+            if part is not None:
+                h = part(h)
+        return h
 
     def kv_cache(self, out: Any) -> KV:
         """Per-layer (keys, values), each (batch, kv_heads, tokens, d_head), from a run with use_cache=True."""
-        cache = getattr(out, "past_key_values", None)
+        fields = getattr(out, "__dataclass_fields__", {})
+        cache = getattr(out, "cache", None) if "cache" in fields else getattr(out, "past_key_values", None)
         if cache is None:
             raise InputError("The output holds no key/value cache; run with use_cache=True.")
         layers = getattr(cache, "layers", None)
-        if layers is not None:
-            return [(layer.keys, layer.values) for layer in layers[: self.n_layers]]
-        return [(cache[i][0], cache[i][1]) for i in range(self.n_layers)]
+        if layers is None:
+            return [(cache[i][0], cache[i][1]) for i in range(self.n_layers)]
+        for i, layer in enumerate(layers[: self.n_layers]):
+            seen = getattr(layer, "cumulative_length", None)
+            if isinstance(seen, int) and layer.keys is not None and layer.keys.shape[-2] < seen:
+                raise InputError(f"Layer {i} of this cache is a sliding window: it kept {layer.keys.shape[-2]} of "
+                                 f"{seen} positions. Run with causalscope's keep_kv=True (m.run(..., keep_kv=True)), "
+                                 f"or pass cache=transformers.DynamicCache() (no config) to the model.")
+        return [(layer.keys, layer.values) for layer in layers[: self.n_layers]]
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits of final hidden states: final norm, (OPT's output projection,) unembedding and
+        (Gemma-2/3) the final soft-capping, as the model's own forward applies them."""
+        a = self.arch
+        for part in (self._part(a.final_norm), self._part(a.project_out)):
+            if part is not None:
+                hidden = part(hidden)
+        logits = self._modules[self.unembed_path](hidden)
+        cap = getattr(self.config, a.softcap, None) if a.softcap else None
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def forward_from(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
                      stop: int | None = None, head: bool = True, last_only: bool = False) -> torch.Tensor:
@@ -294,7 +332,9 @@ class HFCausalLMAdapter(Adapter):
 
         With ``pos > 0`` the positions before ``pos`` are not recomputed: their keys and values come
         from ``past`` (a :meth:`kv_cache` of a run over the whole prompt; only ``[..., :pos, :]`` is read).
-        Hooks the engine registered on these modules fire as in a full forward.
+        Hooks the engine registered on these modules fire as in a full forward. Each block gets what the
+        model's own forward gives it: its layer type's attention mask (full or sliding window), position ids,
+        rotary embeddings, ALiBi (BLOOM, Falcon).
 
         >>> full = model(ids, use_cache=True)
         >>> h3 = run.cache["layers.2"]                    # block 2 output = block 3 input
@@ -313,82 +353,73 @@ class HFCausalLMAdapter(Adapter):
             raise SiteError(f"forward_from needs pos >= 0, got {pos}.")
         if pos > 0 and past is None:
             raise InputError(f"forward_from(pos={pos}) needs past=kv_cache(...) for the positions before {pos}.")
-        from transformers import DynamicCache
-        from transformers.masking_utils import create_causal_mask
-
-        cache = None
-        if pos > 0:
-            assert past is not None
-            # a config-less cache grows plain layers on demand; only sliding-window models need the config
-            cache = DynamicCache() if self._full_attention_only else DynamicCache(config=self.config)
-            # only the layers that run read the cache (older transformers size the mask from layer 0)
-            for i in (range(layer, stop) if _mask_takes_layer_idx() else range(len(past))):
-                k, v = past[i]
-                if k.shape[0] != hidden.shape[0]:
-                    raise InputError(f"past has batch {k.shape[0]} but hidden has batch {hidden.shape[0]}.")
-                if k.shape[2] < pos:
-                    raise InputError(f"past covers {k.shape[2]} positions, fewer than pos={pos}.")
-                cache.update(k[:, :, :pos], v[:, :, :pos], i)
-        position_ids = torch.arange(pos, pos + hidden.shape[1], device=hidden.device)[None]
-        extra = {"layer_idx": min(layer, self.n_layers - 1)} if _mask_takes_layer_idx() else {}
-        mask = create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=None,
-                                  past_key_values=cache, position_ids=position_ids, **extra)
-        kw: dict[str, Any] = {"attention_mask": mask, "position_ids": position_ids, self.arch.past_kw: cache,
-                              "use_cache": cache is not None}
-        rotary = self._part(self.arch.rotary)
-        if rotary is not None:
-            kw["position_embeddings"] = rotary(hidden, position_ids=position_ids)
-        for i in range(layer, stop):
-            hidden = primary(self.layers[i](hidden, **kw))
+        if layer < stop:
+            cache = self._prefilled(cast(KV, past), hidden, layer, stop, pos) if pos > 0 else None
+            for i, kw in zip(range(layer, stop), self._block_kwargs(hidden, layer, stop, pos, cache)):
+                hidden = primary(self.layers[i](hidden, **kw))
         if last_only:
             hidden = hidden[:, -1:]
-        if not head:
-            return hidden
-        return self._modules[self.unembed_path](self._modules[self.arch.final_norm](hidden))
+        return self.head_logits(hidden) if head else hidden
 
+    def _prefilled(self, past: KV, hidden: torch.Tensor, layer: int, stop: int, pos: int) -> Any:
+        """A plain (config-less) cache holding ``past``'s keys / values before ``pos``, for blocks layer..stop-1.
+        Plain layers keep every position, also for sliding-window blocks (their mask applies the window)."""
+        from transformers import DynamicCache
 
-def _is_id_list(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(i, int) and not isinstance(i, bool)
-                                                               for i in x)
+        cache = DynamicCache()
+        # only the layers that run read the cache (older transformers size the mask from layer 0)
+        for i in (range(layer, stop) if takes(mask_fn("full_attention"), "layer_idx") else range(len(past))):
+            k, v = past[i]
+            if k.shape[0] != hidden.shape[0]:
+                raise InputError(f"past has batch {k.shape[0]} but hidden has batch {hidden.shape[0]}.")
+            if k.shape[2] < pos:
+                raise InputError(f"past covers {k.shape[2]} positions, fewer than pos={pos}.")
+            cache.update(k[:, :, :pos], v[:, :, :pos], i)
+        return cache
 
-
-def _padded(ids: list[list[int]], pad: int) -> Any:
-    """Token id lists as a (B, T) tensor, or, when their lengths differ, right-padded ids and their mask."""
-    T = max(len(i) for i in ids)
-    if all(len(i) == T for i in ids):
-        return torch.tensor(ids, dtype=torch.long)
-    return {"input_ids": torch.tensor([i + [pad] * (T - len(i)) for i in ids], dtype=torch.long),
-            "attention_mask": torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in ids], dtype=torch.long)}
-
-
-def _right_padded_lengths(mask: Any, ids: torch.Tensor) -> torch.Tensor | None:
-    """Each row's real length from an attention mask that pads on the right; None when nothing is padded.
-    Any other mask (left padding, holes) raises: positions would not be each prompt's own."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(ids.shape):
-        raise InputError(f"attention_mask must be a tensor shaped like input_ids {tuple(ids.shape)}; got "
-                         f"{tuple(getattr(mask, 'shape', ()))}.")
-    m = mask.cpu()
-    if bool(((m != 0) & (m != 1)).any()):
-        raise InputError("attention_mask must hold 0 (padding) and 1 (real tokens).")
-    lengths = m.long().sum(1)
-    if bool((lengths == ids.shape[1]).all()):
-        return None
-    if bool((lengths == 0).any()):
-        raise InputError("A row of attention_mask is all padding (a prompt with no tokens).")
-    if not torch.equal(m.long(), (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()):
-        raise InputError("causalscope pads on the right (real tokens first, then padding): this attention_mask "
-                         "pads on the left or has holes. Re-pad on the right (tokenizer.padding_side = 'right'), "
-                         "or pass the prompts as a list of strings.")
-    return lengths
-
-
-@functools.lru_cache(maxsize=1)
-def _mask_takes_layer_idx() -> bool:
-    from transformers.masking_utils import create_causal_mask
-
-    return "layer_idx" in inspect.signature(create_causal_mask).parameters
+    def _block_kwargs(self, hidden: torch.Tensor, layer: int, stop: int, pos: int, cache: Any) -> list[dict]:
+        """The keyword arguments of blocks layer..stop-1 on ``hidden`` at positions pos.. (the model's own)."""
+        positions = torch.arange(pos, pos + hidden.shape[1], device=hidden.device)
+        position_ids = positions[None]
+        types = self.layer_types[layer:stop]
+        masks: Masks = {}
+        for kind in dict.fromkeys(types):
+            fn = mask_fn(kind)  # (the argument names of transformers 4.5x differ; older ones need cache_position)
+            kw: dict[str, Any] = {"config": self.config, "attention_mask": None, "position_ids": position_ids,
+                                  "inputs_embeds" if takes(fn, "inputs_embeds") else "input_embeds": hidden,
+                                  "cache" if takes(fn, "cache") else "past_key_values": cache}
+            if takes(fn, "cache_position"):
+                kw["cache_position"] = positions
+            if takes(fn, "layer_idx"):
+                kw["layer_idx"] = layer + types.index(kind)
+            kw.update((k, v) for k, v in self.arch.mask_kwargs if takes(fn, k))
+            masks[kind] = fn(**kw)
+        extra: dict[str, Any] = {}
+        if self.arch.bias is not None:
+            masks, extra = self.arch.bias(self, hidden, pos + int(hidden.shape[1]), masks)
+        rotary = self._part(f"{self.base_path}.rotary_emb")
+        pe: dict[str, Any] = {}
+        if rotary is not None:
+            if takes(type(rotary).forward, "layer_type"):  # one rotary table per layer type (Gemma-3)
+                pe = {kind: rotary(hidden, position_ids, kind) for kind in masks}
+            else:
+                shared = rotary(hidden, position_ids=position_ids)
+                pe = dict.fromkeys(masks, shared)
+        out = []
+        for i, kind in zip(range(layer, stop), types):
+            cls = type(self.layers[i])
+            kw = {"attention_mask": masks[kind], "position_ids": position_ids, "use_cache": cache is not None,
+                  **extra}
+            name = cache_kw(cls)
+            if name is not None:
+                kw[name] = cache
+            if rotary is not None:
+                kw["position_embeddings"] = pe[kind]
+            names, var_kw = params(cls.forward)
+            if "cache_position" in names:  # transformers 4.5x
+                kw["cache_position"] = positions
+            out.append(kw if var_kw else {k: v for k, v in kw.items() if k in names})
+        return out
 
 
 def is_hf_causal_lm(obj: Any) -> bool:
