@@ -279,12 +279,12 @@ def test_models_without_graph_parts_say_so():
         ComputeGraph(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
     with pytest.raises(InputError, match="parallel_attn_mlp"):
         ComputeGraph(tl_model(parallel_attn_mlp=True))
-    from causalscope.zoo import build_tiny_lm
-
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from causalscope.zoo import build_tiny_lm
 
     ComputeGraph(build_tiny_lm("llama")[0])  # the Llama family has graph parts now
     odd = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=20)).eval()
     odd.config.model_type = "gpt2-variant"  # canonical sites through the gpt2 table, but no graph parts
-    with pytest.raises(InputError, match="graph"):
+    with pytest.raises(InputError, match="graph"), pytest.warns(cs.ArchitectureWarning):
         ComputeGraph(odd)

@@ -96,7 +96,9 @@ class DASResult(LabelledArray):
             fig.add_trace(go.Bar(x=["train", "test"], y=[self.train_iia, self.test_iia], name="IIA",
                                  error_y={"type": "data", "symmetric": False, "array": [0, hi - self.test_iia],
                                           "arrayminus": [0, self.test_iia - lo]}), row=1, col=2)
-            fig.update_yaxes(type="log", row=1, col=1)
+            fig.update_yaxes(type="log", exponentformat="power", title_text=str(self.meta.get("loss", "loss")),
+                             row=1, col=1)  # 10^-6, not plotly's SI "1μ"
+            fig.update_xaxes(title_text="step", row=1, col=1)
             fig.update_yaxes(range=[0, 1.05], row=1, col=2)
             fig.update_layout(title={"text": title}, showlegend=False)
             return fig

@@ -24,6 +24,7 @@ from ..core import (
     staircase,
     swapped_rows,
     sweep_cells,
+    token_ids,
     unique_full_sites,
 )
 from ..errors import InputError
@@ -63,8 +64,11 @@ class MediationResult(LabelledArray):
         """Heatmap (2-D sweeps) or bars (1-D) of one statistic's mean, like the tutorial's IIA grids."""
         backend = resolve_backend(backend)
         a = self.stat(stat)
-        a = LabelledArray(a.values, a.dims, a.coords, {**a.meta, "title": f"{stat} ({self.meta.get('varied')})"},
-                          name=stat)
+        varied = self.meta.get("varied")
+        if isinstance(varied, (list, tuple)):
+            varied = ", ".join(str(v) for v in varied)
+        title = f"{stat} per site, varying {varied}" if varied else f"{stat} per site"
+        a = LabelledArray(a.values, a.dims, a.coords, {**a.meta, "title": title}, name=stat)
         if a.ndim == 2 and backend == "matplotlib":
             kw.setdefault("cmap", "Purples")
             if stat == "IIA":
@@ -72,6 +76,9 @@ class MediationResult(LabelledArray):
                 kw.setdefault("vmax", 1.0)
         if a.ndim == 2 and backend == "plotly":
             kw.setdefault("colorscale", [[0, "#FFFFFF"], [1, "#A59FD9"]])
+            if stat == "IIA":
+                kw.setdefault("vmin", 0.0)
+                kw.setdefault("vmax", 1.0)
         return a.plot(ax=ax, backend=backend, **kw)
 
 
@@ -193,7 +200,20 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
     out_coords = {**coords, **({} if labels is None else {"position": list(labels)})}
     return MediationResult(full, (*dims, "stat", last[0]), {**out_coords, "stat": list(STATS), last[0]: last[1]},
-                           meta, name="effect")
+                           meta, name="effect").with_tokens(_tokens(m, [part.base for part in parts]))
+
+
+def _tokens(m: Any, batches: list[Any]) -> list[list[str]] | None:
+    """Every base prompt's tokens as text (the result's ``token`` coordinate); None without token ids or a tokenizer."""
+    ids = [token_ids(b) for b in batches]
+    if m.tokenizer is None or any(i is None for i in ids):
+        return None
+    rows = [row for i in ids if i is not None for row in i.tolist()]
+    try:  # each distinct id decoded once
+        text = {t: str(m.tokenizer.decode([t])) for t in {t for row in rows for t in row}}
+    except Exception:  # a tokenizer that cannot decode single ids: no token labels
+        return None
+    return [[text[t] for t in row] for row in rows]
 
 
 def resample_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:

@@ -232,7 +232,8 @@ class GraphDrawing:
     # -- plotly -------------------------------------------------------------------------------------------
     def plot(self, backend: str = "plotly") -> plotly.graph_objects.Figure:
         """The same picture as a plotly figure (node scatter, edge lines, annotations), e.g. for a
-        :class:`causalscope.app.report.Report`. Node traces carry ``meta="nodes"``."""
+        :class:`causalscope.app.report.Report`; it has no fixed width (it is centred in its container at
+        its own scale). Node traces carry ``meta="nodes"``."""
         if backend != "plotly":
             raise InputError(f"CausalGraph.plot draws with backend='plotly' only; got {backend!r}. "
                              f"For a static picture use .svg() or .save('graph.svg').")
@@ -298,8 +299,10 @@ class GraphDrawing:
                                     arrowcolor=HIGHLIGHT))
         annotations.append(dict(x=10, y=height - 16, text=_esc(self._key()), showarrow=False, xanchor="left",
                                 yanchor="middle", font=dict(size=11, color=_MUTED)))
+        # no fixed width: the figure follows its container; the height fixes the scale (1 unit = 1 px, the
+        # y range is the picture's height and x is anchored to it), so the picture keeps its size and centres
         fig.update_layout(
-            width=int(width) + 20, height=int(height) + 20, margin=dict(l=10, r=10, t=10, b=10),
+            height=int(height) + 20, margin=dict(l=10, r=10, t=10, b=10),
             plot_bgcolor="#ffffff", paper_bgcolor="#ffffff", annotations=annotations, showlegend=False,
             xaxis=dict(visible=False, range=[0, width], fixedrange=True),
             yaxis=dict(visible=False, range=[height, 0], scaleanchor="x", scaleratio=1, fixedrange=True),

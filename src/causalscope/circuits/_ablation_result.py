@@ -91,11 +91,14 @@ class NodeEffects(LabelledArray):
             import plotly.graph_objects as go
 
             fig = go.Figure()
+            plain = {st: st.replace("_", " ") for st in self.meta["status"]}  # "in circuit", not "in_circuit"
             for name, st, y in zip(self.nodes, self.meta["status"], data):
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line={"color": COLORS[st]}, showlegend=False,
-                                         hovertext=f"node {name}, {st}", name=name))
+                                         name=name, hovertemplate=f"node {name} ({plain[st]})<br>scale %{{x}}: "
+                                                                  f"%{{y:.3f}}<extra></extra>"))
             for st in dict.fromkeys(self.meta["status"]):
-                fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker={"color": COLORS[st]}, name=st))
+                fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", marker={"color": COLORS[st]},
+                                         name=plain[st]))
             fig.update_layout(template="plotly_white", xaxis_title="scale", yaxis_title="causal effect",
                               title=title, **kw)
             return fig

@@ -260,7 +260,8 @@ def _lines(series: list[tuple[str, list[float], list[float]]], *, title: str, xl
                                      showlegend=False))
         if hline is not None:
             fig.add_hline(y=hline, line_dash="dot", line_color="grey")
-        fig.update_xaxes(type="log" if log_x else "linear", title_text=xlabel)
+        fig.update_xaxes(type="log" if log_x else "linear", title_text=xlabel,
+                         exponentformat="power")  # 10^-4 on a log axis, not plotly's SI "100μ"
         fig.update_layout(title=title, yaxis_title=ylabel)
         return fig
     from matplotlib.figure import Figure

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -21,7 +22,6 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
-from tqdm.auto import tqdm
 
 from ..errors import InputError, InterventionError, PlanError, SiteError
 from ._engine_ops import (
@@ -42,6 +42,12 @@ from ._metrics import call_metric, takes_lengths
 from ._rows import Block, plan_blocks
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
+
+# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
+# found" on import and draws the console bar: keep that choice, drop the warning
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "IProgress not found")
+    from tqdm.auto import tqdm
 
 IO = Literal["output", "input"]
 

@@ -7,11 +7,11 @@ one on, only positions from the first that can change, against cached keys / val
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import InputError, PlanError
 from ._cells import Cell, first_difference, segment_safe
@@ -21,6 +21,12 @@ from ._model import Model
 from ._rows import Rows
 from ._sites import Site
 from .adapters import KV, SegmentedLM, segmented
+
+# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
+# found" on import and draws the console bar: keep that choice, drop the warning
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "IProgress not found")
+    from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from ._engine import Run

@@ -51,7 +51,7 @@ class SimilarityMatrix(LabelledArray):
         return heatmap(data, labels, labels, title=title, row_title="class", col_title="class",
                        value_title="cosine similarity", vmin=-1, vmax=1, cmap="RdBu_r", colorscale="RdBu", reverse=True,
                        text_dark=lambda v: abs(v) > 0.5, annotate=annotate, backend=backend, ax=ax, size=(6.4, 5.4),
-                       plotly_size=(560, 500), **kw)
+                       plotly_size=(None, 500), **kw)
 
 
 class DirectionsResult(LabelledArray):
@@ -156,7 +156,7 @@ class DirectionsResult(LabelledArray):
                           for n in range(d)]
                 fig.add_trace(go.Bar(x=list(range(d)), y=v, marker_color=colors, showlegend=False,
                                      hovertemplate="neuron %{x}: %{y:.4f}<extra></extra>"), k // cols + 1, k % cols + 1)
-            fig.update_layout(title=title, height=260 * rows + 80, width=260 * cols + 80)
+            fig.update_layout(title=title, height=260 * rows + 80)  # no fixed width: the panels share it
             return fig
         from matplotlib.figure import Figure
 

@@ -174,21 +174,32 @@ class RestorationResult(LabelledArray):
             import plotly.graph_objects as go
             from plotly.subplots import make_subplots
 
-            fig = make_subplots(rows=1, cols=len(self.corruptions), subplot_titles=self.corruptions, shared_yaxes=True)
+            # sites at 0, 1, ... with short tick labels (a site with a neuron list has a name hundreds of
+            # characters long; the hover shows it whole); no fixed width; the legend goes under the panels
+            fig = make_subplots(rows=1, cols=len(self.corruptions), subplot_titles=self.corruptions, shared_yaxes=True,
+                                horizontal_spacing=0.04)
+            pos = list(range(len(sites)))
             for k, _ in enumerate(self.corruptions):
                 col = k + 1
-                fig.add_trace(go.Scatter(x=sites + sites[::-1], y=list(hi[k]) + list(lo[k][::-1]), fill="toself",
-                                         fillcolor="rgba(31,119,180,0.2)", line={"width": 0}, hoverinfo="skip",
+                fig.add_trace(go.Scatter(x=pos + pos[::-1], y=list(hi[k]) + list(lo[k][::-1]), mode="lines",
+                                         fill="toself", fillcolor="rgba(31,119,180,0.2)", line={"width": 0},
+                                         hoverinfo="skip",
                                          showlegend=k == 0, name=spread), 1, col)
-                fig.add_trace(go.Scatter(x=sites, y=mean[k], mode="lines+markers", name="restored (mean)",
-                                         line={"color": "#1f77b4"}, showlegend=k == 0), 1, col)
-                fig.add_trace(go.Scatter(x=sites, y=[clean] * len(sites), mode="lines", name="clean",
-                                         line={"dash": "dash", "color": "#2ca02c"}, showlegend=k == 0), 1, col)
-                fig.add_trace(go.Scatter(x=sites, y=[corr[k]] * len(sites), mode="lines", name="corrupted",
-                                         line={"dash": "dash", "color": "#d62728"}, showlegend=k == 0), 1, col)
-                fig.update_xaxes(type="category", title_text="site restored", row=1, col=col)
+                fig.add_trace(go.Scatter(x=pos, y=mean[k], mode="lines+markers", name="restored (mean)",
+                                         line={"color": "#1f77b4"}, showlegend=k == 0, customdata=sites,
+                                         hovertemplate="%{customdata}: %{y:.3f}<extra>restored (mean)</extra>"),
+                              1, col)
+                fig.add_trace(go.Scatter(x=pos, y=[clean] * len(sites), mode="lines", name="clean",
+                                         line={"dash": "dash", "color": "#2ca02c"}, showlegend=k == 0,
+                                         hovertemplate="clean: %{y:.3f}<extra></extra>"), 1, col)
+                fig.add_trace(go.Scatter(x=pos, y=[corr[k]] * len(sites), mode="lines", name="corrupted",
+                                         line={"dash": "dash", "color": "#d62728"}, showlegend=k == 0,
+                                         hovertemplate="corrupted: %{y:.3f}<extra></extra>"), 1, col)
+                fig.update_xaxes(tickmode="array", tickvals=pos, ticktext=[_short_site(s) for s in sites],
+                                 range=[-0.3, len(sites) - 0.7], title_text="site restored", row=1, col=col)
             fig.update_yaxes(title_text="p(clean prediction)", range=[0, 1.02], row=1, col=1)
-            fig.update_layout(title=title, width=max(450, 380 * len(self.corruptions)), height=420)
+            fig.update_layout(title=title, height=460, margin={"b": 120},
+                              legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.25, "yanchor": "top"})
             return fig
         from matplotlib.figure import Figure
 
@@ -216,6 +227,32 @@ class RestorationResult(LabelledArray):
         axes[0].legend(fontsize=7)
         fig.suptitle(title, fontsize=10)
         return fig
+
+
+def _short_site(name: str, limit: int = 16) -> str:
+    """A site's name for a tick label: runs of neuron (or head, position) indices as ``a-b``, the selection on
+    a second line, each line cut at ``limit`` characters.
+
+    >>> _short_site("act1[neurons=0,1,2,3,4,5,6,7]"), _short_site("act2")
+    ('act1<br>[neurons=0-7]', 'act2')
+    >>> _short_site("blocks.11.attn.hook_z[heads=1,5,9,10,11,12,13,14]")
+    'blocks.11.attn.…<br>[heads=1,5,9-14]'
+    """
+    import re
+
+    def runs(m: re.Match[str]) -> str:
+        nums = [int(x) for x in m.group(0).split(",")]
+        out, start = [], 0
+        for i in range(1, len(nums) + 1):
+            if i == len(nums) or nums[i] != nums[i - 1] + 1:
+                a, b = nums[start], nums[i - 1]
+                out.append(str(a) if a == b else f"{a}-{b}")
+                start = i
+        return ",".join(out)
+
+    module, bracket, rest = re.sub(r"\d+(?:,\d+)+", runs, name).partition("[")
+    lines = [module] + ([bracket + rest] if bracket else [])
+    return "<br>".join(line if len(line) <= limit + 2 else line[:limit - 1] + "…" for line in lines)
 
 
 def _name(c: Corruption, i: int) -> str:

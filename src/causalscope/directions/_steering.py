@@ -176,16 +176,24 @@ class SteeringResult(LabelledArray):
             import plotly.graph_objects as go
             from plotly.subplots import make_subplots
 
-            fig = make_subplots(rows=1, cols=2, subplot_titles=["outcomes", "predicted class (fraction)"])
+            fig = make_subplots(rows=1, cols=2, subplot_titles=["outcomes", "predicted class (fraction)"],
+                                horizontal_spacing=0.1)
             if lines is not None:
                 for j, stat in enumerate(lines.coords["stat"]):
-                    fig.add_trace(go.Scatter(x=x, y=lines.numpy()[:, j], mode="lines+markers", name=stat), 1, 1)
-            fig.add_trace(go.Heatmap(z=pred.T, x=[str(s) for s in x], y=classes, colorscale="Viridis", zmin=0, zmax=1,
-                                     colorbar={"title": {"text": "fraction"}}), 1, 2)
+                    fig.add_trace(go.Scatter(x=x, y=lines.numpy()[:, j], mode="lines+markers",
+                                             name=str(stat).replace("_", " "),
+                                             hovertemplate="strength %{x}: %{y:.3f}<extra>%{fullData.name}</extra>"),
+                                  1, 1)
+            fig.add_trace(go.Heatmap(z=pred.T, x=[f"{s:g}" for s in x], y=classes, colorscale="Viridis", zmin=0,
+                                     zmax=1, colorbar={"title": {"text": "fraction"}, "thickness": 12},
+                                     hovertemplate="strength %{x}, class %{y}: %{z:.3f}<extra></extra>"), 1, 2)
             fig.update_xaxes(title_text="strength", row=1, col=1)
+            fig.update_yaxes(title_text="fraction / probability", range=[-0.02, 1.02], row=1, col=1)
             fig.update_xaxes(title_text="strength", type="category", row=1, col=2)
-            fig.update_yaxes(title_text="class", type="category", autorange="reversed", row=1, col=2)
-            fig.update_layout(title=title, width=1000, height=420)
+            fig.update_yaxes(title_text="predicted class", type="category", autorange="reversed", row=1, col=2)
+            # no fixed width; the legend sits under the line panel, away from the colour bar on the right
+            fig.update_layout(title=title, height=460, margin={"b": 100},
+                              legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"})
             return fig
         from matplotlib.figure import Figure
 
@@ -273,7 +281,7 @@ class SteeringMatrix(LabelledArray):
         return heatmap(data, src, tgt, title=title, row_title="source class (inputs)",
                        col_title="target class (direction added)", value_title=stat, vmin=0, vmax=1, cmap="viridis",
                        colorscale="Viridis", text_dark=lambda v: v < 0.5, annotate=annotate, backend=backend, ax=ax,
-                       **{"reverse": False, "plotly_size": (600, 520), **kw})
+                       **{"reverse": False, "plotly_size": (None, 520), **kw})
 
 
 # -- methods ----------------------------------------------------------------------------------------------------------

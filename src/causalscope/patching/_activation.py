@@ -122,9 +122,10 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     if per_example:
         meta["raw"] = raw_all.view(*shape, P).tolist()
         return PatchingResult(scores(raw_all).reshape(*shape, P), ("direction", *dims, "example"),
-                              {"direction": dirs, **coords, "example": list(range(P))}, meta, name="patching score")
+                              {"direction": dirs, **coords, "example": list(range(P))}, meta,
+                              name="patching score").with_tokens(pairs.tokens(m))
     return PatchingResult(scores(raw).view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
-                          name="patching score")
+                          name="patching score").with_tokens(pairs.tokens(m))
 
 
 @dataclass

@@ -71,9 +71,14 @@ class AttributionPatchingResult(PatchingResult):
             fig = make_subplots(rows=1, cols=len(dirs), subplot_titles=list(dirs))
             for k, name in enumerate(dirs, start=1):
                 a, e = self.sel(direction=name).numpy().ravel(), exact.sel(direction=name).numpy().ravel()
-                fig.add_trace(go.Scatter(x=e, y=a, mode="markers", showlegend=False), 1, k)
+                lo, hi = float(min(a.min(), e.min())), float(max(a.max(), e.max()))
+                fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"color": "grey", "width": 1},
+                              row=1, col=k)  # y = x: a perfect estimate
+                fig.add_trace(go.Scatter(x=e, y=a, mode="markers", showlegend=False,
+                                         hovertemplate="exact %{x:.3f}<br>estimate %{y:.3f}<extra></extra>"), 1, k)
                 fig.update_xaxes(title_text="exact patching", row=1, col=k)
-                fig.update_yaxes(title_text="attribution patching", row=1, col=k)
+            fig.update_yaxes(title_text="attribution patching", row=1, col=1)
+            fig.update_layout(title={"text": "attribution patching (estimate) against exact patching"})
             return fig
         from matplotlib.figure import Figure
 
@@ -153,14 +158,14 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
         meta["raw"] = raw_all.view(*shape, P).tolist()
         return AttributionPatchingResult(scores.reshape(*shape, P), ("direction", *dims, "example"),
                                          {"direction": dirs, **coords, "example": list(range(P))}, meta,
-                                         name="attribution score")
+                                         name="attribution score").with_tokens(pairs.tokens(m))
     scores = est.mean(-1)  # the metric is averaged over prompts
     scores /= span
     meta["raw"] = (m_corr + scores * span if dirs == ["denoise"] else
                    torch.stack([m_corr + scores[k] * span if n == "denoise" else m_clean - scores[k] * span
                                 for k, n in enumerate(dirs)])).view(shape).tolist()
     return AttributionPatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
-                                     name="attribution score")
+                                     name="attribution score").with_tokens(pairs.tokens(m))
 
 
 @dataclass

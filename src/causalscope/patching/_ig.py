@@ -19,7 +19,7 @@ from ._ig_result import IGResult
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 METHODS: tuple[str, ...] = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 #: keyword inputs that say how to read the data rather than being data: a zero baseline keeps them
-_NOT_DATA = ("attention_mask", "position_ids", "token_type_ids", "past_key_values", "cache_position")
+_NOT_DATA = ("attention_mask", "position_ids", "token_type_ids", "past_key_values", "cache", "cache_position")
 
 
 # ---------------------------------------------------------------------------------------------- quadrature
@@ -403,7 +403,7 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
         "delta": delta.tolist(), "path_delta": path_delta.tolist(), "tokens": tokens,
         "title": f"integrated gradients at {site.name} ({method}, {steps} steps)",
     }
-    return IGResult(attributions, dims, coords, meta, name="attribution")
+    return IGResult(attributions, dims, coords, meta, name="attribution").with_tokens(tokens)
 
 
 def _dims(a: torch.Tensor, site: Site, seq_len: int | None) -> tuple[list[str], dict[str, list]]:

@@ -57,14 +57,20 @@ class LatentCircuits(LabelledArray):
             import plotly.graph_objects as go
             from plotly.subplots import make_subplots
 
-            fig = make_subplots(rows=1, cols=len(gates), subplot_titles=[f"{g.upper()} gate" for g in gates])
+            # one row per gate, so that each method's label (2-3 short lines) gets a fifth of the full width
+            fig = make_subplots(rows=len(gates), cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                                subplot_titles=[f"{g.upper()} gate" for g in gates])
+            labels = [m.replace(" (", "<br>(", 1).replace(", ", ",<br>") for m in methods]  # 2-3 short lines
             for k, g in enumerate(gates, start=1):
                 for i, name in enumerate(self.coords["input"]):
-                    fig.add_trace(go.Bar(x=[m.split(" (")[0] + "<br>(" + m.split(" (")[1] for m in methods],
-                                         y=self.sel(gate=g).values[:, i].tolist(), name=f"input {name}",
-                                         showlegend=k == 1, marker_color=["#4477aa", "#ee6677"][i]), 1, k)
+                    fig.add_trace(go.Bar(x=labels, y=self.sel(gate=g).values[:, i].tolist(), name=f"input {name}",
+                                         showlegend=k == 1, marker_color=["#4477aa", "#ee6677"][i],
+                                         hovertemplate="%{y:.3f}<extra>input " + str(name) + "</extra>"), k, 1)
+                fig.update_yaxes(title_text="score", row=k, col=1)
+            fig.update_xaxes(tickangle=0, row=len(gates), col=1)
             fig.update_layout(barmode="group", title="Latent circuits: patching directions vs integrated gradients",
-                              height=460)
+                              height=260 * len(gates) + 140,
+                              legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"})
             return fig
         from matplotlib.figure import Figure
 

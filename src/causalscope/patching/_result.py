@@ -53,12 +53,13 @@ class PatchingResult(LabelledArray):
         a = self.noise.values - self.denoise.values
         dims = self.dims[1:]
         return LabelledArray(a, dims, {k: self.coords[k] for k in dims}, {**self.meta, "title": "asymmetry "
-                             "(noise - denoise)"}, name="asymmetry")
+                             "(noise - denoise)"}, name="asymmetry", aux_coords=self.aux_coords)
 
     @property
     def raw(self) -> LabelledArray:
         """The metric values themselves (mean over prompts), before normalisation."""
-        return LabelledArray(torch.tensor(self.meta["raw"]), self.dims, self.coords, self.meta, name="metric")
+        return LabelledArray(torch.tensor(self.meta["raw"]), self.dims, self.coords, self.meta, name="metric",
+                             aux_coords=self.aux_coords)
 
     def explain(self) -> str:
         """What the two directions and their asymmetry mean, plus the cells where they disagree most."""
@@ -134,18 +135,31 @@ def _plotly(panels: list[tuple[str, LabelledArray]], title: str) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels])
+    # No fixed width: the panels share the figure's width. Each heatmap has its own colour scale, so each
+    # gets its own slim colour bar just right of it (the gap between panels leaves room for it).
+    grid = all(arr.ndim == 2 for _, arr in panels)
+    gap = 0.1 if grid else 0.06
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], shared_yaxes=grid,
+                        horizontal_spacing=gap)
     for k, (_, arr) in enumerate(panels, start=1):
         data = arr.numpy()
         if arr.ndim == 1:
-            fig.add_trace(go.Bar(x=[str(x) for x in arr.coords[arr.dims[0]]], y=data, showlegend=False), 1, k)
+            fig.add_trace(go.Bar(x=[str(x) for x in arr.coords[arr.dims[0]]], y=data, showlegend=False,
+                                 hovertemplate="%{x}: %{y:.4~g}<extra></extra>"), 1, k)
+            fig.update_xaxes(type="category", title_text=arr.dims[0], row=1, col=k)
         else:
             rows, cols = arr.dims
             lim = max(float(abs(data).max()), 1e-9)
+            right = fig.get_subplot(1, k).xaxis.domain[1]
             fig.add_trace(go.Heatmap(z=data, x=[str(x) for x in arr.coords[cols]],
                                      y=[str(x) for x in arr.coords[rows]], colorscale="RdBu", zmid=0,
-                                     zmin=-lim, zmax=lim, showscale=k == len(panels)), 1, k)
-            fig.update_yaxes(autorange="reversed", type="category", title_text=rows, row=1, col=k)
+                                     zmin=-lim, zmax=lim,
+                                     colorbar={"x": right + 0.008, "xanchor": "left", "thickness": 10, "len": 0.9,
+                                               "tickfont": {"size": 10}},
+                                     hovertemplate=f"{rows} %{{y}}, {cols} %{{x}}: %{{z:.4~g}}<extra></extra>"), 1, k)
+            fig.update_yaxes(autorange="reversed", type="category", row=1, col=k)
             fig.update_xaxes(type="category", title_text=cols, row=1, col=k)
-    fig.update_layout(title=title, height=420, width=420 * len(panels))
+            if k == 1:
+                fig.update_yaxes(title_text=rows, row=1, col=k)
+    fig.update_layout(title=title, height=420, margin={"r": 70})
     return fig

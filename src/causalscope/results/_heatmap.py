@@ -14,7 +14,42 @@ import numpy as np
 
 from ._figures import resolve_backend
 
-__all__ = ["heatmap", "set_ticks"]
+__all__ = ["MAX_LABEL", "heatmap", "set_ticks", "short_label"]
+
+#: tick labels longer than this (characters) are shortened in plotly heatmaps
+MAX_LABEL = 24
+
+
+def short_label(label: Any, limit: int = MAX_LABEL) -> str:
+    """``label`` as text of at most ``limit`` characters: runs of consecutive integers in it are written
+    ``a-b`` first, then the middle is cut (``…``).
+
+    >>> short_label("act1[neurons=0,1,2,3,4,5,6,7,8,9,10]")
+    'act1[neurons=0-10]'
+    >>> short_label("a.very.long.module.path.with.many.parts.mlp")
+    'a.very.long…ny.parts.mlp'
+    """
+    import re
+
+    text = str(label)
+    if len(text) <= limit:
+        return text
+
+    def runs(m: re.Match[str]) -> str:
+        nums = [int(x) for x in m.group(0).split(",")]
+        out, start = [], 0
+        for i in range(1, len(nums) + 1):
+            if i == len(nums) or nums[i] != nums[i - 1] + 1:
+                a, b = nums[start], nums[i - 1]
+                out.append(str(a) if a == b else f"{a},{b}" if b == a + 1 else f"{a}-{b}")
+                start = i
+        return ",".join(out)
+
+    text = re.sub(r"\d+(?:,\d+)+", runs, text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title: str = "", row_title: str = "",
@@ -22,7 +57,7 @@ def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
             vmin: float | None = None, vmax: float | None = None, cmap: str | None = None,
             colorscale: str | None = None, reverse: bool | None = None, annotate: bool = False,
             text_dark: Callable[[float], bool] = lambda v: v > 0.5, size: tuple[float, float] = (7, 6),
-            plotly_size: tuple[int, int] | None = None, max_ticks: int | None = None, rotate_over: int = 10,
+            plotly_size: tuple[int | None, int] | None = None, max_ticks: int | None = None, rotate_over: int = 10,
             title_size: float | None = 10, categorical: bool = True, **kw: Any) -> Any:
     """Heatmap of ``data`` (``rows`` down, ``cols`` across); a matplotlib Figure or, with ``backend="plotly"``,
     a plotly ``go.Figure``.
@@ -36,9 +71,12 @@ def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
     white where ``text_dark(value)`` says the colour is dark. matplotlib: a new ``size`` figure unless ``ax`` is
     given; tick labels are drawn up to ``max_ticks`` per axis (all when ``None``), column labels turned upright
     past ``rotate_over`` columns; the title in ``title_size`` points (``None``: matplotlib's title size).
-    plotly: ``plotly_size`` is (width, height) in pixels; ``categorical`` axes take the labels as categories,
-    otherwise cells sit at positions 0, 1, ... with the labels as tick text (repeated or numeric labels stay
-    apart). Extra keywords go to ``ax.imshow`` or ``go.Heatmap``.
+    plotly: the figure has no fixed width (it follows its container); ``plotly_size`` is (width, height) in
+    pixels, of which only the height is used (the width, ``None`` or a number, is ignored). ``categorical`` axes take
+    the labels as categories, otherwise cells sit at positions 0, 1, ... with the labels as tick text
+    (repeated or numeric labels stay apart). Tick labels longer than :data:`MAX_LABEL` characters are
+    shortened in the middle (the hover shows them whole); cell text and hover values are rounded to 2 and 4
+    significant decimals. Extra keywords go to ``ax.imshow`` or ``go.Heatmap``.
     """
     if resolve_backend(backend) == "plotly":
         return _plotly(data, rows, cols, title=title, row_title=row_title, col_title=col_title,
@@ -86,20 +124,27 @@ def set_ticks(set_positions: Callable[..., Any], set_labels: Callable[..., Any],
 
 def _plotly(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title: str, row_title: str,
             col_title: str, value_title: str, vmin: float | None, vmax: float | None, colorscale: str | None,
-            reverse: bool | None, annotate: bool, plotly_size: tuple[int, int] | None, categorical: bool,
+            reverse: bool | None, annotate: bool, plotly_size: tuple[int | None, int] | None, categorical: bool,
             **kw: Any) -> Any:
     import plotly.graph_objects as go
 
-    if categorical:
+    short = any(len(str(c)) > MAX_LABEL for c in list(cols) + list(rows))
+    if categorical and not short:
         x, y = list(cols), list(rows)
         xaxis: dict[str, Any] = {"type": "category", "title_text": col_title}
         yaxis: dict[str, Any] = {"autorange": "reversed", "type": "category", "title_text": row_title}
-    else:
+    else:  # cells at 0, 1, ...: tick text may be shortened (and repeat) without merging cells
         x, y = list(range(len(cols))), list(range(len(rows)))
-        xaxis = {"title_text": col_title, "tickvals": x, "ticktext": [str(c) for c in cols]}
-        yaxis = {"title_text": row_title, "tickvals": y, "ticktext": [str(r) for r in rows], "autorange": "reversed"}
+        xaxis = {"title_text": col_title, "tickvals": x, "ticktext": [short_label(c) for c in cols]}
+        yaxis = {"title_text": row_title, "tickvals": y, "ticktext": [short_label(r) for r in rows],
+                 "autorange": "reversed"}
+    # hover: the full labels and the value to 4 decimals; cells: the value to 2 decimals, as text (a float32
+    # rounded by numpy and printed by JavaScript reads 0.1700000017881393)
+    full = np.array([[f"{r}, {c}" for c in cols] for r in rows], dtype=object)
     trace = {"z": data, "x": x, "y": y, "zmin": vmin, "zmax": vmax, "colorscale": colorscale,
-             "reversescale": reverse, "text": np.round(data, 2) if annotate else None,
+             "reversescale": reverse, "text": [[f"{v:.2f}" for v in row] for row in np.asarray(data, dtype=float)]
+             if annotate else None, "customdata": full,
+             "hovertemplate": f"%{{customdata}}<br>{value_title or 'value'}: %{{z:.4~g}}<extra></extra>",
              "texttemplate": "%{text}" if annotate else None, "colorbar": {"title": {"text": value_title}}}
     fig = go.Figure(go.Heatmap(**{**trace, **kw}))
     if categorical:  # the same figure either way; this order keeps the JSON of each style as it always was
@@ -108,5 +153,5 @@ def _plotly(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
         fig.update_xaxes(**xaxis).update_yaxes(**yaxis)
     fig.update_layout(title={"text": title})
     if plotly_size is not None:
-        fig.update_layout(width=plotly_size[0], height=plotly_size[1])
+        fig.update_layout(height=plotly_size[1])
     return fig

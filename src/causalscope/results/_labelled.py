@@ -8,7 +8,7 @@ import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ from causalscope._version import __version__
 
 from ._figures import DEFAULT_BACKEND, resolve_backend
 from ._heatmap import heatmap, set_ticks
+from ._html import result_html, show_figures_inline
+from ._labels import AuxCoords, check_aux, jsonable_meta, normalise_label, token_labels, tuplify
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,6 +31,7 @@ Label = Any  # int | float | str | bool | None | tuple of these
 _FORMAT = "causalscope.LabelledArray"
 _FORMAT_VERSION = 1
 _MAX_TICK_LABELS = 40
+_A = TypeVar("_A", bound="LabelledArray")
 
 
 class LabelledArray:
@@ -62,9 +65,17 @@ class LabelledArray:
       ``meta["versions"]`` defaults to the causalscope and torch versions.
     * Every operation returns a new ``LabelledArray`` carrying a copy of ``meta``
       and the same ``name``.
+    * ``aux_coords`` (optional) are more labels along a dim, ``{name: (dim, labels)}``,
+      e.g. the token at each position: kept by ``isel`` / ``sel`` / ``transpose``,
+      one more column of ``to_frame()``, saved and loaded.
+
+    In Jupyter a result shows as a compact table with its figure (``_repr_html_``;
+    ``LabelledArray.html_figure = "plotly"`` or ``None`` picks the figure's backend or none).
     """
 
-    __slots__ = ("_values", "_dims", "_coords", "_meta", "_name")
+    __slots__ = ("_values", "_dims", "_coords", "_meta", "_name", "_aux")
+    #: the backend of the figure in ``_repr_html_``: "matplotlib" (a PNG), "plotly" (plotly.js from its CDN) or None
+    html_figure: str | None = "matplotlib"
 
     def __init__(
         self,
@@ -73,6 +84,7 @@ class LabelledArray:
         coords: Mapping[str, Sequence[Label]] | None = None,
         meta: Mapping[str, Any] | None = None,
         name: str = "value",
+        aux_coords: Mapping[str, tuple[str, Sequence[Label]]] | None = None,
     ) -> None:
         if isinstance(values, torch.Tensor):
             tensor = values.detach().cpu()
@@ -108,7 +120,7 @@ class LabelledArray:
                 raw = raw.tolist()
             if isinstance(raw, str):
                 raise ValueError(f"coords[{d!r}] must be a sequence of labels, not the string {raw!r}")
-            labels = [_normalise_label(x, d) for x in raw]
+            labels = [normalise_label(x, d) for x in raw]
             if len(labels) != size:
                 raise ValueError(
                     f"coords[{d!r}] has {len(labels)} labels but dim {d!r} has size {size} "
@@ -116,7 +128,7 @@ class LabelledArray:
                 )
             coords_n[d] = labels
 
-        meta_n = _jsonable_meta(meta)
+        meta_n = jsonable_meta(meta)
         meta_n.setdefault("versions", {"causalscope": __version__, "torch": str(torch.__version__)})
 
         self._values = tensor
@@ -124,6 +136,7 @@ class LabelledArray:
         self._coords = coords_n
         self._meta = meta_n
         self._name = name
+        self._aux = check_aux(aux_coords, dims_t, tensor.shape, name)
 
     # ------------------------------------------------------------------ properties
 
@@ -135,7 +148,7 @@ class LabelledArray:
         >>> type(LabelledArray.from_array(a)).__name__   # TraceResult.from_array(load_result(path)) likewise
         'LabelledArray'
         """
-        return cls(a.values, a.dims, a.coords, a.meta, a.name)
+        return cls(a.values, a.dims, a.coords, a.meta, a.name, a.aux_coords)
 
     @property
     def values(self) -> torch.Tensor:
@@ -156,6 +169,11 @@ class LabelledArray:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def aux_coords(self) -> AuxCoords:
+        """Labels along a dim besides its coords, ``{name: (dim, labels)}``: e.g. ``{"token": ("position", [...])}``."""
+        return self._aux
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -179,9 +197,41 @@ class LabelledArray:
         tail = f" method={method!r}" if method is not None else ""
         return f"<LabelledArray {self._name!r} ({dims}) {dtype}{tail}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: dims, coords, key settings, a few values (rounded) and the default plot."""
+        return result_html(self, type(self).html_figure)
+
+    def with_tokens(self: _A, tokens: Sequence[str] | Sequence[Sequence[str]] | None, dim: str = "position",
+                    name: str = "token") -> _A:
+        """This result with the token at each ``dim`` label as the auxiliary coordinate ``name``.
+
+        >>> r = LabelledArray(torch.zeros(2, 3), ("layer", "position"))
+        >>> r.with_tokens(["the", " cat", " sat"]).to_frame().columns.tolist()
+        ['layer', 'position', 'token', 'value']
+
+        ``tokens``: one prompt's tokens or one list per prompt. A label p reads ``tokens[p]`` of each prompt
+        (negative labels count back from its end): the token where all prompts agree, else None. With
+        ``tokens=None`` or no ``dim``, the result is returned as it is.
+        """
+        if tokens is None or dim not in self._dims:
+            return self
+        if isinstance(tokens, str):
+            raise ValueError(f"tokens must be a list of tokens (or one list per prompt), not the string {tokens!r}")
+        one = all(isinstance(t, str) for t in tokens)
+        lists: Sequence[Sequence[str]] = [cast(Sequence[str], tokens)] if one else tokens
+        labels = token_labels(lists, self._coords[dim])
+        out = type(self)(self._values, self._dims, self._coords, self._meta, self._name,
+                         {**self._aux, name: (dim, labels)})
+        if hasattr(self, "__dict__"):  # a subclass's own attributes
+            out.__dict__.update(self.__dict__)
+        return out
+
     # ------------------------------------------------------------------ derived arrays
-    def _new(self, values: torch.Tensor, dims: Sequence[str], coords: Mapping[str, list[Label]]) -> LabelledArray:
-        return LabelledArray(values, dims, coords, copy.deepcopy(self._meta), self._name)
+    def _new(self, values: torch.Tensor, dims: Sequence[str], coords: Mapping[str, list[Label]],
+             aux: AuxCoords | None = None) -> LabelledArray:
+        if aux is None:  # the auxiliary coords of the dims kept
+            aux = {k: v for k, v in self._aux.items() if v[0] in dims}
+        return LabelledArray(values, dims, coords, copy.deepcopy(self._meta), self._name, aux)
 
     def _axis(self, dim: str) -> int:
         if dim not in self._dims:
@@ -193,6 +243,7 @@ class LabelledArray:
         values = self._values
         dims = list(self._dims)
         coords = {d: list(c) for d, c in self._coords.items()}
+        aux = {k: (d, list(c)) for k, (d, c) in self._aux.items()}
         for dim, idx in indexers.items():
             axis = self._axis(dim)
             ax = dims.index(dim)
@@ -204,6 +255,7 @@ class LabelledArray:
                 values = values.select(ax, i)
                 dims.pop(ax)
                 del coords[dim]
+                aux = {k: v for k, v in aux.items() if v[0] != dim}
                 continue
             if isinstance(idx, slice):
                 positions = list(range(size))[idx]
@@ -219,7 +271,8 @@ class LabelledArray:
             positions = [i % size for i in positions]
             values = values.index_select(ax, torch.tensor(positions, dtype=torch.long))
             coords[dim] = [coords[dim][i] for i in positions]
-        return self._new(values, dims, coords)
+            aux = {k: (d, [c[i] for i in positions] if d == dim else c) for k, (d, c) in aux.items()}
+        return self._new(values, dims, coords, aux)
 
     def sel(self, **indexers: Label | list[Label]) -> LabelledArray:
         """Select by coordinate label: a label drops the dim; a list of labels keeps it.
@@ -232,9 +285,9 @@ class LabelledArray:
             labels = self._coords[dim]
             if isinstance(want, (list, np.ndarray, torch.Tensor)):
                 items = want.tolist() if hasattr(want, "tolist") else want
-                positional[dim] = [self._find(dim, labels, _normalise_label(x, dim)) for x in items]
+                positional[dim] = [self._find(dim, labels, normalise_label(x, dim)) for x in items]
             else:
-                positional[dim] = self._find(dim, labels, _normalise_label(want, dim))
+                positional[dim] = self._find(dim, labels, normalise_label(want, dim))
         return self.isel(**positional)
 
     @staticmethod
@@ -286,11 +339,12 @@ class LabelledArray:
             raise ValueError(f"name {self._name!r} clashes with a dim; rename the array first")
         flat = np.indices(self.shape).reshape(self.ndim, -1) if self.ndim else np.zeros((0, 1), int)
         columns: dict[str, Any] = {}
-        for axis, d in enumerate(self._dims):
-            labels = np.empty(len(self._coords[d]), dtype=object)
-            for i, label in enumerate(self._coords[d]):
-                labels[i] = label
-            columns[d] = pd.Series(labels[flat[axis]], dtype=object).infer_objects()
+        for axis, d in enumerate(self._dims):  # auxiliary coords right after their dim
+            for k, labels in [(d, self._coords[d]), *[(k, c) for k, (dd, c) in self._aux.items() if dd == d]]:
+                objects = np.empty(len(labels), dtype=object)
+                for i, label in enumerate(labels):
+                    objects[i] = label  # tuples stay tuples
+                columns[k] = pd.Series(objects[flat[axis]], dtype=object).infer_objects()
         columns[self._name] = self.numpy().reshape(-1)
         return pd.DataFrame(columns)
 
@@ -317,6 +371,7 @@ class LabelledArray:
             "coords": self._coords,
             "meta": self._meta,
             "name": self._name,
+            "aux_coords": {k: [d, c] for k, (d, c) in self._aux.items()},
         }
         np.savez_compressed(path, values=array, header=np.array(json.dumps(header)))
         return path
@@ -419,52 +474,20 @@ def load_result(path: str | os.PathLike[str]) -> LabelledArray:
     values = torch.from_numpy(array)
     if header["stored_as_bits"]:
         values = values.view(getattr(torch, header["dtype"]))
-    coords = {d: [_tuplify(x) for x in labels] for d, labels in header["coords"].items()}
-    return LabelledArray(values, header["dims"], coords, header["meta"], header["name"])
+    coords = {d: [tuplify(x) for x in labels] for d, labels in header["coords"].items()}
+    aux_raw = header.get("aux_coords", {})  # files written before auxiliary coords have none
+    if not isinstance(aux_raw, dict) or not all(isinstance(v, list) and len(v) == 2 for v in aux_raw.values()):
+        raise ValueError(not_ours)
+    aux = {k: (d, [tuplify(x) for x in c] if isinstance(c, list) else c) for k, (d, c) in aux_raw.items()}
+    return LabelledArray(values, header["dims"], coords, header["meta"], header["name"], aux)
 
 
 # ---------------------------------------------------------------------- helpers
 _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _normalise_label(x: Any, dim: str) -> Label:
-    if isinstance(x, (np.generic, torch.Tensor)) and np.ndim(x) == 0:
-        x = x.item()
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    if isinstance(x, (tuple, list)):
-        return tuple(_normalise_label(i, dim) for i in x)
-    raise TypeError(
-        f"coordinate labels must be int, float, str, bool, None or tuples of these; "
-        f"got {type(x).__name__} {x!r} for dim {dim!r}"
-    )
-
-
-def _tuplify(x: Any) -> Label:
-    return tuple(_tuplify(i) for i in x) if isinstance(x, list) else x
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.generic, np.ndarray, torch.Tensor)):
-        return x.tolist()
-    if isinstance(x, (set, frozenset)):
-        return sorted(x, key=repr)
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    raise TypeError(f"meta values must be JSON-able; got {type(x).__name__} {x!r}")
-
-
-def _jsonable_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    if meta is None:
-        return {}
-    if not isinstance(meta, Mapping):
-        raise ValueError(f"meta must be a mapping, got {type(meta).__name__}")
-    try:
-        return json.loads(json.dumps(dict(meta), default=_json_default))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"meta is not JSON-able: {exc}") from exc
-
-
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
+
+show_figures_inline()  # Jupyter shows the figures plot() returns, without %matplotlib inline

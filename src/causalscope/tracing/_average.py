@@ -1,17 +1,23 @@
 """Causal traces averaged over many facts by token class, with bootstrap confidence intervals (ROME Fig. 2)."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core import Model, SegmentedLM
 from ..errors import InputError
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._grouped import grouped_traces
 from ._trace import Kind, TraceResult, _lm, causal_trace, embedding_std
+
+# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
+# found" on import and draws the console bar: keep that choice, drop the warning
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "IProgress not found")
+    from tqdm.auto import tqdm
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")
@@ -75,6 +81,7 @@ class TraceAverage(LabelledArray):
         layers = list(self.coords["layer"])
         classes = list(self.coords["token_class"])
         n = self.meta.get("n_facts_per_class", {})
+        classes = [c for c in classes if n.get(c, 1) != 0]  # a class no fact has (n=0) has no line to draw
         if backend == "plotly":
             import plotly.graph_objects as go
             from plotly.subplots import make_subplots
@@ -92,9 +99,12 @@ class TraceAverage(LabelledArray):
                     fig.add_trace(go.Scatter(x=layers, y=mean, mode="lines+markers", line={"color": color},
                                              name=f"{c} (n={n.get(c, '?')})", legendgroup=c, showlegend=ki == 0),
                                   row=1, col=ki + 1)
-                fig.update_xaxes(title_text="layer", row=1, col=ki + 1)
+                fig.update_xaxes(title_text="layer", tickmode="linear", tick0=0, dtick=1, row=1, col=ki + 1)
             fig.update_yaxes(title_text="average indirect effect", row=1, col=1)
-            fig.update_layout(title=self.meta.get("title", "Average indirect effect"), height=420)
+            # the legend goes below the panels, so that they keep the figure's width
+            fig.update_layout(title=self.meta.get("title", "Average indirect effect"), height=480,
+                              legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.22, "yanchor": "top"},
+                              margin={"b": 110})
             return fig
         from matplotlib.figure import Figure
 

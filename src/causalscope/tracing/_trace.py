@@ -22,8 +22,10 @@ def _lm(model: Any) -> tuple[Model, SegmentedLM]:
     m = load(model)
     lm = segmented(m.adapter)
     if lm is None or m.tokenizer is None:
-        raise InputError(f"causal tracing needs a Hugging Face causal LM with a tokenizer (GPT-2, GPT-NeoX, Llama "
-                         f"family); got a {m.adapter.kind} model{'' if m.tokenizer else ' without a tokenizer'}.")
+        raise InputError(f"causal tracing needs a Hugging Face causal LM of a family with canonical sites (GPT-2, "
+                         f"GPT-Neo, GPT-J, NeoX, OPT, BLOOM, Falcon, Phi, Llama, Mistral, Mixtral, Qwen, Gemma, OLMo, "
+                         f"StableLM: docs/models.md) and a tokenizer; got a {m.adapter.kind} model"
+                         f"{'' if m.tokenizer else ' without a tokenizer'}.")
     return m, lm
 
 
@@ -87,6 +89,9 @@ class TraceResult(LabelledArray):
     >>> r = causalscope.causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran")
     >>> r.scores.shape, r.high_score, r.low_score, r.answer
     >>> r.plot()
+
+    Dims ``("position", "layer")``; the ``token`` auxiliary coordinate holds the prompt's tokens (a column of
+    ``to_frame()``).
     """
 
     @property
@@ -132,10 +137,16 @@ class TraceResult(LabelledArray):
         if backend == "plotly":
             import plotly.graph_objects as go
 
-            fig = go.Figure(go.Heatmap(z=self.numpy(), x=list(range(self.shape[1])), y=labels,
-                                       colorscale=_COLORS[kind], zmin=self.low_score,
-                                       colorbar={"title": f"p({self.answer.strip()})"}))
-            fig.update_yaxes(autorange="reversed", type="category")
+            prob = f"p({self.answer.strip()})"
+            fig = go.Figure(go.Heatmap(z=self.numpy(), x=list(range(self.shape[1])), y=list(range(len(labels))),
+                                       colorscale=_COLORS[kind], zmin=self.low_score, colorbar={"title": prob},
+                                       customdata=[[t] * self.shape[1] for t in labels],
+                                       hovertemplate=f"%{{customdata}}, layer %{{x}}<br>{prob} = %{{z:.3f}}"
+                                                     f"<extra></extra>"))
+            # rows at 0, 1, ... (a token repeated in the prompt keeps its own row); layers as whole numbers
+            fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(range(len(labels))),
+                             ticktext=labels)
+            fig.update_xaxes(tickmode="linear", tick0=0, dtick=1)
             fig.update_layout(title=title, xaxis_title=what, height=max(300, 28 * len(labels) + 120))
             return fig
         from matplotlib.figure import Figure
@@ -296,8 +307,8 @@ def trace_result(m: Model, scores: torch.Tensor, prompt: str, subject: str, kind
             "high_score": high, "low_score": low, "answer": answer, "answer_id": answer_id, "tokens": tokens,
             "subject_range": list(span), "token_layers": token_layers,
             "title": f"causal trace ({kind}) of {prompt!r} -> {answer!r}"}
-    return TraceResult(scores, ["token", "layer"], {"token": list(range(T)), "layer": list(range(L))}, meta,
-                       name="p(answer)")
+    return TraceResult(scores, ["position", "layer"], {"position": list(range(T)), "layer": list(range(L))}, meta,
+                       name="p(answer)").with_tokens(tokens)
 
 
 def _target_id(m: Model, target: str | int) -> int:

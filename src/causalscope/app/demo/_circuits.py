@@ -28,8 +28,9 @@ def circuits_section(rep: Report, ablation_cases: tuple[str, ...] = ("reverse", 
     rep.section("Ground-truth circuits: tracr-compiled transformers",
                 "Six RASP programs compiled by tracr ship as PyTorch models with tracr's exact weights, evaluation "
                 "inputs of every length up to the compiled maximum (padded at the end with PAD, which attention "
-                "masks as tracr does), tracr's outputs and the circuit each program uses (nodes: embed, heads "
-                "a{l}.h{h}, MLPs m{l}, logits; edges: which residual subspaces each node reads). Because the "
+                "masks as tracr does), tracr's outputs and the circuit each program uses (nodes: embed, the attention "
+                "heads, named a<layer>.h<head> as in a0.h0, the MLPs, named m<layer> as in m1, and logits; edges: "
+                "which residual subspaces each node reads). Because the "
                 "circuit is known, ablation and discovery methods can be checked against it.")
     rows = [case_info(n) for n in case_names()]
     table = pd.DataFrame([{"case": r["name"], "output": r["kind"], "inputs": r["n_inputs"],

@@ -52,7 +52,8 @@ def patching_map(model_name: str = "tiny-gpt2", clean: str = "the cat sat on the
                          meta={"method": "activation patching (denoising)", "model": model_name, "clean": clean,
                                "corrupted": corrupted, "answer": answer_tok, "metric": "log p(answer), normalised",
                                "clean_score": hi, "corrupted_score": lo, "passes": 1, "rows": L * T,
-                               "title": f"Restoring clean layers.l at each token: recovery of log p({answer_tok!r})"},
+                               "title": f"Restoring the clean block output at each layer and token: recovery of "
+                                        f"log p({answer_tok!r})"},
                          name="recovery")
 
 
@@ -79,7 +80,8 @@ def engine_section(rep: Report) -> None:
                 "One plain run of the bundled tiny GPT-2 (random weights, word-level tokenizer) with the residual "
                 "stream cached after every block. The run reproduces the model's own logits exactly.")
     norms = activation_norms()
-    rep.figure(norms.plot(backend="plotly"), caption="L2 norm of layers.i output per token.")
+    rep.figure(norms.plot(backend="plotly"), caption="L2 norm of each block's output (sites layers.0 to layers.3) "
+                                                     "per token.")
     rep.section("Engine: one batched patching map",
                 "Denoising activation patching: the clean residual stream at (layer, token) is restored into the "
                 "corrupted run. Every cell is one row of a single batched engine call, so the map costs one "

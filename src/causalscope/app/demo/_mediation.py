@@ -14,11 +14,18 @@ def mediation_section(rep: Report) -> None:
                 "interchange-intervention accuracy (IIA, output within 1e-3 of the source output) picks out the "
                 "neurons that mediate that input. All 6 neurons x 50 pairs run as rows of one batched pass.")
     for vary in ("A", "B", "C"):
-        r = mediation("adder", counterfactuals(vary=vary, n=50, seed=42), "neurons", n_boot=500)
-        nie = r.stat("NIE")
+        pairs = counterfactuals(vary=vary, n=50, seed=42)
+        r = mediation("adder", pairs, "neurons", n_boot=500)
+        each = mediation("adder", pairs, "neurons", per_example=True)  # one value per pair, for the mean |NIE|
+        nie, te = r.stat("NIE").values.flatten().tolist(), float(r.stat("TE").values.flatten()[0])
+        size = each.sel(stat="NIE").values.abs().mean(-1).flatten().tolist()
         rep.figure(r.plot(backend="plotly"),
-                   caption=f"IIA when only {vary} changes (rows: layer l1, l2; columns: neuron). Mean NIE per neuron: "
-                           + ", ".join(f"{v:+.2f}" for v in nie.values.flatten().tolist()) + ".")
+                   caption=f"IIA when only {vary} changes (rows: layers l1, l2; columns: neurons). Mean NIE per "
+                           f"neuron (l1 then l2): " + ", ".join(f"{v:+.2f}" for v in nie) + f". NIE is a signed "
+                           f"change of the output, and over these pairs the total effect averages {te:+.2f}: {vary} "
+                           f"goes up about as often as down, so a neuron that carries {vary} has NIE = TE per pair "
+                           f"(IIA 1) while the mean cancels. Mean |NIE|: " + ", ".join(f"{v:.2f}" for v in size)
+                           + ".")
     rep.text("As in the tutorial: h12 carries A, h13 carries B + C, h22 carries A + B + C; h23 is dead.")
     _graphs_and_das(rep)
 

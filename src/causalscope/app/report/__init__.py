@@ -1,4 +1,4 @@
-"""The self-contained offline HTML report and its check in headless Chromium.
+"""The self-contained offline HTML report and its checks in headless Chromium.
 
 >>> from causalscope.app.report import Report
 >>> rep = Report("demo")
@@ -6,5 +6,6 @@
 """
 from ._browser import check_report, find_chromium, render_dom
 from ._html import Report
+from ._layout import WIDTHS, check_layout, layout_problems
 
-__all__ = ["Report", "check_report", "find_chromium", "render_dom"]
+__all__ = ["WIDTHS", "Report", "check_layout", "check_report", "find_chromium", "layout_problems", "render_dom"]

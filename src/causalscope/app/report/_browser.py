@@ -61,7 +61,8 @@ def _tail(text: str, n: int = 2000) -> str:
     return text if len(text) <= n else "..." + text[-n:]
 
 
-def render_dom(path: str | os.PathLike[str], *, timeout_s: float = 60) -> str:
+def render_dom(path: str | os.PathLike[str], *, timeout_s: float = 60,
+               window_size: tuple[int, int] | None = None) -> str:
     """Open a local HTML file in headless chromium and return the DOM after its scripts ran.
 
     >>> dom = render_dom("report/demo.html")             # doctest: +SKIP
@@ -70,7 +71,9 @@ def render_dom(path: str | os.PathLike[str], *, timeout_s: float = 60) -> str:
 
     Chromium gets a fresh throw-away profile and no network-related background services, and
     runs with a 15 s virtual-time budget (timers fast-forward when the page is idle, so this
-    takes about a second of real time for a small report). Raises ``FileNotFoundError`` when
+    takes about a second of real time for a small report). ``window_size`` (width, height) in CSS
+    pixels sets the browser window, so the page lays out at that width (Chromium's default otherwise;
+    scrollbars are hidden, so the whole width is the page's). Raises ``FileNotFoundError`` when
     the file is missing and ``RuntimeError`` (with the tail of chromium's stderr) when chromium
     is missing, fails, times out, or prints no DOM.
     """
@@ -99,6 +102,8 @@ def render_dom(path: str | os.PathLike[str], *, timeout_s: float = 60) -> str:
             "--disable-extensions",
             "--mute-audio",
             f"--user-data-dir={profile}",
+            *([f"--window-size={int(window_size[0])},{int(window_size[1])}", "--hide-scrollbars"]
+              if window_size is not None else []),
             "--virtual-time-budget=15000",
             "--dump-dom",
             file.as_uri(),

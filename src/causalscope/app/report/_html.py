@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: sections of prose, plotly figures, tables and code in one offline file.
+"""Self-contained HTML reports: sections of prose, figures, tables and code in one offline file.
 
 >>> import plotly.graph_objects as go
 >>> rep = Report("Activation patching", meta={"model": "gpt2", "seed": 0})
@@ -9,11 +9,13 @@
 >>> "<script src" in rep.html()
 False
 
-The file inlines plotly.js once (``plotly.offline.get_plotlyjs()``) and references no CDN, font,
-stylesheet or any other network resource, so it opens on an air-gapped machine. After plotly has
-drawn, an inline script records ``document.body.dataset.figuresDrawn`` (how many ``.cs-figure``
-blocks hold an ``svg.main-svg``) and ``document.body.dataset.jsErrors`` (any uncaught error), which
-:func:`causalscope.app.report.check_report` reads back from a headless browser.
+The file inlines plotly.js once (``plotly.offline.get_plotlyjs()``, the minified bundle) and references
+no CDN, font, stylesheet or any other network resource, so it opens on an air-gapped machine. Figures
+follow the width of their card (no fixed widths); a table of contents lists the sections. After plotly
+has drawn, an inline script records ``document.body.dataset.figuresDrawn`` (how many ``.cs-figure``
+blocks hold an ``svg.main-svg`` or a loaded image) and ``document.body.dataset.jsErrors`` (any uncaught
+error), which :func:`causalscope.app.report.check_report` reads back from a headless browser;
+:func:`causalscope.app.report.check_layout` measures the layout at several window widths.
 """
 
 from __future__ import annotations
@@ -28,108 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._assets import CSS, DRAWN_CHECK_JS, ERROR_HOOK_JS, PLOT_JS
+from ._figure import is_matplotlib, matplotlib_img, plotly_spec, script_json
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
-    import plotly.graph_objects
 
 __all__ = ["Report"]
-
-_CSS = """
-:root { color-scheme: light; }
-* { box-sizing: border-box; }
-body { margin: 0; background: #f6f7f9; color: #1f2328;
-  font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 64px; background: #fff; min-height: 100vh; }
-header.cs-header { border-bottom: 2px solid #d0d7de; margin-bottom: 20px; padding-bottom: 12px; }
-header.cs-header h1 { margin: 0 0 6px; font-size: 1.7em; }
-.cs-provenance { color: #57606a; font-size: 0.88em; margin: 0 0 8px; }
-.cs-provenance span { margin-right: 1.4em; white-space: nowrap; }
-section.cs-section { margin: 28px 0; }
-section.cs-section h2 { font-size: 1.3em; border-bottom: 1px solid #eaeef2; padding-bottom: 4px; }
-p.cs-text { margin: 8px 0; }
-.cs-figure { margin: 16px 0; border: 1px solid #eaeef2; border-radius: 6px; padding: 6px; }
-.cs-figure .plotly-graph-div { min-height: 360px; }
-.cs-caption, figcaption { color: #57606a; font-size: 0.9em; margin: 4px 6px; }
-.cs-table-wrap { overflow-x: auto; margin: 14px 0; }
-table.cs-table, table.cs-meta { border-collapse: collapse; font-size: 0.88em;
-  font-variant-numeric: tabular-nums; }
-table.cs-table th, table.cs-table td, table.cs-meta th, table.cs-meta td {
-  border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; vertical-align: top; }
-table.cs-table thead th, table.cs-meta th { background: #f6f8fa; }
-table.cs-meta th, table.cs-meta td { text-align: left; }
-pre.cs-code { background: #f6f8fa; border: 1px solid #eaeef2; border-radius: 6px; padding: 10px 12px;
-  overflow-x: auto; font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-"""
-
-# Installed before any other script so that errors in plotly.js or a figure are recorded.
-_ERROR_HOOK_JS = """
-(function () {
-  function record(msg) {
-    var body = document.body;
-    if (!body) { (window.__csEarlyErrors = window.__csEarlyErrors || []).push(msg); return; }
-    var prev = body.dataset.jsErrors;
-    body.dataset.jsErrors = prev ? prev + " | " + msg : msg;
-  }
-  window.__csRecordError = record;
-  window.onerror = function (message, source, line, col, error) {
-    var where = source ? " @ " + String(source).slice(-80) + ":" + line + ":" + col : "";
-    record(String(message) + where);
-    return false;
-  };
-  window.addEventListener("unhandledrejection", function (ev) {
-    var r = ev && ev.reason;
-    record("unhandled rejection: " + (r && r.message ? r.message : String(r)));
-  });
-})();
-"""
-
-# Runs after the window 'load' event, then polls until every .cs-figure holds an svg.main-svg
-# (or 5 s pass) and waits for any Plotly.newPlot promises before publishing the count.
-_DRAWN_CHECK_JS = """
-(function () {
-  var body = document.body;
-  if (window.__csEarlyErrors) {
-    for (var k = 0; k < window.__csEarlyErrors.length; k++) { window.__csRecordError(window.__csEarlyErrors[k]); }
-  }
-  var t0 = Date.now();
-  function count() {
-    var divs = document.querySelectorAll(".cs-figure");
-    var n = 0;
-    for (var i = 0; i < divs.length; i++) { if (divs[i].querySelector("svg.main-svg")) { n++; } }
-    return [n, divs.length];
-  }
-  function publish(state) {
-    var c = count();
-    body.dataset.figuresDrawn = String(c[0]);
-    body.dataset.figuresCheck = state;
-  }
-  function tick() {
-    var c = count();
-    if (c[0] >= c[1] || Date.now() - t0 > 5000) {
-      var pending = [];
-      var gds = document.querySelectorAll(".cs-figure .plotly-graph-div");
-      for (var i = 0; i < gds.length; i++) {
-        var p = gds[i]._promises;
-        if (p && p.length) { pending = pending.concat(p); }
-      }
-      var state = c[0] >= c[1] ? "done" : "timeout";
-      if (pending.length && window.Promise) {
-        Promise.all(pending).then(function () { publish(state); }, function (e) {
-          window.__csRecordError("plotly promise rejected: " + (e && e.message ? e.message : String(e)));
-          publish(state);
-        });
-      } else {
-        publish(state);
-      }
-      return;
-    }
-    setTimeout(tick, 50);
-  }
-  if (document.readyState === "complete") { setTimeout(tick, 0); }
-  else { window.addEventListener("load", function () { setTimeout(tick, 0); }); }
-})();
-"""
-
 
 def _esc(value: Any) -> str:
     """Escape any value for HTML text or attribute context.
@@ -197,6 +104,7 @@ def _causalscope_version() -> str:
 class _Section:
     heading: str | None
     blocks: list[str] = field(default_factory=list)
+    n_figures: int = 0
 
 
 class Report:
@@ -216,8 +124,9 @@ class Report:
 
     Save with ``rep.save("report/demo.html")``; the file opens offline: plotly.js is inlined once,
     nothing is loaded from a CDN and there is no external CSS or font. Every figure sits in
-    ``<div class="cs-figure" data-figure-index="i">`` around plotly's ``div#cs-fig-i``; the
-    ``<html>`` element carries ``data-n-figures``. Methods that add content return the report, so
+    ``<div class="cs-figure" id="figure-<i+1>" data-figure-index="i">`` around plotly's ``div#cs-fig-i``
+    (or an ``img.cs-image``), numbered in its caption; the ``<html>`` element carries ``data-n-figures``.
+    A table of contents links every titled section. Methods that add content return the report, so
     calls chain. Content added before the first :meth:`section` goes in an untitled section.
     """
 
@@ -231,6 +140,9 @@ class Report:
         self.meta: dict[str, Any] = dict(meta) if meta is not None else {}
         self._sections: list[_Section] = []
         self._n_figures: int = 0
+        self._templates: list[str] = []  # plotly templates (JSON), each written once into the page
+        #: sizes in bytes of the last :meth:`html`: ``total``, ``plotly_js``, ``figures`` and ``other``
+        self.sizes: dict[str, int] = {}
 
     # -- building -----------------------------------------------------------------------------
     def _current(self) -> _Section:
@@ -270,30 +182,38 @@ class Report:
         self._current().blocks.append(f'<pre class="cs-code">{_esc(text)}</pre>')
         return self
 
-    def figure(self, fig: plotly.graph_objects.Figure, caption: str = "") -> Report:
-        """Add a plotly figure (rendered now, so later changes to ``fig`` do not show).
+    def figure(self, fig: Any, caption: str = "") -> Report:
+        """Add a figure (rendered now, so later changes to ``fig`` do not show), numbered in its caption.
 
         >>> import plotly.graph_objects as go
         >>> Report("t").figure(go.Figure(go.Scatter(y=[1, 3, 2]))).n_figures
         1
 
-        Accepts a ``plotly.graph_objects.Figure`` or anything ``plotly.io.to_html`` accepts
-        (e.g. a figure dict).
+        A plotly figure (a ``go.Figure`` or anything ``plotly.io.to_json`` accepts, e.g. a figure dict)
+        is drawn as wide as its card: a fixed ``layout.width`` is dropped (``autosize`` and plotly's
+        ``responsive`` config), the height is kept (450 px when none is set), floats are rounded to 6
+        significant digits and numeric cell text to 3. A matplotlib figure becomes an inline PNG scaled
+        to the card's width (never beyond its own size).
         """
-        import plotly.io as pio
-
         i = self._n_figures
-        div = pio.to_html(
-            fig,
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=f"cs-fig-{i}",
-            config={"responsive": True},
-        )
-        cap = f'\n<div class="cs-caption">{_esc(caption)}</div>' if caption else ""
-        self._current().blocks.append(
-            f'<div class="cs-figure" data-figure-index="{i}">\n{div}{cap}\n</div>'
-        )
+        if is_matplotlib(fig):
+            body = matplotlib_img(fig, alt=caption)
+        else:
+            spec = plotly_spec(fig)
+            t = "null"
+            if spec.template is not None:
+                key = script_json(spec.template)
+                if key not in self._templates:
+                    self._templates.append(key)
+                t = str(self._templates.index(key))
+            body = (f'<div id="cs-fig-{i}" class="plotly-graph-div" style="height:{spec.height}px; width:100%;">'
+                    f'</div>\n<script type="text/javascript">csPlot("cs-fig-{i}", {script_json(spec.data)}, '
+                    f'{script_json(spec.layout)}, {t});</script>')
+        no = f'<span class="cs-figno">Figure {i + 1}.</span>'
+        cap = f'\n<div class="cs-caption">{no} {_esc(caption)}</div>'
+        sec = self._current()
+        sec.blocks.append(f'<div class="cs-figure" id="figure-{i + 1}" data-figure-index="{i}">\n{body}{cap}\n</div>')
+        sec.n_figures += 1
         self._n_figures += 1
         return self
 
@@ -355,6 +275,20 @@ class Report:
             f'<p class="cs-provenance">{prov}</p>{meta}\n</header>'
         )
 
+    def _toc(self) -> str:
+        """The table of contents: a link to every titled section, with its number of figures."""
+        items = []
+        for k, sec in enumerate(self._sections):
+            if sec.heading is None:
+                continue
+            count = (f' <span class="cs-toc-count">({sec.n_figures} figure{"s" if sec.n_figures != 1 else ""})'
+                     f'</span>' if sec.n_figures else "")
+            items.append(f'<li><a href="#section-{k + 1}">{_esc(sec.heading)}</a>{count}</li>')
+        if not items:
+            return ""
+        return ('<nav class="cs-toc" aria-label="Contents">\n<h2>Contents</h2>\n<ol>\n' + "\n".join(items)
+                + "\n</ol>\n</nav>")
+
     def html(self) -> str:
         """Render the whole report as one HTML document (a string).
 
@@ -365,31 +299,57 @@ class Report:
 
         generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         parts: list[str] = []
-        for sec in self._sections:
+        for k, sec in enumerate(self._sections):
             head = f"<h2>{_esc(sec.heading)}</h2>\n" if sec.heading is not None else ""
-            parts.append(f'<section class="cs-section">\n{head}' + "\n".join(sec.blocks) + "\n</section>")
+            parts.append(f'<section class="cs-section" id="section-{k + 1}">\n{head}' + "\n".join(sec.blocks)
+                         + "\n</section>")
         plotly_js = (
             f'<script type="text/javascript" id="cs-plotlyjs">{_script_safe(plotly.offline.get_plotlyjs())}</script>\n'
             if self._n_figures
             else ""
         )
-        return (
+        helpers = (
+            f'<script type="text/javascript" id="cs-plot">window.__csTemplates = [{",".join(self._templates)}];'
+            f"{PLOT_JS}</script>\n"
+            if self._n_figures
+            else ""
+        )
+        doc = (
             "<!DOCTYPE html>\n"
             f'<html lang="en" data-n-figures="{self._n_figures}">\n<head>\n'
             '<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<meta name="generator" content="causalscope {_esc(_causalscope_version())}">\n'
             f"<title>{_esc(self.title)}</title>\n"
-            f"<style>{_CSS}</style>\n"
-            f'<script type="text/javascript" id="cs-error-hook">{_ERROR_HOOK_JS}</script>\n'
-            f"{plotly_js}"
-            "</head>\n<body>\n<main>\n"
-            f"{self._header(generated)}\n"
+            f"<style>{CSS}</style>\n"
+            f'<script type="text/javascript" id="cs-error-hook">{ERROR_HOOK_JS}</script>\n'
+            f"{plotly_js}{helpers}"
+            '</head>\n<body>\n<div class="cs-page">\n'
+            f"{self._header(generated)}\n{self._toc()}\n<main>\n"
             + "\n".join(parts)
-            + "\n</main>\n"
-            f'<script type="text/javascript" id="cs-drawn-check">{_DRAWN_CHECK_JS}</script>\n'
+            + "\n</main>\n</div>\n"
+            f'<script type="text/javascript" id="cs-drawn-check">{DRAWN_CHECK_JS}</script>\n'
             "</body>\n</html>\n"
         )
+        total, js = len(doc.encode("utf-8")), len(plotly_js.encode("utf-8"))
+        figures = sum(len(b.encode("utf-8")) for sec in self._sections for b in sec.blocks
+                      if b.startswith('<div class="cs-figure"'))
+        self.sizes = {"total": total, "plotly_js": js, "figures": figures, "other": total - js - figures}
+        return doc
+
+    def size_summary(self) -> str:
+        """One line on the size of the last rendered (or saved) report: plotly.js, the figures, the rest.
+
+        >>> rep = Report("t")
+        >>> _ = rep.html()
+        >>> rep.size_summary().startswith("0 figures, ")
+        True
+        """
+        if not self.sizes:
+            self.html()
+        mb = {k: v / 1e6 for k, v in self.sizes.items()}
+        return (f"{self._n_figures} figures, {mb['total']:.2f} MB (plotly.js {mb['plotly_js']:.2f} MB, inlined once; "
+                f"figures {mb['figures']:.2f} MB; text and tables {mb['other']:.2f} MB)")
 
     def save(self, path: str | os.PathLike[str]) -> pathlib.Path:
         """Write the report as UTF-8, creating parent directories; returns the path.
