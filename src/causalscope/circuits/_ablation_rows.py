@@ -6,22 +6,15 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..core import ApplyContext, Intervention, Site
+from ..core import ApplyContext, Intervention, Site, tqdm
 from ._ablation_inputs import AblationData, predict
 from ._ablation_result import NodeEffects
 from ._circuit import Circuit
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 #: most rows per engine call (the engine chunks each call into passes; this bounds the plan's memory)
 MAX_ROWS_PER_CALL = 1 << 18

@@ -6,21 +6,15 @@
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from ..core import tqdm
 from ..errors import InputError
 from ._discovery import _EXACT_DEFAULT, Setup, setup
 from ._discovery_result import CircuitScores
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 
 def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: float = 1e-4, metric: Any = None,

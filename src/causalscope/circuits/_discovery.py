@@ -213,13 +213,7 @@ _EXACT_DEFAULT = {True: "kl", False: "mse"}
 
 def _patched_values(s: Setup, patch: torch.Tensor, progress: bool | None) -> torch.Tensor:
     """Metric (mean over rows) of each configuration of ``patch``, batched, with a progress bar over chunks."""
-    import warnings
-
-    # tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-    # found" on import and draws the console bar: keep that choice, drop the warning
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "IProgress not found")
-        from tqdm.auto import tqdm
+    from ..core import tqdm
 
     N = s.clean.tokens.shape[0]
     per = max(1, 4096 // max(1, N))

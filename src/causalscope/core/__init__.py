@@ -40,6 +40,7 @@ from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, outp
 from ._model import Model
 from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs
 from ._precision import SPAN_ULPS, check_span, flag_span, model_dtype
+from ._progress import tqdm
 from ._rows import Rows
 from ._segments import (
     STEP_OVER_TOKEN_LAYER,
@@ -68,6 +69,6 @@ __all__ = [
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
-    "preserved", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
+    "preserved", "tqdm", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
     "primary", "prob", "resolve_metric",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -39,15 +38,10 @@ from ._engine_ops import (
 from ._guard import preserved
 from ._interventions import Intervention
 from ._metrics import call_metric, takes_lengths
+from ._progress import tqdm
 from ._rows import Block, plan_blocks
 from ._sites import Site, as_site
 from .adapters import Adapter, Batch, Resolved, SegmentedLM, primary, segmented
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 IO = Literal["output", "input"]
 

@@ -7,7 +7,6 @@ one on, only positions from the first that can change, against cached keys / val
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,15 +17,10 @@ from ._cells import Cell, first_difference, segment_safe
 from ._interventions import Patch
 from ._metrics import is_last_only
 from ._model import Model
+from ._progress import tqdm
 from ._rows import Rows
 from ._sites import Site
 from .adapters import KV, SegmentedLM, segmented
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from ._engine import Run

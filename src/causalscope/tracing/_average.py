@@ -1,23 +1,16 @@
 """Causal traces averaged over many facts by token class, with bootstrap confidence intervals (ROME Fig. 2)."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Model, SegmentedLM
+from ..core import Model, SegmentedLM, tqdm
 from ..errors import InputError
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._grouped import grouped_traces
 from ._trace import Kind, TraceResult, _lm, causal_trace, embedding_std
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")

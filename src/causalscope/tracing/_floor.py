@@ -11,20 +11,13 @@ alone, up to float rounding of the larger batches).
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 
-from ..core import Model, Patch, SegmentedLM, Site, block_step
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
+from ..core import Model, Patch, SegmentedLM, Site, block_step, tqdm
 
 #: on a CPU, block calls run at most this many tokens (rows x positions) at once: the activations of larger
 #: calls fall out of cache (200 facts of facts-gpt: 4,096-token calls took 0.87x the time of unchunked ones)

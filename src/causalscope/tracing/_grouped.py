@@ -11,23 +11,16 @@ batches, and the token-layers are the sum of theirs; the engine runs are those o
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 
-from ..core import Model, Noise, SegmentedLM, Site
+from ..core import Model, Noise, SegmentedLM, Site, tqdm
 from ..errors import InputError
 from ._floor import FactRows, floor_scores
 from ._trace import TraceResult, _noise_draws, check_settings, subject_range, trace_result
-
-# tqdm.auto: the widget bar in Jupyter, the console bar elsewhere; without ipywidgets it warns "IProgress not
-# found" on import and draws the console bar: keep that choice, drop the warning
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "IProgress not found")
-    from tqdm.auto import tqdm
 
 #: at most this many activation floats (rows x tokens x layers x d_model) per group of facts traced together
 MAX_FLOATS = 1 << 25

@@ -16,7 +16,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = build_report(args.out)
     print(f"report written: {path}")
     if args.check:
-        from ..report import check_report, find_chromium
+        from ..report import check_layout, check_report, find_chromium
 
         if find_chromium() is None:
             print("chromium not found: skipped the browser check (apt-get install chromium)", file=sys.stderr)
@@ -24,7 +24,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             res = check_report(path)
             print(f"browser check: {res['drawn']}/{res['n_figures']} figures drew"
                   + (f"; JS errors: {res['js_errors']}" if res["js_errors"] else ""))
-            if res["drawn"] != res["n_figures"] or res["js_errors"]:
+            layout = check_layout(path)
+            widths = " and ".join(f"{w} px" for w in layout["widths"])
+            print(f"layout check at {widths}: " + ("every figure fits its card" if layout["ok"] else
+                                                   f"{len(layout['problems'])} problems"))
+            for problem in layout["problems"][:20]:
+                print(f"  {problem}", file=sys.stderr)
+            if res["drawn"] != res["n_figures"] or res["js_errors"] or not layout["ok"]:
                 return 1
     return 0
 
@@ -33,5 +39,6 @@ def add_parsers(sub: Any) -> None:
     d = sub.add_parser("demo", help="run the end-to-end demo on bundled models and write an HTML report")
     d.add_argument("--out", default="report/causalscope-report.html")
     d.add_argument("--check", action="store_true",
-                   help="open the report in headless chromium and check every figure drew")
+                   help="open the report in headless chromium: every figure drew, and fits its card at 1000 and "
+                        "1600 px (no overlaps, no sideways scroll)")
     d.set_defaults(fn=cmd_demo)
