@@ -408,6 +408,11 @@ def _make_hook(key: Key, ops: list[Op], do_cache: bool, do_grad: bool, chunk: Ch
             if not act.requires_grad:
                 act = act.detach().requires_grad_(True)
             chunk.acts[key] = act
+            if do_cache:
+                chunk.cache[key] = act.detach().clone()
+            # the model gets a copy: a block may change this tensor in place (Falcon adds its attention output to
+            # the MLP output), which torch refuses on a gradient leaf; the gradient reaches the leaf through it
+            return act.clone()
         if do_cache:
             # a copy: the model may later change this tensor in place (e.g. ReLU(inplace=True))
             chunk.cache[key] = act.detach().clone()
