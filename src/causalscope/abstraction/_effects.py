@@ -19,6 +19,7 @@ from ..core import (
     is_last_only,
     length_groups,
     pick_schedule,
+    positions_setting,
     resolve_metric,
     seq_len,
     staircase,
@@ -191,6 +192,9 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     logits = any(e.logits for e in effects)
     meta: dict[str, Any] = {
         "method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
+        "sites": sites if isinstance(sites, str) else [str(c.site.name) for c in cells], "per": per,
+        "positions": positions_setting(positions), "align": align,
+        "chunk_size": chunk_size, "requested_schedule": schedule, "per_example": per_example,
         "n_boot": n_boot, "ci": ci, "seed": seed, "metric": repr(metric_fn), "fast_path": all(e.fast for e in effects),
         "schedule": "floor" if all(e.fast for e in effects) else "batched" if not any(e.fast for e in effects)
         else "mixed",

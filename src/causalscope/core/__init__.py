@@ -38,7 +38,7 @@ from ._interventions import (
 )
 from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
 from ._model import Model
-from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs
+from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs, positions_setting
 from ._precision import SPAN_ULPS, check_span, flag_span, model_dtype
 from ._progress import tqdm
 from ._rows import Rows
@@ -64,7 +64,7 @@ __all__ = [
     "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
     "SegmentedLM", "STEP_OVER_TOKEN_LAYER", "TOKEN_LAYER_EXPONENT", "floor_groups",
     "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
-    "POSITION_SWEEPS", "PairMetric", "aligned_positions", "check_align", "for_pairs",
+    "POSITION_SWEEPS", "PairMetric", "positions_setting", "aligned_positions", "check_align", "for_pairs",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter",
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

@@ -73,3 +73,13 @@ def for_pairs(metric: Any, pairs: list[int] | None) -> Any:
     if pairs is None or int(getattr(metric, "n_answers", 1)) <= 1:
         return metric
     return PairMetric(metric, pairs)
+
+
+def positions_setting(positions: Any) -> Any:
+    """``positions`` as a result's settings record it: None, a list of ints, or the text of anything else."""
+    if positions is None:
+        return None
+    try:
+        return [int(p) for p in positions]
+    except (TypeError, ValueError):
+        return repr(positions)

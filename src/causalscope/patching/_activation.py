@@ -18,6 +18,7 @@ from ..core import (
     is_last_only,
     model_dtype,
     pick_schedule,
+    positions_setting,
     resolve_metric,
     seq_len,
     staircase,
@@ -110,6 +111,8 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     site_names = sites if isinstance(sites, str) else [str(c.site.name) for c in cells]
     meta: dict[str, Any] = {
             "method": "activation_patching", "model": m.name, "sites": site_names, "per": per,
+            "positions": positions_setting(positions), "align": align,
+            "chunk_size": chunk_size, "requested_schedule": schedule, "per_example": per_example,
             "metric": repr(metric_fn), "direction": direction,
             "clean_metric": m_clean, "corrupted_metric": m_corr, "raw": raw.view(shape).tolist(),
             "n_prompts": P, "first_difference": values[0].d if len(values) == 1 else [v.d for v in values],

@@ -13,6 +13,7 @@ from ..core import (
     flag_span,
     for_pairs,
     model_dtype,
+    positions_setting,
     resolve_metric,
     seq_len,
     sweep_cells,
@@ -146,6 +147,9 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     shape = (len(dirs), *[len(coords[k]) for k in dims])
     meta: dict[str, Any] = {
         "method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
+        "sites": _site_names(sites, values[0].cells if hasattr(values[0], "cells") else None),
+        "positions": positions_setting(positions), "chunk_size": chunk_size,
+        "per_example": per_example,
         "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
         "title": f"attribution patching ({', '.join(dirs)})", **pairs.meta()}
     flag_span(meta, span, m_clean, m_corr, model_dtype(m.module), "attribution_patching")
@@ -208,3 +212,10 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
     ends = counts.cumsum(0).double()
     return ((ends - counts.double() + ends - 1) / 2)[inverse]
+
+
+def _site_names(sites: Any, cells: Any) -> Any:
+    """The sweep as the call named it: a sweep's name, else each cell's site name."""
+    if isinstance(sites, str) or cells is None:
+        return sites if isinstance(sites, str) else [str(getattr(s, "name", s)) for s in sites]
+    return [str(c.site.name) for c in cells]
