@@ -109,3 +109,16 @@ def test_the_trace_window_scales_with_depth(capsys):
                  "--kind", "mlp", "--samples", "2", "--json"]) == 0
     settings = json.loads(capsys.readouterr().out)[0]["settings"]
     assert settings["window"] == 1  # ceil(4 layers * 10 / 48): ROME's 10 of 48 layers at this depth
+
+
+def test_docs_cli_reference_is_the_parsers():
+    """docs/cli.md's reference section is what the parser generates (regenerate it with
+    `python -m causalscope.app.cli._reference`), so every command and option is documented."""
+    from pathlib import Path
+
+    from causalscope.app.cli._reference import BEGIN, END, reference_markdown
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    assert BEGIN in text and END in text, "docs/cli.md lost its generated reference section"
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert section == reference_markdown().strip(), "docs/cli.md is stale: regenerate its reference section"
