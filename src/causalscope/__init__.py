@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "steer": ".directions", "steering_matrix": ".directions",
     "CausalScopeError": ".errors", "CausalScopeWarning": ".errors", "InputError": ".errors",
     "InterventionError": ".errors", "PlanError": ".errors", "PrecisionWarning": ".errors", "SiteError": ".errors",
+    "UnknownTokenWarning": ".errors",
     "load": ".loading",
     "AttributionPatchingResult": ".patching", "IGResult": ".patching", "LatentCircuits": ".patching",
     "PatchingResult": ".patching", "activation_patching": ".patching", "attribution_patching": ".patching",
@@ -123,6 +124,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         PlanError,
         PrecisionWarning,
         SiteError,
+        UnknownTokenWarning,
     )
     from .loading import load
     from .patching import (
@@ -171,7 +173,7 @@ __all__ = [
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
-    "SiteError", "__version__", "load",
+    "SiteError", "UnknownTokenWarning", "__version__", "load",
     "LabelledArray", "load_result", "zoo", "data",
     # families (each also importable as a subpackage: cs.tracing, cs.patching, ...)
     "core", "results", "tracing", "patching", "abstraction", "directions", "circuits",

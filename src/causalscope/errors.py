@@ -29,6 +29,10 @@ class CausalScopeWarning(UserWarning):
     """Base class of every warning causalscope gives: the result is computed, but read it with care."""
 
 
+class UnknownTokenWarning(CausalScopeWarning):
+    """A prompt holds words the tokenizer does not know: they became its unknown token (``<unk>``)."""
+
+
 class PrecisionWarning(CausalScopeWarning):
     """A result is below what the model's number format resolves (fp16 / bf16 models, tiny effects)."""
 

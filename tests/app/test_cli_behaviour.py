@@ -122,3 +122,14 @@ def test_docs_cli_reference_is_the_parsers():
     assert BEGIN in text and END in text, "docs/cli.md lost its generated reference section"
     section = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert section == reference_markdown().strip(), "docs/cli.md is stale: regenerate its reference section"
+
+
+def test_unknown_words_warn_once_and_strict_refuses(capsys):
+    assert main(["run", "--model", "tiny-gpt2", "--prompt", "the zebra sat on the"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("['zebra'] are not in the tokenizer's vocabulary") == 1 and "Traceback" not in err
+    assert main(["run", "--model", "tiny-gpt2", "--prompt", "the zebra sat on the", "--strict"]) == 2
+    assert "causalscope: error: Prompt 'the zebra sat on the': ['zebra']" in capsys.readouterr().err
+    assert main(["patch", "--model", "tiny-gpt2", "--clean", "the cat sat on the mat", "--corrupted",
+                 "the dog sat on the mat", "--correct", "zebra", "--wrong", "cat"]) == 2
+    assert "'zebra' is not in the tokenizer's vocabulary" in capsys.readouterr().err

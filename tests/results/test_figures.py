@@ -89,7 +89,7 @@ def test_heatmap_both_backends():
 
 # -- every family refuses an unknown backend ---------------------------------------------------------------------------
 def _trace() -> Any:
-    return cs.causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran", samples=1,
+    return cs.causal_trace("facts-gpt", "Thumtre Lesdurn was born in the city of", "Thumtre Lesdurn", samples=1,
                            window=1)
 
 

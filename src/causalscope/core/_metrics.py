@@ -59,6 +59,10 @@ def _ids(model: Any, tokens: Any, what: str) -> torch.Tensor:
             ids = tok(" " + t.strip(), add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise InputError(f"{what} {t!r} is not a single token (it tokenizes to {ids}); give one token or its id.")
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None and int(ids[0]) == unk and t.strip() != str(getattr(tok, "unk_token", "")):
+            raise InputError(f"{what} {t!r} is not in the tokenizer's vocabulary (it would be the unknown token "
+                             f"{tok.unk_token!r}, id {unk}); give a word the model knows, or its token id.")
         out.append(int(ids[0]))
     return torch.tensor(out, dtype=torch.long)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ class _Subparsers:
     def add_parser(self, *args: Any, **kw: Any) -> argparse.ArgumentParser:
         kw.setdefault("formatter_class", _Help)
         p = self._sub.add_parser(*args, **kw)
+        p.add_argument("--strict", action="store_true",
+                       help="refuse prompts with words the tokenizer does not know (else: a warning)")
         real = p.add_subparsers
 
         def add_subparsers(**skw: Any) -> _Subparsers:  # nested commands (circuits ...) too
@@ -94,16 +97,32 @@ def check_out(out: str | None) -> None:
         raise InputError(f"--out {out!r}: {str(parent)!r} is not a writable folder.")
 
 
+_SHOWN: set[str] = set()
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+              line: str | None = None) -> None:
+    """A warning as one line on stderr, each text once per command."""
+    text = f"causalscope: warning: {message}"
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        print(text, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Exit codes: 0 done, 2 bad usage or input (one line on stderr, no traceback), 1 a
     failure while computing (one line; ``CAUSALSCOPE_DEBUG=1`` shows the traceback), 130 interrupted."""
     args = _parser().parse_args(argv)
-    from ...errors import CausalScopeError
+    from ...errors import CausalScopeError, CausalScopeWarning, UnknownTokenWarning
 
     try:
         check_out(getattr(args, "out", None))
-        return int(args.fn(args))
-    except CausalScopeError as e:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line  # our warnings as one line each, not file:line plus source
+            if getattr(args, "strict", False):
+                warnings.simplefilter("error", UnknownTokenWarning)
+            return int(args.fn(args))
+    except (CausalScopeError, CausalScopeWarning) as e:  # a warning raised as an error: --strict
         print(f"causalscope: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

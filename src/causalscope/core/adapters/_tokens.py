@@ -7,12 +7,13 @@ tensor([[1, 1, 1],
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ...errors import InputError
+from ...errors import InputError, UnknownTokenWarning
 from ._base import Adapter, Batch
 
 
@@ -29,7 +30,20 @@ def token_lists(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     empty = [t for t, i in zip(texts, ids) if not i]
     if empty:
         raise InputError(f"Prompt {empty[0]!r} tokenizes to no tokens.")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None:
+        for text, row in zip(texts, ids):
+            if unk in row and str(getattr(tokenizer, "unk_token", "")) not in text:
+                warnings.warn(f"Prompt {text!r}: {unknown_words(tokenizer, text) or 'some words'} are not in the "
+                              f"tokenizer's vocabulary and became {tokenizer.unk_token!r} (the command line's "
+                              f"--strict refuses such prompts).", UnknownTokenWarning, stacklevel=4)
     return ids
+
+
+def unknown_words(tokenizer: Any, text: str) -> list[str]:
+    """The whitespace-separated words of ``text`` that tokenize to the unknown token."""
+    unk = tokenizer.unk_token_id
+    return [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
 
 
 def is_id_list(x: Any) -> bool:
