@@ -6,6 +6,7 @@ PosixPath('report/causalscope-report.html')
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,10 @@ def _build_report(out: str | Path, echo: Callable[[str], object] | None) -> Path
     rep = Report("causalscope demo report",
                  meta={"causalscope": __version__, "models": "tiny-gpt2, mlp, facts-gpt, and-gate, or-gate, adder, "
                                                               "digits-mlp, tracr cases (bundled)"})
-    for section in SECTIONS:
+    from ...core import tqdm
+
+    # a bar on stderr over the sections when someone watches (the demo takes tens of seconds)
+    for section in tqdm(SECTIONS, desc="demo", unit="section", disable=echo is None or not sys.stderr.isatty()):
         section(rep)
     rep.text(f"Generated in {time.perf_counter() - t0:.1f} s.")
     path = rep.save(out)
