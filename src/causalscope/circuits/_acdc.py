@@ -59,8 +59,9 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     # receiver is visited its inputs are still the clean run's, so an edge whose sender has the same output in
     # both runs changes nothing, and an edge into the logits that leaves them as they are (one cheap stage for
     # all of them) neither: those are guessed removed, every other edge kept.
-    same = (s.corrupted.senders == s.clean.senders).flatten(0, 1).all(0).all(-1)
-    guess = same[g.edge_sender].tolist()
+    X, B = s.corrupted.by_sender(), s.clean.by_sender()  # (senders, rows*T*d), kept for the passes too
+    same = [torch.equal(X[i], B[i]) for i in range(X.shape[0])]  # stops at the first difference
+    guess = [same[i] for i in g.edge_sender.tolist()]
     into_logits = (g.edge_stage == 2 * g.n_layers).nonzero().ravel()
     singles = torch.zeros(len(into_logits), E)
     singles[torch.arange(len(into_logits)), into_logits] = 1.0
