@@ -11,7 +11,7 @@ import torch
 from ..core import ApplyContext, Intervention, Site
 from ..errors import InputError
 from ..loading import load
-from ..results import LabelledArray, quantiles, resolve_backend
+from ..results import LabelledArray, index_runs, quantiles, resolve_backend
 from ._inputs import as_site_arg, n_inputs, progress_for, readout_fn, split_data
 from ._steering import softmax
 
@@ -238,19 +238,7 @@ def _short_site(name: str, limit: int = 16) -> str:
     >>> _short_site("blocks.11.attn.hook_z[heads=1,5,9,10,11,12,13,14]")
     'blocks.11.attn.…<br>[heads=1,5,9-14]'
     """
-    import re
-
-    def runs(m: re.Match[str]) -> str:
-        nums = [int(x) for x in m.group(0).split(",")]
-        out, start = [], 0
-        for i in range(1, len(nums) + 1):
-            if i == len(nums) or nums[i] != nums[i - 1] + 1:
-                a, b = nums[start], nums[i - 1]
-                out.append(str(a) if a == b else f"{a}-{b}")
-                start = i
-        return ",".join(out)
-
-    module, bracket, rest = re.sub(r"\d+(?:,\d+)+", runs, name).partition("[")
+    module, bracket, rest = index_runs(name).partition("[")
     lines = [module] + ([bracket + rest] if bracket else [])
     return "<br>".join(line if len(line) <= limit + 2 else line[:limit - 1] + "…" for line in lines)
 

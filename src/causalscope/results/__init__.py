@@ -9,9 +9,9 @@ the backend switch, the heatmap and the figure writer.
 >>> save_figure(r.plot(), "effect.png")  # doctest: +SKIP
 """
 from ._figures import BACKENDS, DEFAULT_BACKEND, backend_for, resolve_backend, save_figure
-from ._heatmap import heatmap
+from ._heatmap import heatmap, index_runs
 from ._labelled import LabelledArray, load_result
 from ._stats import quantiles
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "backend_for", "heatmap",
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "backend_for", "heatmap", "index_runs",
            "load_result", "quantiles", "resolve_backend", "save_figure"]

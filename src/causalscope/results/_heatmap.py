@@ -20,20 +20,13 @@ __all__ = ["MAX_LABEL", "heatmap", "set_ticks", "short_label"]
 MAX_LABEL = 24
 
 
-def short_label(label: Any, limit: int = MAX_LABEL) -> str:
-    """``label`` as text of at most ``limit`` characters: runs of consecutive integers in it are written
-    ``a-b`` first, then the middle is cut (``…``).
+def index_runs(text: str) -> str:
+    """Comma lists of integers in ``text`` with runs written ``a-b`` (two in a row stay ``a,b``).
 
-    >>> short_label("act1[neurons=0,1,2,3,4,5,6,7,8,9,10]")
-    'act1[neurons=0-10]'
-    >>> short_label("a.very.long.module.path.with.many.parts.mlp")
-    'a.very.long…ny.parts.mlp'
+    >>> index_runs("act1[neurons=0,1,2,3,7,8]")
+    'act1[neurons=0-3,7,8]'
     """
     import re
-
-    text = str(label)
-    if len(text) <= limit:
-        return text
 
     def runs(m: re.Match[str]) -> str:
         nums = [int(x) for x in m.group(0).split(",")]
@@ -45,7 +38,23 @@ def short_label(label: Any, limit: int = MAX_LABEL) -> str:
                 start = i
         return ",".join(out)
 
-    text = re.sub(r"\d+(?:,\d+)+", runs, text)
+    return re.sub(r"\d+(?:,\d+)+", runs, text)
+
+
+def short_label(label: Any, limit: int = MAX_LABEL) -> str:
+    """``label`` as text of at most ``limit`` characters: runs of consecutive integers in it are written
+    ``a-b`` first, then the middle is cut (``…``).
+
+    >>> short_label("act1[neurons=0,1,2,3,4,5,6,7,8,9,10]")
+    'act1[neurons=0-10]'
+    >>> short_label("a.very.long.module.path.with.many.parts.mlp")
+    'a.very.long…ny.parts.mlp'
+    """
+    text = str(label)
+    if len(text) <= limit:
+        return text
+
+    text = index_runs(text)
     if len(text) <= limit:
         return text
     head = (limit - 1) // 2

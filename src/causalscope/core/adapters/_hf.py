@@ -21,7 +21,7 @@ from ._archs import ARCHS, Arch, Masks
 from ._base import Adapter, Batch, Resolved, primary
 from ._hf_calls import cache_kw, layer_types, mask_fn, params, resolved, takes
 from ._segmented import KV
-from ._tokens import is_id_list, pad_id, padded, right_padded_lengths, token_lists
+from ._tokens import is_id_list, one_length_ids, pad_id, padded, right_padded_lengths, token_lists
 
 if TYPE_CHECKING:
     from ._graph_parts_hf import GPT2Parts
@@ -132,13 +132,7 @@ class HFCausalLMAdapter(Adapter):
 
     # -- inputs ------------------------------------------------------------------------------------
     def tokenize(self, text: str | Sequence[str]) -> torch.Tensor:
-        ids = token_lists(self.tokenizer, [text] if isinstance(text, str) else list(text))
-        lengths = sorted({len(i) for i in ids})
-        if len(lengths) > 1:
-            raise InputError(f"The prompts tokenize to different lengths {lengths}; this method needs prompts of "
-                             f"one length for now (Model.run takes prompts of any lengths). Group them by length, "
-                             f"or run them separately.")
-        return torch.tensor(ids, dtype=torch.long)
+        return one_length_ids(self.tokenizer, text)
 
     def prepare(self, inputs: Any) -> Batch:
         """A model call for a prompt, a list of prompts (of any lengths), token ids (a tensor, or lists of ids

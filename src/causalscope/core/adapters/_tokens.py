@@ -46,6 +46,17 @@ def unknown_words(tokenizer: Any, text: str) -> list[str]:
     return [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
 
 
+def one_length_ids(tokenizer: Any, text: str | Sequence[str]) -> torch.Tensor:
+    """Token ids (B, T) of prompts of one length; different lengths raise (``prepare`` pads them instead)."""
+    ids = token_lists(tokenizer, [text] if isinstance(text, str) else list(text))
+    lengths = sorted({len(i) for i in ids})
+    if len(lengths) > 1:
+        raise InputError(f"The prompts tokenize to different lengths {lengths}; this method needs prompts of "
+                         f"one length for now (Model.run takes prompts of any lengths). Group them by length, "
+                         f"or run them separately.")
+    return torch.tensor(ids, dtype=torch.long)
+
+
 def is_id_list(x: Any) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(i, int) and not isinstance(i, bool)
                                                                for i in x)
@@ -114,13 +125,7 @@ class TokenizedAdapter(Adapter):
 
     def tokenize(self, text: str | Sequence[str]) -> torch.Tensor:
         """Token ids (B, T) of prompts of one length (different lengths raise; ``prepare`` pads them)."""
-        ids = token_lists(self.tokenizer, [text] if isinstance(text, str) else list(text))
-        lengths = sorted({len(i) for i in ids})
-        if len(lengths) > 1:
-            raise InputError(f"The prompts tokenize to different lengths {lengths}; this method needs prompts of "
-                             f"one length for now (Model.run takes prompts of any lengths). Group them by length, "
-                             f"or run them separately.")
-        return torch.tensor(ids, dtype=torch.long, device=self._device())
+        return one_length_ids(self.tokenizer, text).to(self._device())
 
     def prepare(self, inputs: Any) -> Batch:
         if not _is_text(inputs):
