@@ -68,7 +68,7 @@ class Arch:
     mlp_module: str | None = None      # the MLP module when ``mlp`` names another one (its input is cut to the
     # last position where only that position is read); None: ``mlp`` itself
     #: the block adds to the MLP output in place (Falcon with parallel attention): its input is never cut to the
-    #: last position, and gradients cannot be taken there (torch refuses in-place changes of a gradient leaf)
+    #: last position (the engine hands gradient sites a copy, so IG there works)
     mlp_in_place: bool = False
     #: which attention mask each block gets: "causal" (all full), "window" (all sliding when
     #: config.sliding_window is set, as Mistral does), "types" (config.layer_types[i], as Gemma-2 / Qwen2 do)

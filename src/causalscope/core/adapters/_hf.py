@@ -226,26 +226,18 @@ class HFCausalLMAdapter(Adapter):
         return [(f"{block}.{mlp}", block)]
 
     def call(self, batch: Batch) -> Any:
-        try:
-            if "hidden" in batch.kwargs:
-                kw = dict(batch.kwargs)
-                return self.forward_from(kw.pop("hidden"), **kw)
-            kwargs = batch.kwargs
-            name = cache_kw(type(self.module))
-            if kwargs.get("use_cache") and name is not None and kwargs.get(name) is None:
-                # a plain cache keeps every position of every layer (a sliding-window layer of the model's own
-                # cache keeps only its window, and keep_kv needs all of them); attention is the same either way
-                from transformers import DynamicCache
+        if "hidden" in batch.kwargs:
+            kw = dict(batch.kwargs)
+            return self.forward_from(kw.pop("hidden"), **kw)
+        kwargs = batch.kwargs
+        name = cache_kw(type(self.module))
+        if kwargs.get("use_cache") and name is not None and kwargs.get(name) is None:
+            # a plain cache keeps every position of every layer (a sliding-window layer of the model's own
+            # cache keeps only its window, and keep_kv needs all of them); attention is the same either way
+            from transformers import DynamicCache
 
-                kwargs = {**kwargs, name: DynamicCache()}
-            return self.module(*batch.args, **kwargs)
-        except RuntimeError as e:
-            if self.arch.mlp_in_place and "leaf Variable that requires grad" in str(e):
-                raise SiteError(f"{self.arch.family} blocks add the attention output to the MLP output in place, "
-                                f"so gradients cannot be taken at layers.i.mlp (torch refuses in-place changes of a "
-                                f"gradient leaf). Attribute to layers.i, layers.i.attn.z or layers.i.attn "
-                                f"instead.") from e
-            raise
+            kwargs = {**kwargs, name: DynamicCache()}
+        return self.module(*batch.args, **kwargs)
 
     @property
     def device(self) -> torch.device:
