@@ -8,7 +8,7 @@ model and a network (:func:`abstraction_iia`), and the search over single-neuron
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -20,7 +20,9 @@ from ._causal_model import CausalModel, Values
 from ._iia_common import (
     alignment_sites,
     bootstrap_iia,
+    check_align,
     check_iia_options,
+    check_pair_lengths,
     high_level_data,
     iia_hits,
     output_readout,
@@ -114,7 +116,8 @@ def _data(cm: CausalModel, data: Any, n: int, seed: int) -> tuple[Values, Values
 # -- methods -----------------------------------------------------------------------------------------------------------
 def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[str, Any], data: Any = None, *,
                     n: int = 200, tol: float = 1e-3, metric: Any = None, n_boot: int = 1000, ci: float = 0.95,
-                    seed: int = 0, chunk_size: int | None = None) -> AbstractionResult:
+                    seed: int = 0, chunk_size: int | None = None,
+                    align: Literal["end"] | None = None) -> AbstractionResult:
     """Interchange-intervention accuracy of an alignment between a causal model and a network.
 
     >>> cm = cs.adder_causal_model()
@@ -135,6 +138,11 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     independent base and source inputs drawn with ``seed``. ``metric`` maps the network's output to the
     output variable's value per row (default: the output itself), or to logits for a categorical output.
     All variables x pairs are rows of one batched engine run; the model is not changed.
+
+    Prompts of different lengths (an ``encode`` that writes text): pairs may differ in length from each
+    other. Within a pair, a site of every position needs base and source of equal lengths, and a site at
+    positions from the end (``positions=-1``) needs equal lengths or ``align="end"`` (each prompt's own
+    last token); a ``metric`` that reads positions takes a ``lengths`` parameter (each row's real length).
     """
     m = load(model)
     if not isinstance(causal_model, CausalModel):
@@ -142,22 +150,30 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     if not isinstance(alignment, Mapping) or not alignment:
         raise InputError("alignment must be a non-empty dict {variable: site}, e.g. {'A': cs.Site('l1', neurons=1)}.")
     check_iia_options(tol, n_boot, ci)
+    check_align(align)
     variables = [causal_model._check_var(v, "variable in the alignment") for v in alignment]
     cells = [alignment_sites(m, v, alignment[v]) for v in variables]
     base, source, base_in, src_in, varied = _data(causal_model, data, n, seed)
     P = len(base[causal_model.inputs[0]])
     readout, rule = output_readout(causal_model, metric)
-    values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size)
+    check_pair_lengths(m, [s for c in cells for s in c], base_in, src_in, align, "abstraction_iia")
+    values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size, align)
     labels = torch.stack([causal_model.labels(base, source, v) for v in variables])
     hits = iia_hits(values, labels, causal_model.categorical, tol)
     out = bootstrap_iia(hits, n_boot, ci, seed)
     meta = {"method": "abstraction_iia", "model": m.name, "causal_model": causal_model.name,
             "alignment": {v: [s.name for s in c] for v, c in zip(variables, cells)}, "n_pairs": P, "tol": tol,
-            "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed,
+            "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed, "metric": _describe(metric),
+            "data": "given" if data is not None else f"{n} drawn pairs", "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": "interchange-intervention accuracy per variable"}
     return AbstractionResult(out, ("variable", "value"), {"variable": variables, "value": ["mean", "lo", "hi"]},
                              meta, name="IIA")
+
+
+def _describe(metric: Any) -> str:
+    """A metric as a result's settings record it (JSON: its repr; the default readout by name)."""
+    return "default (the output; argmax for a categorical output)" if metric is None else repr(metric)
 
 
 def _hidden_linears(m: Model) -> list[str]:
@@ -170,7 +186,8 @@ def _hidden_linears(m: Model) -> list[str]:
 
 def alignment_search(model: Any, causal_model: CausalModel, variable: str, layers: Sequence[str] | None = None,
                      data: Any = None, *, n: int = 200, tol: float = 1e-3, metric: Any = None, n_boot: int = 1000,
-                     ci: float = 0.95, seed: int = 0, chunk_size: int | None = None) -> AbstractionResult:
+                     ci: float = 0.95, seed: int = 0, chunk_size: int | None = None,
+                     align: Literal["end"] | None = None) -> AbstractionResult:
     """IIA of every single-neuron alignment of one variable: a (layer, neuron) grid.
 
     >>> g = cs.alignment_search("adder", cs.adder_causal_model(), "A")
@@ -189,6 +206,7 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
         raise InputError(f"causal_model must be a cs.CausalModel, got {type(causal_model).__name__}.")
     causal_model._check_var(variable)
     check_iia_options(tol, n_boot, ci)
+    check_align(align)
     layers = _hidden_linears(m) if layers is None else [layers] if isinstance(layers, str) else list(layers)
     if not layers:
         raise InputError("layers is empty.")
@@ -207,7 +225,8 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
                                n_heads=s.n_heads),))
             where.append((li, j))
     readout, _ = output_readout(causal_model, metric)
-    values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size)
+    check_pair_lengths(m, layer_sites, base_in, src_in, align, "alignment_search")
+    values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size, align)
     labels = causal_model.labels(base, source, variable)[None].expand_as(values)
     out = bootstrap_iia(iia_hits(values, labels, causal_model.categorical, tol), n_boot, ci, seed)
     grid = torch.full((len(layers), max(widths), 3), float("nan"))
@@ -215,6 +234,8 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
         grid[li, j] = row
     meta = {"method": "alignment_search", "model": m.name, "causal_model": causal_model.name, "variable": variable,
             "n_pairs": P, "tol": tol, "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed,
+            "layers": [s.name for s in layer_sites], "metric": _describe(metric),
+            "data": "given" if data is not None else f"{n} drawn pairs", "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": f"IIA of single-neuron alignments of {variable}"}
     return AbstractionResult(grid, ("layer", "neuron", "value"),

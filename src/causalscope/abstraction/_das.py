@@ -4,12 +4,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 
-from ..core import ApplyContext, Intervention, Site
+from ..core import ApplyContext, Intervention, Site, call_metric, takes_lengths
 from ..errors import InputError, SiteError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
@@ -18,9 +18,12 @@ from ._iia_common import (
     AlignmentSiteError,
     alignment_sites,
     bootstrap_iia,
+    check_align,
     check_iia_options,
+    check_pair_lengths,
     high_level_data,
     iia_hits,
+    last_real,
     output_readout,
     patched_values,
 )
@@ -162,7 +165,7 @@ def _random_orthogonal(d: int, g: torch.Generator) -> torch.Tensor:
 def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, k: int = 1, *,
         n_train: int = 512, n_test: int = 256, epochs: int = 10, lr: float = 0.05, batch_size: int = 64,
         refine: int = 100, data: Any = None, test_data: Any = None, tol: float = 1e-3, metric: Any = None,
-        n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> DASResult:
+        n_boot: int = 1000, ci: float = 0.95, seed: int = 0, align: Literal["end"] | None = None) -> DASResult:
     """Learn a k-dimensional subspace of ``site`` whose interchange behaves like interchanging ``variable``.
 
     >>> cm = cs.adder_causal_model()
@@ -193,12 +196,17 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
     ``cs.Patch(source)``, within ``tol`` (or same class). Data: ``n_train`` + ``n_test`` pairs of
     independent base and source inputs drawn with ``seed`` (``data`` / ``test_data`` replace them).
     Same seed, same result.
+
+    Prompts of different lengths (an ``encode`` that writes text): as in :func:`abstraction_iia`, a site of
+    every position needs the base and source of each pair of equal lengths, and positions from the end
+    need equal lengths or ``align="end"``; this is checked before training starts.
     """
     m = load(model)
     if not isinstance(causal_model, CausalModel):
         raise InputError(f"causal_model must be a cs.CausalModel, got {type(causal_model).__name__}.")
     causal_model._check_var(variable)
     check_iia_options(tol, n_boot, ci)
+    check_align(align)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InputError(f"k (the subspace dimension) must be an int >= 1, got {k!r}.")
     n_train, n_test = positive_int(n_train, "n_train"), positive_int(n_test, "n_test")
@@ -228,6 +236,8 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
     y_tr = causal_model.labels(base_tr, src_tr, variable)
     y_te = causal_model.labels(base_te, src_te, variable)
     P = len(y_tr)
+    check_pair_lengths(m, [the_site], in_tr[0], in_tr[1], align, "das")
+    check_pair_lengths(m, [the_site], in_te[0], in_te[1], align, "das")
 
     try:
         xb = m.run(in_tr[0], cache=[the_site], progress=False).cache[the_site.name]
@@ -243,7 +253,6 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
         raise InputError(f"The activation at {the_site.name!r} is {xb.dtype}, not floating point.")
 
     readout, _ = output_readout(causal_model, metric)
-    row_loss = _row_loss(causal_model, metric)
     g = torch.Generator().manual_seed(int(seed))
     R0 = _random_orthogonal(d, g)
     S = torch.zeros(d, d, dtype=torch.float64, requires_grad=True)
@@ -257,9 +266,9 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
         new = xb[idx] + ((xs[idx] - xb[idx]) @ B) @ B.T
         slot = torch.full((P,), -1, dtype=torch.long)
         slot[idx] = torch.arange(len(idx))
-        labels = y_tr[idx]
         run = m.run(in_tr[0], [{the_site: _RowValues(new.detach(), slot)}] * len(idx), input_index=idx.tolist(),
-                    grads=[the_site], metric=lambda y: row_loss(y, labels), chunk_size=len(idx), progress=False)
+                    grads=[the_site], metric=_row_loss(causal_model, metric, y_tr[idx]), chunk_size=len(idx),
+                    progress=False)
         torch.autograd.backward(new, run.grads[the_site.name] * scale)
         return float(cast(torch.Tensor, run.metric).sum())  # metric= given: never None
 
@@ -295,7 +304,7 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
                heads=the_site.heads, n_heads=the_site.n_heads, basis=B)
 
     def iia(ins: list[Any], labels: torch.Tensor) -> torch.Tensor:
-        vals = patched_values(m, [(sub,)], ins[0], ins[1], len(labels), readout, None)
+        vals = patched_values(m, [(sub,)], ins[0], ins[1], len(labels), readout, None, align)
         return iia_hits(vals, labels[None], causal_model.categorical, tol)
 
     tr_iia = bootstrap_iia(iia(in_tr, y_tr), n_boot, ci, seed)[0]
@@ -308,7 +317,11 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
             "train_iia": float(tr_iia[0]), "train_iia_interval": tr_iia[1:].tolist(),
             "test_iia": float(te_iia[0]), "test_iia_interval": te_iia[1:].tolist(),
             "n_train": P, "n_test": len(y_te), "epochs": epochs, "lr": lr, "batch_size": batch_size,
-            "refine": refine, "adam_steps": adam_steps, "tol": tol, "n_boot": n_boot, "ci": ci, "seed": seed,
+            "refine": refine, "adam_steps": adam_steps, "align": align,
+            "metric": "default" if metric is None else repr(metric),
+            "data": "given" if data is not None else f"{n_train} drawn pairs",
+            "test_data": "given" if test_data is not None else f"{n_test} drawn pairs",
+            "tol": tol, "n_boot": n_boot, "ci": ci, "seed": seed,
             "loss": "cross-entropy" if causal_model.categorical else "MSE",
             "parametrisation": "R = matrix_exp(S - S^T) @ R0; basis = R[:, :k]",
             "title": f"DAS: {variable} at {the_site.name} (k={k})"}
@@ -316,14 +329,21 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
                      name="loss")
 
 
-def _row_loss(cm: CausalModel, metric: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _row_loss(cm: CausalModel, metric: Any, labels: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """The per-row loss of the rows labelled ``labels``, as an engine metric (it takes each row's real length
+    where the prompts differ in length, as the readout does)."""
     if cm.categorical:
-        def ce(y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            logits = metric(y) if metric is not None else (y[:, -1] if y.ndim == 3 else y)
+        def ce(y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+            if metric is not None:
+                logits = call_metric(metric, y, None, lengths)
+            else:
+                logits = last_real(y, lengths) if y.ndim == 3 else y
             return F.cross_entropy(logits.float(), labels.to(logits.device), reduction="none")
+        ce.takes_lengths = metric is None or takes_lengths(metric)  # type: ignore[attr-defined]
         return ce
     readout, _ = output_readout(cm, metric)
 
-    def mse(y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return (readout(y).float() - labels.to(y.device)) ** 2
+    def mse(y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return (call_metric(readout, y, None, lengths).float() - labels.to(y.device)) ** 2
+    mse.takes_lengths = takes_lengths(readout)  # type: ignore[attr-defined]
     return mse

@@ -36,7 +36,17 @@ from ._interventions import (
     Zero,
     as_intervention,
 )
-from ._metrics import Metric, call_metric, is_last_only, logit, logit_diff, output_value, prob, resolve_metric
+from ._metrics import (
+    Metric,
+    call_metric,
+    is_last_only,
+    logit,
+    logit_diff,
+    output_value,
+    prob,
+    resolve_metric,
+    takes_lengths,
+)
 from ._model import Model
 from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs, positions_setting
 from ._precision import SPAN_ULPS, check_span, flag_span, model_dtype
@@ -69,6 +79,6 @@ __all__ = [
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
-    "preserved", "tqdm", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
+    "takes_lengths", "preserved", "tqdm", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
     "primary", "prob", "resolve_metric",
 ]

@@ -204,10 +204,12 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             pos = (torch.arange(T)[site.positions]).expand(hi - lo, -1)
         if pos is not None:
             pos = pos % T - offset
-    lens = None
-    if chunk.lengths is not None and site.positions is not None and act.ndim >= 3:
-        lens = chunk.lengths[rows]
-        pos = row_positions(site, pos, lens)
+    raw_pos, lens, base_lens = pos, None, None
+    if chunk.lengths is not None and act.ndim >= 3:
+        base_lens = chunk.lengths[rows]
+        if site.positions is not None:
+            lens = base_lens
+            pos = row_positions(site, pos, lens)
     check_shape(act, site, n_heads, pos)
     neur = None
     if op.neur_t is not None:
@@ -232,7 +234,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         full = op.source.tensors[op.res.key]
         if offset and full.ndim >= 3 and full.shape[1] == chunk.seq_len:
             full = full[:, offset:]
-        if full.shape[1:] != act.shape[1:]:
+        ragged = base_lens is not None or op.source.lengths is not None
+        if full.shape[1:] != act.shape[1:] and not (ragged and full.ndim >= 3 and full.shape[2:] == act.shape[2:]):
             raise InterventionError(f"Shape mismatch at {site.name!r}: the source activation is "
                                     f"{tuple(full.shape[1:])} per row, the run's is {tuple(act.shape[1:])} per row "
                                     f"(different prompt lengths?). Patch between inputs of the same shape.")
@@ -240,14 +243,20 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         if full.is_inference() and torch.is_grad_enabled():
             full = full.clone()
         if op.intervention.source_mode == "all":
-            src = select(full.mean(0, keepdim=True).to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
+            mean = fit_width(source_mean(full, op, pos, lens if lens is not None else base_lens), act.shape[1])
+            src = select(mean.to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
         else:
             assert op.src_rows is not None
-            if lens is not None or op.source.lengths is not None:
-                _check_source_lengths(op, op.src_rows[lo:hi], lens, int(act.shape[1]), int(full.shape[1]))
+            src_pos = pos
+            if full.ndim >= 3 and (base_lens is not None or op.source.lengths is not None):
+                src_pos = source_positions(op, op.src_rows[lo:hi], raw_pos, pos, base_lens, int(act.shape[1]),
+                                           int(full.shape[1]))
+                src_pos = None if src_pos is None else src_pos.to(dev)
+                if src_pos is None:  # every position, between prompts of equal real lengths
+                    full = fit_width(full, act.shape[1])
             src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
-            src = _in_basis(_levels(full.to(act.dtype), src_rows[lo:hi].to(dev), pos, site, n_heads, neur).selected,
-                            site)
+            src = _in_basis(_levels(full.to(act.dtype), src_rows[lo:hi].to(dev), src_pos, site, n_heads,
+                                    neur).selected, site)
     assert chunk.input_index is not None
     ctx = ApplyContext(chunk.input_index[rows_cpu], site.name)
     new = op.intervention(x, src, ctx)
@@ -293,19 +302,84 @@ def row_positions(site: Site, pos: torch.Tensor | None, lengths: torch.Tensor) -
     return out
 
 
-def _check_source_lengths(op: Op, src_rows: torch.Tensor, lens: torch.Tensor | None, T: int, T_src: int) -> None:
-    """Positions counted from the end must mean the same token in the base row and the source row it reads."""
-    if not isinstance(op.site.positions, tuple) or all(p >= 0 for p in op.site.positions):
-        return
+def source_positions(op: Op, src_rows: torch.Tensor, raw_pos: torch.Tensor | None, pos: torch.Tensor | None,
+                     base_lens: torch.Tensor | None, T: int, T_src: int) -> torch.Tensor | None:
+    """The positions to read in each source row when base or source prompts differ in length: the base row's
+    own positions where they mean the same tokens, each source prompt's own offsets from its end under
+    ``align="end"``; anything else (a source too short, positions from the end or a whole-sequence patch
+    between prompts of different lengths) raises rather than read another token or padding.
+
+    >>> source_positions(op, torch.tensor([0]), None, torch.tensor([[0, 2]]), torch.tensor([3]), 3, 3)
+    """
     assert op.source is not None
-    base = lens if lens is not None else torch.full((len(src_rows),), T)
-    src = op.source.lengths[src_rows] if op.source.lengths is not None else torch.full((len(src_rows),), T_src)
-    if not torch.equal(base.cpu(), src.cpu()):
-        i = int((base.cpu() != src.cpu()).nonzero()[0, 0])
+    site, name = op.site, type(op.intervention).__name__
+    base = base_lens.cpu() if base_lens is not None else torch.full((len(src_rows),), T)
+    src = op.source.lengths[src_rows].cpu() if op.source.lengths is not None else torch.full((len(src_rows),), T_src)
+    if site.positions is None:
+        if not torch.equal(base, src):
+            i = int((base != src).nonzero()[0, 0])
+            raise InterventionError(
+                f"{name} at {site.name!r} replaces every position, but a base prompt has {int(base[i])} tokens and "
+                f"its source prompt {int(src[i])}. Pair prompts of equal lengths, or give the site positions "
+                f"(e.g. positions=-1 with {name}(..., align='end'): each prompt's own last token).")
+        return None
+    listed = site.positions if isinstance(site.positions, tuple) else ()
+    from_end = any(p < 0 for p in listed)
+    if from_end and getattr(op.intervention, "align", None) == "end":
+        return row_positions(site, raw_pos, src)
+    if from_end and not torch.equal(base, src):
+        i = int((base != src).nonzero()[0, 0])
         raise InterventionError(
-            f"{type(op.intervention).__name__} at {op.site.name!r}: positions {list(op.site.positions)} count from "
-            f"the end, but a base prompt has {int(base[i])} tokens and its source prompt {int(src[i])}; the same "
-            f"position would be different tokens. Pair prompts of equal lengths, or give positions from the start.")
+            f"{name} at {site.name!r}: positions {list(listed)} count from the end, but a base prompt has "
+            f"{int(base[i])} tokens and its source prompt {int(src[i])}; the same position would be different "
+            f"tokens. Pair prompts of equal lengths, give positions from the start, or say {name}(..., "
+            f"align='end') to read each source prompt's own offsets from its end.")
+    assert pos is not None
+    short = pos.cpu() >= src[:, None]
+    if bool(short.any()):
+        i = int(short.any(1).nonzero()[0, 0])
+        raise InterventionError(
+            f"{name} at {site.name!r}: position {int(pos[i][short[i]][0])} lies past the end of a source prompt of "
+            f"{int(src[i])} tokens (its padding); give positions every source prompt has.")
+    return pos
+
+
+def fit_width(full: torch.Tensor, T: int) -> torch.Tensor:
+    """A ragged source's token width made the base's: cut, or padded with zeros (only padding lies there).
+
+    >>> fit_width(torch.ones(2, 3, 4), 5).shape
+    torch.Size([2, 5, 4])
+    """
+    if full.ndim < 3 or full.shape[1] == T:
+        return full
+    if full.shape[1] > T:
+        return full[:, :T]
+    return torch.cat([full, full.new_zeros((full.shape[0], T - full.shape[1]) + tuple(full.shape[2:]))], 1)
+
+
+def source_mean(full: torch.Tensor, op: Op, pos: torch.Tensor | None, lens: torch.Tensor | None) -> torch.Tensor:
+    """The mean of a source over its rows, (1, ...): at each position over the source prompts that have it (a
+    ragged source's padding is left out); a position the base reads that no source prompt has raises.
+
+    >>> source_mean(run_cache_tensor, op, None, None)     # (1, T, d)
+    """
+    assert op.source is not None
+    lengths = op.source.lengths
+    if lengths is None or full.ndim < 3:
+        return full.mean(0, keepdim=True)
+    T = full.shape[1]
+    real = (torch.arange(T)[None, :] < lengths.cpu()[:, None]).to(full.device)
+    count = real.sum(0)
+    shape = (len(full), T) + (1,) * (full.ndim - 2)
+    total = (full * real.view(shape).to(full.dtype)).sum(0, keepdim=True)
+    need = int(pos.max()) + 1 if pos is not None else (int(lens.max()) if lens is not None else T)
+    have = torch.cat([count.cpu(), count.new_zeros(max(need - T, 0)).cpu()])[:need]
+    if bool((have == 0).any()):
+        t = int((have == 0).nonzero()[0, 0])
+        raise InterventionError(
+            f"{type(op.intervention).__name__} at {op.site.name!r}: no source prompt has position {t} (source "
+            f"lengths up to {int(lengths.max())}); give a source whose prompts are at least as long as the base.")
+    return total / count.clamp(min=1).view((1, T) + (1,) * (full.ndim - 2)).to(full.dtype)
 
 
 def _not_finite(op: Any) -> InterventionError:

@@ -15,6 +15,12 @@ import torch
 from ..errors import InterventionError
 
 
+def _check_align(align: Any) -> None:
+    if align not in (None, "end"):
+        raise InterventionError(f"align must be 'end' (positions from the end read each source prompt's own "
+                                f"offsets from its end) or None, got {align!r}.")
+
+
 def _check_tensor(name: str, t: Any) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         try:
@@ -120,14 +126,23 @@ class Patch(Intervention):
 
     >>> clean = m.run("the cat sat", cache=["layers.2"])
     >>> m.run("the dog sat", edits={Site("layers.2", positions=1): Patch(clean)})
+    >>> m.run("a dog", {Site("layers.2", positions=-1): Patch(clean, align="end")})   # last token <- last token
+
+    Prompts of different lengths: positions from the start read the same positions in the source (which
+    must have them); positions from the end need equal lengths, or ``align="end"``, which reads each
+    source prompt's own offsets from its end; a site of every position needs equal lengths.
     """
 
     source: Any
     row: int | None = None
+    align: Literal["end"] | None = None
     source_mode: str | None = field(default="row", init=False)
 
+    def __post_init__(self) -> None:
+        _check_align(self.align)
+
     def key(self) -> tuple:
-        return ("Patch", id(self.source), self.row)
+        return ("Patch", id(self.source), self.row, self.align)
 
     def __call__(self, x, src, ctx):
         return src
@@ -207,7 +222,7 @@ class Mean(Intervention):
         return ("Mean", id(self.source))
 
     def __call__(self, x, src, ctx):
-        return src.mean(dim=0, keepdim=True).expand_as(x).clone()
+        return src  # the engine hands each row the source's mean at that row's own positions
 
 
 @dataclass(eq=False)
@@ -222,10 +237,14 @@ class Resample(Intervention):
 
     source: Any
     seed: int = 0
+    align: Literal["end"] | None = None
     source_mode: str | None = field(default="row", init=False)
 
+    def __post_init__(self) -> None:
+        _check_align(self.align)
+
     def key(self) -> tuple:
-        return ("Resample", id(self.source), int(self.seed))
+        return ("Resample", id(self.source), int(self.seed), self.align)
 
     def __call__(self, x, src, ctx):
         return src

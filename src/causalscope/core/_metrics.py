@@ -164,8 +164,9 @@ def takes_lengths(metric: Any) -> bool:
     >>> takes_lengths(cs.logit(5)), takes_lengths(lambda y: y[:, -1, 5]), takes_lengths(lambda y, lengths: y)
     (True, False, True)
     """
-    if getattr(metric, "takes_lengths", False):
-        return True
+    flag = getattr(metric, "takes_lengths", None)  # an explicit attribute wins (wrappers that forward lengths)
+    if flag is not None:
+        return bool(flag)
     try:
         return "lengths" in inspect.signature(metric).parameters
     except (TypeError, ValueError):
