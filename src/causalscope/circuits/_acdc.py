@@ -134,4 +134,4 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
 def _outputs(s: Setup, logits: torch.Tensor, senders: torch.Tensor) -> Any:  # senders: (rows, T, S, d)
     from ._graph import GraphOutputs
 
-    return GraphOutputs(s.clean.tokens, senders, logits, s.clean.key_mask)
+    return GraphOutputs(s.clean.tokens, senders, logits, s.clean.key_mask, s.clean.lengths)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..core import takes_lengths
 from ..errors import InputError
 from ._cases import labelled
 from ._discovery_result import CircuitScores
@@ -41,18 +42,44 @@ class GraphMetric:
     taken as is (``higher_is_better`` says which way is better; the default is True).
     """
 
-    def __init__(self, kind: str | Callable[[torch.Tensor], torch.Tensor], *, clean_logits: torch.Tensor,
+    def __init__(self, kind: str | Callable[..., torch.Tensor], *, clean_logits: torch.Tensor,
                  positions: Sequence[int], labels: torch.Tensor | None = None,
-                 higher_is_better: bool | None = None, valid: torch.Tensor | None = None) -> None:
+                 higher_is_better: bool | None = None, valid: torch.Tensor | None = None,
+                 lengths: torch.Tensor | None = None, strict: bool = True) -> None:
         self.positions = torch.as_tensor(list(positions), dtype=torch.long)
+        rows, T = clean_logits.shape[0], clean_logits.shape[-2]
+        self.lengths = lengths
+        # per row, the position each metric slot reads: negative positions count back from the row's own last
+        # token (prompts of different lengths); slots outside a shorter row are its padding (weight 0), which
+        # only the default positions may have (``strict=False``)
+        if lengths is None:
+            index = (self.positions % T).expand(rows, -1)
+            inside = torch.ones(rows, len(self.positions), dtype=torch.bool)
+        else:
+            L = lengths.cpu()[:, None]
+            index = torch.where(self.positions < 0, self.positions + L, self.positions)
+            inside = (index >= 0) & (index < L)
+            if strict and not bool(inside.all()):
+                r = int((~inside).any(1).nonzero()[0, 0])
+                raise InputError(f"Metric positions {self.positions.tolist()} lie outside prompt {r} of "
+                                 f"{int(L[r, 0])} tokens; give positions every prompt has (negative ones count back "
+                                 f"from each prompt's own last token).")
+            index = index.clamp(0, T - 1)
+        self._rows = torch.arange(rows)[:, None].to(clean_logits.device)
+        self._index = index.to(clean_logits.device)
         # per row, the weight of each metric position: 1 / (the row's valid positions), 0 at padding
-        w = torch.ones(clean_logits.shape[0], len(self.positions), dtype=torch.float64)
+        w = inside.to(torch.float64)
         if valid is not None:
-            w = valid[:, self.positions].to(torch.float64).cpu()
+            w = w * valid.cpu().gather(1, index).to(torch.float64)
         self._w = (w / w.sum(-1, keepdim=True).clamp_min(1.0)).to(clean_logits.device)
         if callable(kind):
+            if lengths is not None and not takes_lengths(kind):
+                raise InputError(f"The prompts have different lengths {sorted(set(lengths.tolist()))}, so the logits "
+                                 f"are padded on the right and a metric that reads positions would read padding: give "
+                                 f"it a `lengths` parameter, def metric(logits, lengths): ... (each row's real "
+                                 f"length), or use a built-in metric ({', '.join(METRICS)}).")
             self.name = getattr(kind, "__name__", repr(kind))
-            self._user: Callable[[torch.Tensor], torch.Tensor] | None = kind
+            self._user: Callable[..., torch.Tensor] | None = kind
             self.higher_is_better = True if higher_is_better is None else bool(higher_is_better)
             return
         if kind not in METRICS:
@@ -60,27 +87,32 @@ class GraphMetric:
                              f"logits (rows, T, V) -> (rows,).")
         self.name, self._user = kind, None
         self.higher_is_better = kind != "kl" if higher_is_better is None else bool(higher_is_better)
-        at = clean_logits[:, self.positions].double().clone()  # a normal tensor (runs give inference tensors)
+        at = self._at(clean_logits).double().clone()  # a normal tensor (runs give inference tensors)
         self._clean_logp = at.log_softmax(-1)
         self._clean_p = self._clean_logp.exp()
         self._clean_out = at
         if kind == "logprob":
             if labels is None:
                 labels = clean_logits.argmax(-1)
-            lab = labels[:, self.positions].to(clean_logits.device)
+            lab = labels.to(clean_logits.device).gather(1, self._index)
             lab = torch.where(self._w > 0, lab, torch.zeros_like(lab))  # padding: any id, weight 0
             if bool((lab < 0).any()) or bool((lab >= clean_logits.shape[-1]).any()):
                 raise InputError(f"Labels at the metric positions {self.positions.tolist()} must be output ids in "
                                  f"[0, {clean_logits.shape[-1]}); some are not (position 0 is BOS: leave it out).")
             self._labels = lab.long()
 
+    def _at(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., rows, T, V) -> (..., rows, positions, V): each row's metric positions."""
+        return logits[..., self._rows.to(logits.device), self._index.to(logits.device), :]
+
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if self._user is not None:
             lead = logits.shape[:-3]
             flat = logits.reshape(-1, *logits.shape[-3:])
-            vals = torch.stack([torch.as_tensor(self._user(x)).reshape(-1).expand(x.shape[0]) for x in flat])
+            kw = {} if self.lengths is None else {"lengths": self.lengths.to(logits.device)}
+            vals = torch.stack([torch.as_tensor(self._user(x, **kw)).reshape(-1).expand(x.shape[0]) for x in flat])
             return vals.reshape(*lead, logits.shape[-3])
-        at = logits[..., self.positions, :].double()
+        at = self._at(logits).double()
         w = self._w.to(at.device)
         if self.name == "logprob":
             lab = self._labels.to(at.device).expand(*at.shape[:-1])
@@ -124,22 +156,53 @@ def _is_case(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("model", "inputs", "circuit"))
 
 
-def resample(tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A seeded reordering of the rows in which no row is paired with itself (for more than one row).
+def resample(tokens: torch.Tensor, seed: int = 0, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """A seeded reordering of the rows in which no row is paired with itself (for more than one row); with
+    ``lengths`` (prompts of different lengths), each row is paired with another of its own length.
 
     >>> resample(torch.arange(4)[:, None], seed=0).ravel().tolist()   # a permutation, no fixed points
     """
-    n = tokens.shape[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return tokens[resample_rows(tokens.shape[0], seed, lengths)]
+
+
+def resample_rows(n: int, seed: int = 0, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The source row of each row in :func:`resample` (one cycle per length group, so no fixed points).
+
+    >>> resample_rows(4, seed=0, lengths=torch.tensor([3, 5, 3, 5])).tolist()   # rows 0 <-> 2, 1 <-> 3
+    [2, 3, 0, 1]
+    """
+    g = torch.Generator().manual_seed(seed)
+    groups = [torch.arange(n)] if lengths is None else [
+        (lengths.cpu() == v).nonzero()[:, 0] for v in sorted(set(lengths.tolist()))]
     src = torch.empty(n, dtype=torch.long)
-    src[perm] = perm.roll(-1)  # row perm[i] takes row perm[i + 1]: one cycle, so no fixed points
-    return tokens[src]
+    for rows in groups:
+        if len(rows) == 1 and lengths is not None:
+            raise InputError(f"A resampled corruption pairs each prompt with another of its own length, but prompt "
+                             f"{int(rows[0])} is the only one of {int(lengths[rows[0]])} tokens; give corrupted= "
+                             f"inputs (one per clean prompt, of its length) or more prompts of that length.")
+        perm = rows[torch.randperm(len(rows), generator=g)]
+        src[perm] = perm.roll(-1)  # row perm[i] takes row perm[i + 1]: one cycle, so no fixed points
+    return src
+
+
+def _masked_mean(senders: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Every sender's mean output over the inputs at each position: (rows, T, S, d) -> (1, T, S, d); with
+    ``lengths``, over the prompts that have the position (padding left out)."""
+    if lengths is None:
+        return senders.mean(0, keepdim=True)
+    real = (torch.arange(senders.shape[1])[None] < lengths.cpu()[:, None]).to(senders)
+    total = (senders * real[:, :, None, None]).sum(0, keepdim=True)
+    return total / real.sum(0).clamp_min(1.0)[None, :, None, None]
 
 
 def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
           positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
           default_metric: dict[bool, str], higher_is_better: bool | None = None) -> Setup:
-    """Resolve a method's arguments (a case, or a model + inputs) into a :class:`Setup`."""
+    """Resolve a method's arguments (a case, or a model + inputs) into a :class:`Setup`.
+
+    Prompts of different lengths (on graphs with causal attention): each corrupted prompt has its clean
+    prompt's length (a resample pairs prompts of equal length), and the metric reads each row's own positions
+    (default: every real position after the first; negative positions count back from each row's last)."""
     if _is_case(model):
         case = model
         model = case.model
@@ -151,28 +214,38 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
     graph = model if isinstance(model, ComputeGraph) else ComputeGraph(model)
     if clean is None:
         raise InputError("No clean inputs: pass token ids (rows, positions), or a case from circuits.load_case.")
-    clean_t = graph._check_tokens(clean)
+    clean_t, lengths = graph._tokens_and_lengths(clean)
     ablation = corrupted if isinstance(corrupted, str) else None
     if ablation is not None and ablation not in ABLATIONS:
         raise InputError(f"Unknown corruption {ablation!r}: give corrupted token ids or one of {', '.join(ABLATIONS)}.")
     if corrupted is None or ablation is not None:
         if clean_t.shape[0] < 2 and ablation in (None, "resample"):
             raise InputError("A resampled corruption needs at least 2 input rows; pass corrupted= inputs.")
-        corr_t = resample(clean_t, seed) if clean_t.shape[0] > 1 else clean_t
+        resampled = clean_t.shape[0] > 1 and ablation in (None, "resample")
+        corr_t = resample(clean_t, seed, lengths) if resampled else clean_t
     else:
-        corr_t = graph._check_tokens(corrupted)
-        if corr_t.shape != clean_t.shape:
-            raise InputError(f"Corrupted inputs have shape {tuple(corr_t.shape)}, clean ones {tuple(clean_t.shape)}: "
-                             f"give one corrupted row per clean row, of the same length.")
+        corr_t, corr_len = graph._tokens_and_lengths(corrupted)
+        if corr_t.shape[0] != clean_t.shape[0]:
+            raise InputError(f"{corr_t.shape[0]} corrupted inputs for {clean_t.shape[0]} clean ones: give one "
+                             f"corrupted row per clean row, of the same length.")
+        T, Tc = clean_t.shape[1], corr_t.shape[1]
+        a = lengths if lengths is not None else torch.full((clean_t.shape[0],), T)
+        b = corr_len if corr_len is not None else torch.full((corr_t.shape[0],), Tc)
+        if not torch.equal(a, b):
+            i = int((a != b).nonzero()[0, 0])
+            raise InputError(f"Corrupted prompt {i} has {int(b[i])} tokens and its clean prompt {int(a[i])}: give "
+                             f"one corrupted row per clean row, of the same length (inputs shaped "
+                             f"{tuple(corr_t.shape)} vs {tuple(clean_t.shape)}).")
     T = clean_t.shape[1]
+    default = positions is None
     positions = list(range(1, T)) if positions is None else [int(p) for p in positions]
     if not positions or any(p < -T or p >= T for p in positions):
         raise InputError(f"Metric positions {positions} must be non-empty and lie in [0, {T}).")
-    c_out, x_out = graph.outputs(clean_t), graph.outputs(corr_t)
+    c_out, x_out = graph.outputs_of(clean_t, lengths), graph.outputs_of(corr_t, lengths)
     if ablation in ("zero", "mean"):
         fill = (torch.zeros_like(c_out.senders) if ablation == "zero"
-                else c_out.senders.mean(0, keepdim=True).expand_as(c_out.senders).clone())
-        x_out = GraphOutputs(clean_t, fill, c_out.logits, c_out.key_mask)
+                else _masked_mean(c_out.senders, lengths).expand_as(c_out.senders).clone())
+        x_out = GraphOutputs(clean_t, fill, c_out.logits, c_out.key_mask, lengths)
         x_out.logits = graph.run(torch.ones(1, len(graph.edges)), c_out, x_out)[0]
     if categorical is None:
         categorical = c_out.logits.shape[-1] > 1
@@ -185,11 +258,13 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
                              f"{tuple(clean_t.shape)}.")
     valid = _label_mask(labels, c_out)
     gm = GraphMetric(kind, clean_logits=c_out.logits, positions=positions, labels=lab,
-                     higher_is_better=higher_is_better, valid=valid)
+                     higher_is_better=higher_is_better, valid=valid, lengths=lengths, strict=not default)
     meta = {"model": graph.model.name, "metric": gm.name, "higher_is_better": gm.higher_is_better,
             "positions": positions, "n_inputs": int(clean_t.shape[0]), "seed": seed,
             "corrupted": ablation or ("resample" if corrupted is None else "given"), "n_edges": len(graph.edges),
             "parallel_mlp": graph.parallel_mlp}
+    if lengths is not None:
+        meta["lengths"] = {int(v): int((lengths == v).sum()) for v in sorted(set(lengths.tolist()))}
     s = Setup(graph, c_out, x_out, gm, meta)
     m_clean = float(s.value(c_out.logits[None])[0])
     m_corr = float(s.value(x_out.logits[None])[0])

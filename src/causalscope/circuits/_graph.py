@@ -44,6 +44,8 @@ class GraphOutputs:
     senders: torch.Tensor
     logits: torch.Tensor
     key_mask: torch.Tensor | None = None
+    #: prompts of different lengths (padded on the right, causal attention): each row's real length
+    lengths: torch.Tensor | None = None
 
     def by_sender(self) -> torch.Tensor:
         """The sender outputs as (senders, rows*T*d), made once (runs read them this way)."""
@@ -166,17 +168,29 @@ class ComputeGraph:
 
     # ------------------------------------------------------------------ runs
     def _check_tokens(self, tokens: Any) -> torch.Tensor:
+        return self._tokens_and_lengths(tokens)[0]
+
+    def _tokens_and_lengths(self, tokens: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids (rows, T) and, for prompts of different lengths, each row's real length.
+
+        Prompts of different lengths are padded on the right; with causal attention no real position reads
+        the padding, so the graph runs them unmasked and the metrics leave the padding out. A graph whose
+        attention is not causal refuses them."""
         batch = self.model.adapter.prepare(tokens)
         t = batch.args[0] if batch.args else batch.kwargs.get("input_ids")
         if not isinstance(t, torch.Tensor):
             raise InputError(f"Circuit discovery needs token ids (rows, positions); {self.model.name} got none.")
-        mask = batch.kwargs.get("attention_mask")
-        if mask is not None and not bool(torch.as_tensor(mask).all()):
-            raise InputError("Padded inputs (an attention_mask with zeros) are not supported for this model's graph: "
-                             "pass equal-length token ids.")
         if t.shape[0] == 0:
             raise InputError("No inputs: give at least one row of token ids.")
-        return t.to(self.parts.embed_device)
+        mask = batch.kwargs.get("attention_mask")
+        lengths = batch.lengths
+        if mask is not None and not bool(torch.as_tensor(mask).all()) and lengths is None:
+            raise InputError("Padded inputs (an attention_mask with zeros) are not supported for this model's graph: "
+                             "pass equal-length token ids.")
+        if lengths is not None and not getattr(self.parts, "causal", False):
+            raise InputError(f"Prompts of different lengths {sorted(set(lengths.tolist()))}: {self.model.name}'s graph "
+                             f"does not attend causally, so padding would be read; pass prompts of one length.")
+        return t.to(self.parts.embed_device), None if lengths is None else lengths.cpu()
 
     def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """(rows, T) bool, False at padding no position attends to; None for models without padding."""
@@ -212,11 +226,17 @@ class ComputeGraph:
 
     def outputs(self, tokens: Any) -> GraphOutputs:
         """Sender outputs and logits of an unpatched run on ``tokens`` (rows, positions)."""
-        t = self._check_tokens(tokens)
+        return self.outputs_of(*self._tokens_and_lengths(tokens))
+
+    def outputs_of(self, t: torch.Tensor, lengths: torch.Tensor | None = None) -> GraphOutputs:
+        """:meth:`outputs` of checked token ids (rows, T) and their real ``lengths`` (None: all of length T).
+
+        >>> g.outputs_of(torch.tensor([[1, 2, 3]]))
+        """
         mask = self.key_mask(t)
         with preserved(self.model.module), torch.inference_mode():
             logits, senders, _ = self.trace(self.parts.embed(t), mask)
-        return GraphOutputs(t, senders, logits, mask)
+        return GraphOutputs(t, senders, logits, mask, lengths)
 
     def run(self, patch: torch.Tensor, clean: GraphOutputs, corrupted: GraphOutputs, *,
             base: GraphOutputs | None = None, base_patch: torch.Tensor | None = None,

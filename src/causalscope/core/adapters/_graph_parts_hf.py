@@ -42,6 +42,9 @@ class GPT2Parts:
     arithmetic (no dropout), eager attention. The model is only read: no hooks, no weight changes.
     """
 
+    #: every position attends only to itself and earlier ones: prompts padded on the right run unmasked
+    causal = True
+
     def __init__(self, model: nn.Module) -> None:
         check_supported(model)
         lm: Any = model  # a GPT-2-style transformers LM (check_supported): its parts are not on nn.Module

@@ -74,6 +74,9 @@ class LlamaParts:
     model is only read: no hooks, no weight changes.
     """
 
+    #: every position attends only to itself and earlier ones: prompts padded on the right run unmasked
+    causal = True
+
     #: the MLP reads the residual stream after this layer's heads (sequential block)
     parallel_mlp = False
 

@@ -51,6 +51,9 @@ class NeoXParts:
     The model is only read: no hooks, no weight changes.
     """
 
+    #: every position attends only to itself and earlier ones: prompts padded on the right run unmasked
+    causal = True
+
     def __init__(self, model: nn.Module) -> None:
         check_supported(model)
         lm: Any = model  # a transformers GPT-NeoX LM (check_supported): its parts are not on nn.Module

@@ -64,6 +64,13 @@ class TransformerLensParts:
         """Where the embedding weights (and so the token ids) live."""
         return self.model.embed.W_E.device
 
+    @property
+    def causal(self) -> bool:
+        """Whether every position attends only to itself and earlier ones (then prompts padded on the right run
+        unmasked: no real position reads the padding)."""
+        return all((getattr(b.attn, "_attention_dir_override", None) or self.cfg.attention_dir) == "causal"
+                   for b in self.model.blocks)
+
     def key_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """None: a HookedTransformer takes unpadded token ids here (no attention mask)."""
         return None
