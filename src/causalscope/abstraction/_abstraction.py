@@ -164,7 +164,8 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     meta = {"method": "abstraction_iia", "model": m.name, "causal_model": causal_model.name,
             "alignment": {v: [s.name for s in c] for v, c in zip(variables, cells)}, "n_pairs": P, "tol": tol,
             "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed, "metric": _describe(metric),
-            "data": "given" if data is not None else f"{n} drawn pairs", "chunk_size": chunk_size, "align": align,
+            "data": "given" if data is not None else f"{n} drawn pairs", "n": None if data is not None else n,
+            "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": "interchange-intervention accuracy per variable"}
     return AbstractionResult(out, ("variable", "value"), {"variable": variables, "value": ["mean", "lo", "hi"]},
@@ -235,7 +236,8 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
     meta = {"method": "alignment_search", "model": m.name, "causal_model": causal_model.name, "variable": variable,
             "n_pairs": P, "tol": tol, "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed,
             "layers": [s.name for s in layer_sites], "metric": _describe(metric),
-            "data": "given" if data is not None else f"{n} drawn pairs", "chunk_size": chunk_size, "align": align,
+            "data": "given" if data is not None else f"{n} drawn pairs", "n": None if data is not None else n,
+            "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": f"IIA of single-neuron alignments of {variable}"}
     return AbstractionResult(grid, ("layer", "neuron", "value"),

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core import Site
+from ..core import Site, input_setting
 from ..errors import InputError
 from ._ablation_inputs import ablation_data, check_positions, check_scales, label_pairs, node_sites
 from ._ablation_result import NodeEffects
@@ -85,6 +85,11 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     names = list(sites)
     values = torch.full((len(names), len(scales)), float("nan"), dtype=torch.float64)
     meta: dict[str, Any] = {"method": "node_effects", "ablation": ablation, "positions": pos, "seed": int(seed),
+                            "scales": list(scales), "nodes": names, "ties": ties, "chunk_size": chunk_size,
+                            "pairs": pairs if ablation == "resample" else None,
+                            "inputs": "the case's inputs" if inputs is None else input_setting(inputs),
+                            "labels": "given" if labels is not None else "the case's (or the model's own)",
+                            "circuit": "given" if circuit is not None else "the case's",
                             "title": f"{ablation} ablation, scaled"}
     correct = (d.valid & ~d.wrong(d.predictions, d.labels)).double()
     if ablation == "zero":

@@ -65,6 +65,7 @@ from ._segments import (
     staircase,
     swapped_rows,
 )
+from ._settings import LIST_LIMIT, callable_setting, input_setting
 from ._sites import Site, as_site
 from .adapters import Adapter, ArchitectureWarning, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
@@ -74,7 +75,8 @@ __all__ = [
     "seq_len", "staircase", "sweep_cells", "token_ids", "unique_full_sites", "length_groups",
     "SegmentedLM", "STEP_OVER_TOKEN_LAYER", "TOKEN_LAYER_EXPONENT", "floor_groups",
     "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
-    "POSITION_SWEEPS", "PairMetric", "positions_setting", "aligned_positions", "check_align", "for_pairs",
+    "POSITION_SWEEPS", "PairMetric", "positions_setting", "LIST_LIMIT", "callable_setting", "input_setting",
+    "aligned_positions", "check_align", "for_pairs",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter",
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
