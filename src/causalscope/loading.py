@@ -12,7 +12,7 @@ from torch import nn
 from . import zoo
 from .core import Model
 from .core.adapters import adapter_for
-from .errors import InputError
+from .errors import InputError, close_names
 
 #: ``from_pretrained`` arguments that also locate the tokenizer (same repo, same snapshot, same trust)
 _TOKENIZER_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies",
@@ -42,6 +42,9 @@ def load(model: Any, tokenizer: Any = None, *, name: str | None = None, generic:
         return model
     if isinstance(model, (str, os.PathLike)):
         key = str(model)
+        if not key.strip():
+            raise InputError(f"causalscope.load got an empty name; give a bundled model name "
+                             f"({', '.join(zoo.names())}), a local Hugging Face directory or a Hub id.")
         if key in zoo.REGISTRY:
             _no_kwargs(from_pretrained, f"the bundled model {key!r}")
             module, tok = zoo.REGISTRY[key][0]()
@@ -76,13 +79,61 @@ def _pretrained_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _load_hf_dir(path: Path, tokenizer: Any, name: str | None, generic: bool, kwargs: dict[str, Any]) -> Model:
     if not (path / "config.json").is_file():
         raise InputError(f"{str(path)!r} has no config.json, so it is not a Hugging Face model directory.")
+    _check_hf_dir(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"local_files_only": True, **_pretrained_kwargs(kwargs)}
-    module = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    try:
+        module = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
+    except Exception as err:  # what the checks above cannot see (a corrupt weights file, a config transformers refuses)
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise InputError(f"transformers could not load the Hugging Face directory {str(path)!r} "
+                         f"(AutoModelForCausalLM.from_pretrained): {cause[:600]} Fix the folder (config.json and the "
+                         f"weights written by model.save_pretrained), or load the model yourself and pass the "
+                         f"module to causalscope.load.") from err
     if tokenizer is None and any((path / f).is_file() for f in _TOKENIZER_FILES):
         tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k in _TOKENIZER_KWARGS})
     return Model(adapter_for(module, tokenizer, name or path.name, generic), name or path.name)
+
+
+#: the files ``save_pretrained`` writes the weights to (single file or sharded, with its index)
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                 "pytorch_model.bin.index.json")
+
+
+def _check_hf_dir(path: Path) -> None:
+    """A local Hugging Face folder's config.json is JSON, names a ``model_type`` transformers knows, and the folder
+    holds weights: else a clear error before transformers is asked (its own errors name none of the fixes)."""
+    import json
+
+    where = str(path / "config.json")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{where!r} is not valid JSON ({err}); a Hugging Face config.json is the JSON object that "
+                         f"model.config.save_pretrained(folder) writes.") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{where!r} holds a JSON {type(config).__name__}, not an object; a Hugging Face config.json "
+                         f"is the JSON object that model.config.save_pretrained(folder) writes.")
+    mtype = config.get("model_type")
+    if not isinstance(mtype, str) or not mtype:
+        raise InputError(f"{where!r} has no \"model_type\" (e.g. \"gpt2\", \"llama\"), so transformers cannot tell "
+                         f"which architecture to build. Add it, or re-save the model with save_pretrained.")
+    from transformers import CONFIG_MAPPING
+
+    if mtype not in CONFIG_MAPPING:
+        import transformers
+
+        close = close_names(mtype, list(CONFIG_MAPPING.keys()), n=3)
+        hint = f" Closest known: {', '.join(map(repr, close))}." if close else ""
+        raise InputError(f"{where!r} has model_type {mtype!r}, which transformers {transformers.__version__} does not "
+                         f"know.{hint} Fix the model_type, or upgrade transformers (a model that needs its own code "
+                         f"is not loaded from a folder: build it yourself and pass the module).")
+    weights = [*_WEIGHT_FILES, "*.safetensors", "*.bin", "*.h5", "*.msgpack", "*.gguf"]
+    if not any(any(path.glob(pattern)) for pattern in weights):
+        raise InputError(f"{str(path)!r} has a config.json but no weights (no {', '.join(_WEIGHT_FILES)}). Save "
+                         f"the model with model.save_pretrained(folder), or build it from the config and pass the "
+                         f"module: causalscope.load(AutoModelForCausalLM.from_config(config)).")
 
 
 def _load_hub(key: str, path: Path, tokenizer: Any, name: str | None, generic: bool,

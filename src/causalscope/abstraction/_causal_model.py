@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..errors import InputError, close_names
+from ..errors import InputError, check_seed, close_names
 from ._counterfactuals import CounterfactualDataset
 
 Values = dict[str, list[Any]]
@@ -70,6 +70,12 @@ class CausalModel:
         self.inputs = tuple(v for v, ps in self.parents.items() if not ps)
         self.variables = self._topological_order()
         self.mechanisms: dict[str, Callable[..., Any]] = {}
+        if not isinstance(mechanisms, Mapping):
+            raise InputError(f"mechanisms must be a dict {{variable: function of its parents}}, got "
+                             f"{type(mechanisms).__name__}.")
+        if not isinstance(values, Mapping):
+            raise InputError(f"values must be a dict {{input variable: [possible values]}}, got "
+                             f"{type(values).__name__}.")
         for var, fn in dict(mechanisms).items():
             if var not in self.parents:
                 raise InputError(f"A mechanism is given for {var!r}, which is not a variable. "
@@ -88,6 +94,9 @@ class CausalModel:
             if var not in self.parents:
                 raise InputError(f"A value set is given for {var!r}, which is not a variable. "
                                  f"{_close(var, self.parents)}")
+            if isinstance(vs, (str, bytes, Mapping)) or not isinstance(vs, Iterable):
+                raise InputError(f"The value set of {var!r} must be a list of values (e.g. range(10) or ['a', 'b']), "
+                                 f"got {type(vs).__name__} {vs!r:.40}.")
             vs = list(vs)
             if not vs:
                 raise InputError(f"The value set of {var!r} is empty.")
@@ -108,6 +117,8 @@ class CausalModel:
             raise InputError(f"encode must be a callable {{input: [values]}} -> model input, "
                              f"got {type(encode).__name__}.")
         self._encode = encode
+        if not isinstance(name, str):
+            raise InputError(f"name must be a string, got {type(name).__name__} {name!r}.")
         self.name = name
 
     def _topological_order(self) -> tuple[str, ...]:
@@ -202,7 +213,7 @@ class CausalModel:
     def sample_inputs(self, n: int, seed: int = 0) -> Values:
         """``n`` input rows drawn uniformly from the value sets (seeded): ``{input: [n values]}``."""
         n = positive_int(n, "n")
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         out: Values = {}
         for v in self.inputs:
             idx = torch.randint(len(self.values[v]), (n,), generator=g).tolist()
@@ -267,7 +278,7 @@ class CausalModel:
                 raise InputError(f"vary={v!r}: only inputs can be varied; the inputs are {list(self.inputs)}.")
             if len(self.values[v]) < 2:
                 raise InputError(f"Cannot vary {v!r}: its value set has a single value.")
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         base_idx = {v: torch.randint(len(self.values[v]), (n,), generator=g) for v in self.inputs}
         src_idx = {}
         for v in self.inputs:

@@ -1,12 +1,13 @@
 """Counterfactual datasets: base / source input pairs that differ in chosen variables."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, check_int, check_seed
 
 
 class CounterfactualDataset:
@@ -61,14 +62,21 @@ def counterfactuals(vary: str | Sequence[str] = "A", n: int = 50, *, variables: 
     other variables are copied. Drawn from a ``torch.Generator`` seeded with ``seed``.
     """
     vary = [vary] if isinstance(vary, str) else list(vary)
+    if not vary:
+        raise InputError(f"vary is empty: name at least one of the variables {list(variables)} to change between "
+                         f"base and source (with none, every source equals its base).")
     bad = [v for v in vary if v not in variables]
     if bad:
         raise InputError(f"Cannot vary {bad}: the variables are {list(variables)}.")
+    if isinstance(values, torch.Tensor):
+        values = values.reshape(-1).tolist()
+    if isinstance(values, (str, bytes)) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                   for v in values):
+        raise InputError(f"values must be a list of numbers (the values each variable takes), got {values!r:.60}.")
     if len(values) < 2:
         raise InputError("values needs at least two entries to make a source differ from its base.")
-    if n < 1:
-        raise InputError(f"n must be >= 1, got {n}.")
-    g = torch.Generator().manual_seed(seed)
+    n = check_int(n, "n", low=1, hint="It is the number of base / source pairs.")
+    g = torch.Generator().manual_seed(check_seed(seed))
     vals = torch.tensor(list(values), dtype=torch.float32)
     k = len(vals)
     base_idx = torch.randint(k, (n, len(variables)), generator=g)

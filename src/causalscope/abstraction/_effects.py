@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -28,7 +29,7 @@ from ..core import (
     token_ids,
     unique_full_sites,
 )
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_number, check_seed
 from ..loading import load
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._counterfactuals import CounterfactualDataset
@@ -135,10 +136,18 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     ...                  "resid_pre", metric=cs.logit_diff(5, 9), align="end")
     """
     m = load(model)
-    if not 0 < ci < 1:
-        raise InputError(f"ci must be in (0, 1), got {ci}.")
-    if n_boot < 1:
-        raise InputError(f"n_boot must be >= 1, got {n_boot}.")
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise InputError(f"ci must be in (0, 1), got {ci!r}.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
+        raise InputError(f"n_boot must be >= 1, got {n_boot!r} (an int: the number of bootstrap resamples).")
+    check_number(tol, "tol", low=0, hint="It is how far an interchanged output may be from the source's and count "
+                                         "as a hit.")
+    seed = check_seed(seed)
+    check_flag(per_example, "per_example")
+    if sites == "neurons" and per is None and positions is not None:
+        raise InputError("positions= restricts a sweep over positions ('resid_pre', 'resid_post', 'attn', 'mlp', "
+                         "or one site with per='position'); the 'neurons' sweep has none, so it would be ignored. "
+                         "Drop positions=, or select positions in a site: cs.Site(name, positions=[...]).")
     if align not in (None, "start", "end"):
         raise InputError(f"align must be 'start' or 'end' (or None), got {align!r}.")
     if isinstance(data, CounterfactualDataset):

@@ -9,6 +9,7 @@ layers, positions, heads or neurons. Shared by activation patching, attribution 
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,12 @@ def segment_safe(batch: Batch) -> bool:
 def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] | None, T: int,
            clean_in: Any) -> tuple[tuple[str, ...], dict[str, list], list[Cell]]:
     L = int(m.n_layers or 0)
+    sweeps_positions = (isinstance(sites, str) and sites in GRIDS and sites != "heads") or per == "position"
+    if positions is not None and not sweeps_positions:
+        raise InputError(f"positions= restricts a sweep over positions ('resid_pre', 'resid_post', 'attn', 'mlp', or "
+                         f"one site with per='position'); this sweep ({sites!r:.60}"
+                         f"{f', per={per!r}' if per else ''}) has none, so it would be ignored. Drop positions=, or "
+                         f"select positions in the site: cs.Site(name, positions=[...]).")
     if isinstance(sites, str) and sites in GRIDS:
         if not L:
             raise InputError(f"The sweep {sites!r} needs a transformer with layers; {m.name} has none known. "
@@ -240,7 +247,13 @@ def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] 
         cells = [Cell((l, t), make(l, t)) for l in range(L) for t in pos]
         return ("layer", "position"), {"layer": list(range(L)), "position": pos}, cells
     if per is not None:
-        site = sites if isinstance(sites, Site) else Site(str(sites))
+        if per not in ("neuron", "position", "head"):
+            raise InputError(f"per must be 'neuron', 'position' or 'head', got {per!r}.")
+        if not isinstance(sites, (str, Site)):
+            raise InputError(f"per={per!r} sweeps one site, so sites must be one site name or cs.Site; got "
+                             f"{type(sites).__name__} {sites!r:.60}. For several sites call once per site, or drop "
+                             f"per=.")
+        site = sites if isinstance(sites, Site) else Site(sites)
         return _per(m, site, per, positions, T, clean_in)
     if isinstance(sites, (str, Site)):
         sites = [sites]
@@ -257,14 +270,44 @@ def sweep_cells(m: Model, sites: Any, per: str | None, positions: Sequence[int] 
     return ("site",), {"site": [c.label[0] for c in cells]}, cells
 
 
-def _positions(positions: Sequence[int] | None, T: int) -> list[int]:
+def position_list(positions: Any) -> list[int] | None:
+    """A sweep's ``positions`` as a list of ints (None: every position); anything else raises, naming the fix.
+
+    >>> position_list(range(2, 4)), position_list(None)
+    ([2, 3], None)
+    """
     if positions is None:
+        return None
+    if isinstance(positions, slice):
+        raise InputError(f"positions must be a list of ints, got {positions!r}: a sweep does not take a slice (it "
+                         f"could select nothing without a word). List the positions, e.g. positions=list(range(2, 5)).")
+    if isinstance(positions, torch.Tensor) and not (positions.is_floating_point() or positions.is_complex()) \
+            and positions.ndim <= 1:
+        positions = positions.reshape(-1).tolist()
+    if isinstance(positions, (str, bytes, Mapping)) or not isinstance(positions, (Sequence, range)):
+        raise InputError(f"positions must be a list of ints (token positions; negative count from the end), got "
+                         f"{type(positions).__name__} {positions!r:.60}." +
+                         (f" For one position write positions=[{positions}]." if isinstance(positions, int) else ""))
+    items = list(positions)
+    bad = [p for p in items if isinstance(p, bool) or not isinstance(p, numbers.Integral)]
+    if bad:
+        raise InputError(f"positions must be ints; got {bad[0]!r} in {items!r:.80}.")
+    if not items:
+        raise InputError("positions is empty: list at least one token position, or pass None for all of them.")
+    return [int(p) for p in items]
+
+
+def _positions(positions: Sequence[int] | None, T: int) -> list[int]:
+    given = position_list(positions)
+    if given is None:
         if not T:
             raise InputError("A position sweep needs token inputs (batch, positions).")
         return list(range(T))
-    pos = [int(p) % T if T else int(p) for p in positions]
-    if T and any(not -T <= int(p) < T for p in positions):
-        raise InputError(f"positions {list(positions)} out of range for {T} tokens.")
+    if T and any(not -T <= p < T for p in given):
+        raise InputError(f"positions {given} out of range for {T} tokens (valid: -{T} .. {T - 1}).")
+    pos = [p % T if T else p for p in given]
+    if len(set(pos)) != len(pos):
+        raise InputError(f"positions {given} name a position twice (on {T} tokens they are {pos}); list each once.")
     return pos
 
 

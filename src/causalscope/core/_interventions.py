@@ -7,12 +7,13 @@ build them once and reuse them across rows; the engine groups rows that share on
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from ..errors import InterventionError
+from ..errors import InterventionError, check_flag, check_int, check_seed
 
 
 def _check_align(align: Any) -> None:
@@ -140,6 +141,9 @@ class Patch(Intervention):
 
     def __post_init__(self) -> None:
         _check_align(self.align)
+        if self.row is not None:
+            self.row = check_int(self.row, "Patch row", low=0, error=InterventionError,
+                                 hint="It picks one row of the source run (None: row i for base row i).")
 
     def key(self) -> tuple:
         return ("Patch", id(self.source), self.row, self.align)
@@ -160,8 +164,12 @@ class Add(Intervention):
 
     def __post_init__(self) -> None:
         self.direction = _check_tensor("Add direction", self.direction)
-        if not math.isfinite(float(self.strength)):
-            raise InterventionError(f"Add strength must be finite, got {self.strength!r}.")
+        if isinstance(self.strength, torch.Tensor) and self.strength.numel() == 1:
+            self.strength = float(self.strength)
+        if isinstance(self.strength, bool) or not isinstance(self.strength, numbers.Real) \
+                or not math.isfinite(float(self.strength)):
+            raise InterventionError(f"Add strength must be finite, got {self.strength!r} (a number: the multiple of "
+                                    f"the direction added).")
 
     def key(self) -> tuple:
         return ("Add", id(self.direction), float(self.strength))
@@ -181,7 +189,7 @@ class Scale(Intervention):
 
     def __post_init__(self) -> None:
         try:
-            ok = math.isfinite(float(self.factor))
+            ok = not isinstance(self.factor, bool) and math.isfinite(float(self.factor))
         except (TypeError, ValueError):
             ok = False
         if not ok:
@@ -242,6 +250,7 @@ class Resample(Intervention):
 
     def __post_init__(self) -> None:
         _check_align(self.align)
+        self.seed = check_seed(self.seed, "Resample seed", InterventionError)
 
     def key(self) -> tuple:
         return ("Resample", id(self.source), int(self.seed), self.align)
@@ -279,11 +288,13 @@ class Noise(Intervention):
 
     def __post_init__(self) -> None:
         try:
-            ok = math.isfinite(float(self.std)) and float(self.std) >= 0
+            ok = not isinstance(self.std, bool) and math.isfinite(float(self.std)) and float(self.std) >= 0
         except (TypeError, ValueError):
             ok = False
         if not ok:
             raise InterventionError(f"Noise std must be a finite number >= 0, got {self.std!r}.")
+        self.seed = check_seed(self.seed, "Noise seed", InterventionError)
+        check_flag(self.replace, "Noise replace", InterventionError)
         if self.draws is not None:
             self.draws = _check_tensor("Noise draws", self.draws)
 
@@ -325,7 +336,18 @@ class Project(Intervention):
             raise InterventionError(f"Project basis must be (d, k); got shape {tuple(self.basis.shape)}.")
         if self.keep not in ("onto", "off"):
             raise InterventionError(f"Project keep must be 'onto' or 'off', got {self.keep!r}.")
-        self.basis = torch.linalg.qr(self.basis.double()).Q.to(self.basis.dtype)
+        d, k = self.basis.shape
+        if k > d:
+            raise InterventionError(f"Project basis has more vectors ({k}) than dimensions ({d}); pass it as (d, k) "
+                                    f"with k <= d (one column per direction).")
+        b = self.basis.double()
+        rank = int(torch.linalg.matrix_rank(b, rtol=max(d, k) * torch.finfo(self.basis.dtype).eps))
+        if rank < k:
+            raise InterventionError(f"Project basis {tuple(self.basis.shape)} has rank {rank}, not {k}: "
+                                    f"{'its columns are zero' if rank == 0 else 'its columns are linearly dependent'}, "
+                                    f"so orthonormalising it would add {k - rank} arbitrary direction(s). Pass "
+                                    f"{k - rank} fewer, independent columns (the span you mean).")
+        self.basis = torch.linalg.qr(b).Q.to(self.basis.dtype)
 
     def key(self) -> tuple:
         return ("Project", id(self.basis), self.keep)

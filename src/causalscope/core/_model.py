@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError, PlanError, check_flag
 from ._engine import Engine, Run
 from ._engine_ops import compile_ops
 from ._guard import preserved
@@ -49,6 +50,8 @@ class Model:
 
     def site_names(self, pattern: str | None = None) -> list[str]:
         """Every site name (canonical names first), optionally filtered by a glob: ``m.site_names("layers.*.mlp")``."""
+        if pattern is not None and not isinstance(pattern, str):
+            raise InputError(f"pattern must be a glob string such as 'layers.*.mlp', got {type(pattern).__name__}.")
         names = self.adapter.site_names()
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
 
@@ -95,6 +98,17 @@ class Model:
         ``.grad``). ``metric``: a function of the output tensor returning one value per row.
         ``keep_kv``: keep Hugging Face key/value caches (for segmented forwards).
         """
+        for what, sites in (("cache", cache), ("grads", grads)):
+            if isinstance(sites, (str, Site)):
+                raise PlanError(f"{what} must be a list of sites, got the single site {sites!r}: write "
+                                f"{what}=[{sites!r}] (a string would be read as a list of its characters).")
+        if metric is not None and not callable(metric):
+            raise PlanError(f"metric must be a function of the output returning one value per row (e.g. "
+                            f"cs.logit_diff(...) or lambda y: y[:, -1, 5]), got {type(metric).__name__} "
+                            f"{metric!r:.60}.")
+        for what, flag in (("keep_kv", keep_kv), ("keep_output", keep_output), ("progress", progress)):
+            if flag is not None:
+                check_flag(flag, what, PlanError)
         return self.engine.run(inputs, edits, cache=cache, grads=grads, metric=metric, input_index=input_index,
                                chunk_size=chunk_size, keep_output=keep_output, keep_kv=keep_kv, progress=progress)
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ._cells import position_list
 from ._metrics import call_metric, is_last_only
 
 #: sweeps over token positions (per layer), whose positions must line up across prompt lengths
@@ -38,7 +39,7 @@ def aligned_positions(positions: Sequence[int] | None, align: str | None, length
                          f"or align='start' (positions from each prompt's first token).")
     if positions is None:
         return list(range(T_min)) if align == "start" else list(range(-T_min, 0))
-    pos = [int(p) for p in positions]
+    pos = position_list(positions) or []
     ok = (lambda p: 0 <= p < T_min) if align == "start" else (lambda p: -T_min <= p < 0)
     if not all(ok(p) for p in pos):
         want = f"0 .. {T_min - 1}" if align == "start" else f"-{T_min} .. -1"

@@ -17,14 +17,15 @@ are in ``_probe_fit``, :class:`SteeringCheck` and the steering run in ``_probe_s
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..core import Site, as_site
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_int, check_seed
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._inputs import PROBE_NEEDS_LABELS, check_labels, count_inputs, split_data
@@ -222,8 +223,10 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
     Returns a :class:`ProbeResult` (dims ``site x metric``).
     """
     m = load(model)
-    if not 0 < test_size < 1:
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
         raise InputError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+    seed = check_seed(seed)
+    check_flag(standardize, "standardize")
     if not (isinstance(C, (int, float)) and C > 0):
         raise InputError(f"C (inverse regularisation strength) must be a positive number, got {C!r}.")
     site_list = [as_site(s) for s in ([sites] if isinstance(sites, (Site, str)) else list(sites))]
@@ -323,9 +326,16 @@ def probe_steering(model: Any, data: Any, site: Site | str, source: Any, target:
     class scores instead; the softmax is then over those.
     """
     m = load(model)
+    if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Iterable) or not all(
+            isinstance(s, numbers.Real) and not isinstance(s, bool) for s in strengths):
+        raise InputError(f"strengths must be a non-empty list of finite numbers, got {strengths!r:.60}.")
     strengths = [float(s) for s in strengths]
     if not strengths or not all(np.isfinite(strengths)):
         raise InputError(f"strengths must be a non-empty list of finite numbers, got {strengths!r}.")
+    seed = check_seed(seed)
+    if max_inputs is not None:
+        check_int(max_inputs, "max_inputs", low=1, hint="It caps the inputs of the source class that are steered "
+                                                        "(None: all of them).")
     if not isinstance(n_random, int) or n_random < 1:
         raise InputError(f"n_random must be a positive int (random control directions), got {n_random!r}.")
     s_obj = as_site(site)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..core import ApplyContext, Intervention, Site
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_seed
 from ..loading import load
 from ..results import LabelledArray, index_runs, quantiles, resolve_backend
 from ._inputs import as_site_arg, n_inputs, progress_for, readout_fn, split_data
@@ -50,7 +50,7 @@ def corrupt(x: torch.Tensor, corruption: Corruption = "noise", *, scale: float =
                          f"a function inputs -> corrupted inputs.")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale < 0:
         raise InputError(f"scale must be a finite number >= 0, got {scale!r}.")
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    g = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "shuffle":
@@ -275,6 +275,10 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     model is not changed.
     """
     m = load(model)
+    seed = check_seed(seed)
+    check_flag(all_sites, "all_sites")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale < 0:
+        raise InputError(f"scale must be a finite number >= 0, got {scale!r}.")
     X, _ = split_data(inputs, None, need_labels=False)
     if isinstance(X, (str, list)) and (tokenize := getattr(m.adapter, "tokenize", None)) is not None:
         X = tokenize(X)

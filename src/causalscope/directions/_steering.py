@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..core import Add
-from ..errors import InputError
+from ..errors import InputError, check_flag
 from ..loading import load
 from ..results import LabelledArray, heatmap, resolve_backend
 from ._classes import DirectionsResult
@@ -44,6 +44,9 @@ def _direction_tensor(direction: Any, what: str = "direction") -> torch.Tensor:
     if direction.ndim == 0 or not torch.isfinite(direction).all():
         raise InputError(f"{what} must be a finite vector shaped like the site's selection (e.g. (d,)); got "
                          f"shape {tuple(direction.shape)}" + ("" if direction.ndim == 0 else " with NaN / inf") + ".")
+    if not bool(direction.any()):
+        raise InputError(f"{what} is all zeros (shape {tuple(direction.shape)}): adding it changes nothing, so every "
+                         f"strength would give the unsteered output. Pass the vector to steer along.")
     return direction.detach()
 
 
@@ -385,6 +388,7 @@ def steering_matrix(model: Any, data: Any, site: Any, directions: Any, strength:
     The model is not changed.
     """
     m = load(model)
+    check_flag(baseline, "baseline")
     st = as_site_arg(site)
     X, y = split_data(data, labels, need_labels=True)
     assert y is not None

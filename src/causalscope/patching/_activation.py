@@ -25,7 +25,7 @@ from ..core import (
     sweep_cells,
     unique_full_sites,
 )
-from ..errors import InputError
+from ..errors import InputError, check_flag
 from ..loading import load
 from ._pairs import Part, split_pairs
 from ._result import PatchingResult
@@ -85,6 +85,9 @@ def activation_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "re
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
     check_align(align)
+    check_flag(per_example, "per_example")
+    if progress is not None:
+        check_flag(progress, "progress")
     metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "activation_patching")

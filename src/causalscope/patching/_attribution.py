@@ -19,7 +19,7 @@ from ..core import (
     sweep_cells,
     unique_full_sites,
 )
-from ..errors import InputError
+from ..errors import InputError, check_flag
 from ..loading import load
 from ..results import resolve_backend
 from ._pairs import Part, split_pairs
@@ -129,6 +129,7 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
     check_align(align)
+    check_flag(per_example, "per_example")
     metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "attribution_patching")

@@ -207,6 +207,10 @@ def _check_shapes(batch: Batch, base: Batch) -> None:
     for (k, a), (_, b) in zip(mine, theirs):
         if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
             raise InputError(f"The inputs' {k} is {type(a).__name__}, the baseline's {type(b).__name__}.")
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype != b.dtype:
+            raise InputError(f"dtype mismatch between inputs and baseline ({k}): the inputs are {a.dtype}, the "
+                             f"baseline {b.dtype}. The path between them needs one dtype: convert the baseline with "
+                             f"baseline.to({a.dtype}).")
         if isinstance(a, torch.Tensor) and a.ndim > 0 and a.shape[1:] != b.shape[1:]:
             raise InputError(f"Shape mismatch between inputs and baseline ({k}): the inputs are "
                              f"{tuple(a.shape)}, the baseline {tuple(b.shape)}. Give a baseline shaped like one "

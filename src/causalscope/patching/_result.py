@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from ..errors import check_int
 from ..results import LabelledArray, resolve_backend
 
 EXPLANATION = """\
@@ -79,6 +80,7 @@ class PatchingResult(LabelledArray):
 
     def top(self, k: int = 5) -> list[dict[str, Any]]:
         """The ``k`` cells with the largest |score| per direction, as dicts (direction, cell, score)."""
+        k = check_int(k, "k", low=1, hint="It is how many cells to list per direction.")
         out = []
         for name in self.coords["direction"]:
             a = self.sel(direction=name)

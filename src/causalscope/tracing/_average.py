@@ -7,10 +7,10 @@ from typing import Any, Literal, cast
 import torch
 
 from ..core import Model, SegmentedLM, tqdm
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_int, check_seed
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._grouped import grouped_traces
-from ._trace import Kind, TraceResult, _lm, causal_trace, embedding_std
+from ._trace import Kind, TraceResult, _lm, causal_trace, check_noise_std, check_settings, embedding_std
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")
@@ -23,6 +23,10 @@ def token_classes(b: int, e: int, T: int) -> dict[str, list[int]]:
     >>> token_classes(1, 4, 8)["middle subject tokens"]
     [2]
     """
+    b, e, T = check_int(b, "b", low=0), check_int(e, "e", low=1), check_int(T, "T", low=1)
+    if not b < e <= T:
+        raise InputError(f"token_classes needs a subject span 0 <= b < e <= T (tokens [b, e) of a T-token prompt); "
+                         f"got b={b}, e={e}, T={T}.")
     return {
         "first subject token": [b],
         "middle subject tokens": list(range(b + 1, e - 1)),
@@ -34,6 +38,9 @@ def token_classes(b: int, e: int, T: int) -> dict[str, list[int]]:
 
 
 def _facts(facts: Iterable[Any]) -> list[tuple[str, str, str | None]]:
+    if isinstance(facts, (str, bytes)) or not isinstance(facts, Iterable):
+        raise InputError(f"facts must be a list of facts, each (prompt, subject[, answer]); got "
+                         f"{type(facts).__name__} {facts!r:.60}.")
     out = []
     for f in facts:
         if isinstance(f, (tuple, list)) and len(f) in (2, 3):
@@ -143,16 +150,33 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     """
     m, lm = _lm(model)
     items = _facts(facts)
+    if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
+        raise InputError(f"kinds must be a non-empty list of 'hidden', 'mlp', 'attn' (e.g. kinds=['mlp']); got "
+                         f"{kinds!r}.")
+    bad = [k for k in kinds if k not in ("hidden", "mlp", "attn")]
+    if bad:
+        raise InputError(f"kind must be 'hidden', 'mlp' or 'attn', got {bad[0]!r} (in kinds={list(kinds)!r}).")
+    if len(set(kinds)) != len(kinds):
+        raise InputError(f"kinds lists a kind twice: {list(kinds)!r}; list each of 'hidden', 'mlp', 'attn' once.")
+    for k in kinds:
+        samples = check_settings(k, window, samples, noise)
+    check_int(n_boot, "n_boot", low=1, hint="It is the number of bootstrap resamples of the facts.")
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise InputError(f"ci must lie in (0, 1), got {ci}.")
+    seed = check_seed(seed)
+    check_flag(require_correct, "require_correct")
+    if progress is not None:
+        check_flag(progress, "progress")
+    if schedule not in ("grouped", "per_fact"):
+        raise InputError(f"schedule must be 'grouped' or 'per_fact', got {schedule!r}.")
+    _check_answers(items)
     if isinstance(noise, str):
         try:
             mult = float(noise.lower().rstrip("x"))
         except ValueError:
             raise InputError(f"noise={noise!r}: use a float, a multiple like '3x', or an explicit tensor.") from None
         noise = mult * embedding_std(m, [s for _, s, _ in items])
-    if not 0 < ci < 1:
-        raise InputError(f"ci must lie in (0, 1), got {ci}.")
-    if schedule not in ("grouped", "per_fact"):
-        raise InputError(f"schedule must be 'grouped' or 'per_fact', got {schedule!r}.")
+        check_noise_std(noise, False, f"{mult:g} x the embedding std of the facts' subjects")
     L = int(m.n_layers or 0)
     per_kind: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
     traces, used = [], []
@@ -202,6 +226,14 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
                         "stat": ["mean", "ci_low", "ci_high"]}, meta, name="indirect effect")
     res.traces = traces
     return res
+
+
+def _check_answers(items: list[tuple[str, str, str | None]]) -> None:
+    """Every answer a fact gives is a non-empty string (compared with the model's prediction, as text)."""
+    for i, (prompt, _, answer) in enumerate(items):
+        if answer is not None and (not isinstance(answer, str) or not answer.strip()):
+            raise InputError(f"Fact {i} ({prompt!r:.50}): the answer must be a non-empty string (the word the model "
+                             f"should predict), got {answer!r}.")
 
 
 def _by_class(r: TraceResult, n_layers: int) -> torch.Tensor:

@@ -1,13 +1,14 @@
 """ROME causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT") at the compute floor."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import torch
 
 from ..core import Model, Noise, SegmentedLM, Site, segmented
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_int, check_seed
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._batched import batched_scores
@@ -36,9 +37,15 @@ def subject_range(model: Any, prompt: str, subject: str) -> tuple[int, int]:
     (3, 4)
     """
     m, lm = _lm(model)
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
+        raise InputError(f"The prompt must be a string (one prompt: the text whose next token states the fact); "
+                         f"got {type(prompt).__name__}. For many facts use trace_average.")
+    if not prompt.strip():
         raise InputError("The prompt is empty: give the text whose next token states the fact.")
-    if not isinstance(subject, str) or not subject.strip():
+    if not isinstance(subject, str):
+        raise InputError(f"The subject must be a string (words of the prompt to corrupt); got "
+                         f"{type(subject).__name__} {subject!r:.40}.")
+    if not subject.strip():
         raise InputError("The subject is empty: give the words of the prompt to corrupt.")
     tok = m.tokenizer
     ids = lm.tokenize(prompt)[0].tolist()
@@ -74,6 +81,9 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
     m, lm = _lm(model)
     if isinstance(subjects, str):
         subjects = [subjects]
+    if not isinstance(subjects, (list, tuple)) or not all(isinstance(s, str) for s in subjects):
+        raise InputError(f"subjects must be a list of strings (the subjects whose token embeddings set the noise "
+                         f"scale); got {subjects!r:.80}.")
     ids = [lm.tokenize(s)[0] for s in subjects]
     if not ids:
         raise InputError("embedding_std needs at least one subject.")
@@ -169,13 +179,30 @@ class TraceResult(LabelledArray):
         return fig
 
 
+def check_noise_std(std: float, replace: bool, what: str) -> None:
+    """A noise std must be finite and >= 0; 0 corrupts nothing (unless the subject is replaced by the noise), so the
+    trace would be flat: refused, naming the fix (a subject whose token embeddings are all equal has std 0).
+
+    >>> check_noise_std(0.3, False, "noise")
+    """
+    if not (math.isfinite(std) and std >= 0):
+        raise InputError(f"noise std must be a finite number >= 0, got {std} ({what}).")
+    if std == 0 and not replace:
+        raise InputError(f"The noise std is 0 ({what}): the corrupted run would equal the clean one and the trace "
+                         f"would be flat. A subject whose token embeddings have zero variance gives this with "
+                         f"noise='3x': pass an absolute noise (e.g. noise=0.1) or 3 * cs.embedding_std(model, "
+                         f"subjects) over many subjects.")
+
+
 def _noise_draws(m: Model, lm: SegmentedLM, noise: Any, samples: int, n_sub: int, subject: str,
-                 seed: int) -> tuple[torch.Tensor, float]:
+                 seed: int, replace: bool = False) -> tuple[torch.Tensor, float]:
     d = int(lm.d_model)
     if isinstance(noise, torch.Tensor):
         if noise.ndim != 3 or noise.shape[1:] != (n_sub, d):
             raise InputError(f"An explicit noise tensor must be shaped (samples, subject tokens, d_model) = "
                              f"(samples, {n_sub}, {d}); got {tuple(noise.shape)}.")
+        if not torch.isfinite(noise).all():
+            raise InputError("The explicit noise tensor holds NaN or inf values; draws must be finite.")
         return noise.float(), float("nan")
     if isinstance(noise, str):
         try:
@@ -184,14 +211,16 @@ def _noise_draws(m: Model, lm: SegmentedLM, noise: Any, samples: int, n_sub: int
             raise InputError(f"noise={noise!r}: use a float (absolute std), a multiple of the subject embedding "
                              f"std such as '3x', or an explicit tensor of draws.") from None
         std = mult * embedding_std(m, [subject])
+        check_noise_std(std, replace, f"{noise!r} of the subject's embedding std")
     else:
+        if isinstance(noise, bool):
+            raise InputError(f"noise must be a float, a string like '3x' or a tensor; got {noise!r}.")
         try:
             std = float(noise)
         except (TypeError, ValueError):
             raise InputError(f"noise must be a float, a string like '3x' or a tensor; "
                              f"got {type(noise).__name__}.") from None
-    if not std >= 0:
-        raise InputError(f"noise std must be >= 0, got {std}.")
+        check_noise_std(std, replace, "the noise std given")
     g = torch.Generator().manual_seed(int(seed))
     return std * torch.randn(samples, n_sub, d, generator=g), std
 
@@ -204,13 +233,10 @@ def check_settings(kind: str, window: Any, samples: Any, noise: Any) -> int:
     """
     if kind not in ("hidden", "mlp", "attn"):
         raise InputError(f"kind must be 'hidden', 'mlp' or 'attn', got {kind!r}.")
-    if not isinstance(window, int) or window < 1:
-        raise InputError(f"window must be an int >= 1, got {window!r}.")
+    check_int(window, "window", low=1)
     if isinstance(noise, torch.Tensor):
         samples = int(noise.shape[0]) if noise.ndim == 3 else samples
-    if not isinstance(samples, int) or samples < 1:
-        raise InputError(f"samples must be an int >= 1, got {samples!r}.")
-    return samples
+    return check_int(samples, "samples", low=1)
 
 
 def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden", window: int = 10,
@@ -257,18 +283,24 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
     if schedule not in ("auto", "floor", "batched"):
         raise InputError(f"schedule must be 'auto', 'floor' or 'batched', got {schedule!r}.")
     samples = check_settings(kind, window, samples, noise)
+    seed = check_seed(seed)
+    check_flag(replace, "replace")
+    if progress is not None:
+        check_flag(progress, "progress")
+    target_id = _target_id(m, target) if target is not None else None
     b, e = subject_range(m, prompt, subject)
     ids = lm.tokenize(prompt).to(lm.device)
+    m.adapter.prepare(ids)  # a run's input checks (no more tokens than the model has positions) before any pass
     L = int(m.n_layers or 0)
     tokens = [m.tokenizer.decode([int(i)]) for i in ids[0]]
-    draws, std = _noise_draws(m, lm, noise, samples, e - b, subject, seed)
+    draws, std = _noise_draws(m, lm, noise, samples, e - b, subject, seed, replace)
 
     block_in = [Site(f"layers.{i}", io="input") for i in range(L)]
     kind_sites = [f"layers.{i}.{kind}" for i in range(L)] if kind != "hidden" else []
     sever_sites = [f"layers.{i}.{sever}" for i in range(L)] if sever else []
     clean = m.run(ids, cache=[f"layers.{i}" for i in range(L)] + kind_sites)
     logits = cast(torch.Tensor, clean.output)[0, -1]  # no metric, so the run keeps its output
-    answer_id = _target_id(m, target) if target is not None else int(logits.argmax())
+    answer_id = target_id if target_id is not None else int(logits.argmax())
     high = float(logits.softmax(-1)[answer_id])
     metric = lambda y: y[:, -1].float().softmax(-1)[:, answer_id]  # noqa: E731
 
@@ -312,11 +344,23 @@ def trace_result(m: Model, scores: torch.Tensor, prompt: str, subject: str, kind
 
 
 def _target_id(m: Model, target: str | int) -> int:
-    if isinstance(target, int):
+    """The token id of a trace's ``target``: an id in the vocabulary, or a word that is one known token."""
+    vocab = getattr(getattr(m.adapter, "config", None), "vocab_size", None)
+    if isinstance(target, int) and not isinstance(target, bool):
+        if target < 0 or (isinstance(vocab, int) and target >= vocab):
+            raise InputError(f"target {target} is not a token id of {m.name} "
+                             f"(valid: 0 .. {vocab - 1 if vocab else '?'}).")
         return target
+    if not isinstance(target, str) or not target.strip():
+        raise InputError(f"target must be a token (a non-empty string) or a token id (an int); got "
+                         f"{type(target).__name__} {target!r}.")
     ids = m.tokenizer(target, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         ids = m.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         raise InputError(f"target {target!r} is not a single token (tokens: {ids}); give one token or its id.")
+    unk = getattr(m.tokenizer, "unk_token_id", None)
+    if unk is not None and int(ids[0]) == unk and target.strip() != str(getattr(m.tokenizer, "unk_token", "")):
+        raise InputError(f"target {target!r} is not in the tokenizer's vocabulary (it would be the unknown token "
+                         f"{m.tokenizer.unk_token!r}, id {unk}); give a word the model knows, or its token id.")
     return int(ids[0])

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 W1 = [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]
 B1 = [4.89, 7.10, 7.30]
 W2 = [[0.1, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 0.0]]
@@ -40,6 +42,9 @@ class Adder(nn.Module):
     def forward(self, x: torch.Tensor | Sequence[float]) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             x = torch.tensor([list(x)], dtype=torch.float32)
+        if x.ndim == 0 or x.shape[-1] != 3:
+            raise InputError(f"The adder takes inputs shaped (batch, 3): the columns A, B, C; got "
+                             f"{tuple(x.shape)}.")
         return self.l3(self.l2(self.l1(x.float())))
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 FOLDER = "digits-mlp"
 WEIGHTS, INFO = "model.safetensors", "training.json"
 
@@ -40,6 +42,9 @@ class DigitsMLP(nn.Module):
         self.fc4 = nn.Linear(64, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 0 or x[0].numel() != self.in_features:
+            raise InputError(f"The digits MLP takes {self.in_features} values per input ((batch, {self.in_features}), "
+                             f"or images of that many pixels); got inputs shaped {tuple(x.shape)}.")
         x = x.reshape(x.shape[0], self.in_features).float()
         return self.fc4(self.act3(self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))))
 

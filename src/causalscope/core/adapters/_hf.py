@@ -171,12 +171,31 @@ class HFCausalLMAdapter(Adapter):
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             raise InputError(f"Token ids must lie in [0, {vocab}); got values from {int(ids.min())} "
                              f"to {int(ids.max())}.")
+        most = self.max_positions
+        if most is not None and ids.shape[1] > most:
+            raise InputError(f"The input has {ids.shape[1]} tokens, but {self.name} has position embeddings for "
+                             f"at most {most} ({self.arch.family}'s learned positions). Shorten the prompt (or keep "
+                             f"its last {most} tokens).")
         lengths = right_padded_lengths(kwargs.get("attention_mask"), ids)
         kwargs["input_ids"] = ids.to(self.device)
         if "attention_mask" in kwargs and isinstance(kwargs["attention_mask"], torch.Tensor):
             kwargs["attention_mask"] = kwargs["attention_mask"].to(self.device)
         kwargs.setdefault("use_cache", False)
         return Batch((), kwargs, int(ids.shape[0]), int(ids.shape[1]), lengths=lengths)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most tokens a prompt may have: the size of a learned position table (GPT-2, GPT-Neo, OPT); None
+        where positions are computed (rotary, ALiBi) and any length runs.
+
+        >>> cs.load("tiny-gpt2").adapter.max_positions
+        64
+        """
+        table = self._part(self.arch.pos_embed)
+        n = getattr(table, "num_embeddings", None)
+        if not isinstance(n, int):
+            return None
+        return n - int(getattr(table, "offset", 0) or 0)  # OPT's table starts 2 rows in
 
     def segment(self, hidden: torch.Tensor, layer: int = 0, pos: int = 0, past: KV | None = None,
                 stop: int | None = None, last_only: bool = False, head: bool = True) -> Batch:
@@ -242,6 +261,15 @@ class HFCausalLMAdapter(Adapter):
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
+
+    @property
+    def dtypes(self) -> set[torch.dtype]:
+        """The floating-point dtypes of the first block's weights (hidden states must be in one of them).
+
+        >>> cs.load("tiny-gpt2").adapter.dtypes
+        {torch.float32}
+        """
+        return {p.dtype for p in self.layers[0].parameters() if p.is_floating_point()}
 
     def graph_parts(self) -> GPT2Parts | LlamaParts | NeoXParts:
         """The pieces a circuit graph runs (``causalscope.circuits.ComputeGraph``): GPT-2, the Llama family
@@ -331,6 +359,15 @@ class HFCausalLMAdapter(Adapter):
             raise InputError(f"forward_from needs hidden states shaped (batch, tokens, {self.d_model}) (float); got "
                              f"{type(hidden).__name__} {tuple(getattr(hidden, 'shape', ()))} "
                              f"{getattr(hidden, 'dtype', '')}.")
+        dtypes = self.dtypes
+        if dtypes and hidden.dtype not in dtypes:
+            want = sorted(str(d) for d in dtypes)[0]
+            raise InputError(f"forward_from got hidden states of dtype {hidden.dtype}, but {self.name}'s blocks "
+                             f"compute in {', '.join(sorted(str(d) for d in dtypes))}: convert them with "
+                             f"hidden.to({want}).")
+        for what, v in (("layer", layer), ("pos", pos), ("stop", stop)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InputError(f"forward_from's {what} must be an int, got {type(v).__name__} {v!r}.")
         stop = self.n_layers if stop is None else stop
         if not 0 <= layer <= stop <= self.n_layers:
             raise SiteError(f"forward_from needs 0 <= layer <= stop <= {self.n_layers}; got layer={layer}, "

@@ -86,6 +86,11 @@ class TransformerLensAdapter(Adapter):
             inputs = inputs[None]
         if int(inputs.min()) < 0 or int(inputs.max()) >= self.cfg.d_vocab:
             raise InputError(f"Token ids must lie in [0, {self.cfg.d_vocab}).")
+        n_ctx = getattr(self.cfg, "n_ctx", None)
+        uses_table = getattr(self.cfg, "positional_embedding_type", "standard") == "standard"
+        if uses_table and isinstance(n_ctx, int) and inputs.shape[1] > n_ctx:
+            raise InputError(f"The input has {inputs.shape[1]} tokens, but this HookedTransformer has position "
+                             f"embeddings for at most n_ctx={n_ctx}. Shorten the prompt.")
         return Batch((inputs,), {}, int(inputs.shape[0]), int(inputs.shape[1]), lengths=lengths)
 
     def token_layers(self, batch: Batch) -> int | None:
