@@ -94,7 +94,9 @@ def test_score_json_equals_roc(capsys, tmp_path):
 def test_errors_name_the_problem(capsys, argv, msg):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("causalscope: error:") and msg in err
+    # what a terminal shows: one line (a progress bar drawn before the error, on a slow start, is cleared)
+    shown = [line.split("\r")[-1] for line in err.split("\n")]
+    assert shown[1:] == [""] and shown[0].startswith("causalscope: error:") and msg in shown[0], err
 
 
 def test_bad_ablation_is_an_argparse_error(capsys):

@@ -2,7 +2,7 @@
 
 >>> from causalscope.core import Engine, Site, Patch
 >>> Site("layers.1", positions=[2, 3]).name
-'layers.1'
+'layers.1[pos=2,3]'
 
 Families import from here (``from ..core import Engine``), never from a ``core._module``; what two families
 share lives here (docs/decisions/0005-layout.md).

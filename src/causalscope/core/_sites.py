@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -70,6 +70,10 @@ class Site:
     def __post_init__(self) -> None:
         if not isinstance(self.module, str) or not self.module:
             raise SiteError(f"Site module must be a non-empty string, got {self.module!r}.")
+        if "[" in self.module or "]" in self.module:  # a site's name puts its selection in brackets
+            raise SiteError(f"Site module {self.module!r} holds a bracket: give the module path alone and the "
+                            f"selection as arguments (Site('layers.2', positions=[3])), or read a site's name back "
+                            f"with as_site({self.module!r}).")
         if self.io not in ("output", "input"):
             raise SiteError(f"Site io must be 'output' or 'input', got {self.io!r}.")
         object.__setattr__(self, "positions", _as_index(self.positions, "positions"))
@@ -124,31 +128,130 @@ class Site:
 
     @property
     def name(self) -> str:
-        """A readable label, e.g. ``layers.2.mlp[pos=3]``."""
+        """The site as text, e.g. ``layers.2.mlp[pos=3]``: the module, then what it selects.
+
+        >>> Site("act1", neurons=range(128)).name, Site("layers.1", positions=[0, 1, 2, 3, 7, 9, 10, 11]).name
+        ('act1[neurons=0..127]', 'layers.1[pos=0..3,7,9..11]')
+        >>> Site("layers.3", io="input", positions=slice(-2, None)).name
+        'layers.3[input, pos=-2:]'
+
+        Index lists keep their order; a run of three or more consecutive ascending indices is written
+        ``a..b`` (both ends included), a slice ``start:stop[:step]`` as in Python. The name is the site's key in
+        a run's cache: two sites that differ (other than in their subspace's basis, named by its size) have
+        different names, and :func:`as_site` reads a name back into its site.
+        """
         parts = []
         if self.io == "input":
             parts.append("input")
         for label, v in (("pos", self.positions), ("heads", self.heads), ("neurons", self.neurons)):
             if v is not None:
                 parts.append(f"{label}={_fmt(v)}")
+        if self.n_heads is not None:
+            parts.append(f"n_heads={self.n_heads}")
         if self.basis is not None:
             parts.append(f"subspace={self.basis.shape[1]}")
         return self.module + (f"[{', '.join(parts)}]" if parts else "")
+
+    @classmethod
+    def from_name(cls, name: str) -> Site:
+        """The site a :attr:`name` describes: ``Site.from_name("act1[neurons=0..127]")``.
+
+        >>> Site.from_name("layers.3[input, pos=-2:]") == Site("layers.3", io="input", positions=slice(-2, None))
+        True
+
+        Raises :class:`~causalscope.errors.SiteError` for text that is not a site's name, and for a subspace
+        site (its name gives the basis's size, not the basis: pass ``basis=`` to :class:`Site`).
+        """
+        if not isinstance(name, str):
+            raise SiteError(f"A site name is a string, got {type(name).__name__}: {name!r}.")
+        module, bracket, rest = name.partition("[")
+        if not bracket:
+            return cls(name)
+        if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
+            raise SiteError(f"{name!r} is not a site name: write the module, then one bracket of selections, "
+                            f"e.g. 'layers.2.mlp[pos=3, neurons=0..63]'.")
+        kw: dict[str, Any] = {}
+        for part in rest[:-1].split(", "):
+            key, eq, value = part.partition("=")
+            if part == "input" and "io" not in kw:
+                kw["io"] = "input"
+            elif eq and key in _NAME_KEYS and _NAME_KEYS[key] not in kw:
+                if key == "subspace":
+                    raise SiteError(f"{name!r} names a subspace site: its name gives the basis's size, not the basis; "
+                                    f"build it as Site({module!r}, basis=...).")
+                kw[_NAME_KEYS[key]] = _parse_index(value, name) if key != "n_heads" else _parse_int(value, name)
+            else:
+                raise SiteError(f"{name!r} is not a site name: {part!r} is not one of 'input', "
+                                f"{', '.join(repr(k + '=...') for k in _NAME_KEYS)} (each at most once, "
+                                f"separated by ', ').")
+        return cls(module, **kw)
 
     def __str__(self) -> str:
         return self.name
 
 
+#: the most indices one ``a..b`` run of a name may hold (a typo such as 0..10000000000 is refused, not allocated)
+_MAX_RUN = 1 << 24
+#: the selections a site's name may list (its text -> the Site field)
+_NAME_KEYS = {"pos": "positions", "heads": "heads", "neurons": "neurons", "n_heads": "n_heads",
+              "subspace": "basis"}
+
+
 def _fmt(v: tuple[int, ...] | slice) -> str:
+    """An index in a site's name: a slice as ``start:stop[:step]``, a list with its runs of three or more
+    consecutive ascending indices as ``a..b``.
+
+    >>> _fmt((0, 1, 2, 3, 7, 9, 10)), _fmt(slice(None, 4)), _fmt(slice(0, 8, 2))
+    ('0..3,7,9,10', ':4', '0:8:2')
+    """
     if isinstance(v, slice):
-        return f"{'' if v.start is None else v.start}:{'' if v.stop is None else v.stop}"
-    return str(v[0]) if len(v) == 1 else ",".join(map(str, v))
+        ends = ["" if x is None else str(x) for x in (v.start, v.stop)]
+        return ":".join(ends if v.step is None else [*ends, str(v.step)])
+    out, start = [], 0
+    for i in range(1, len(v) + 1):
+        if i == len(v) or v[i] != v[i - 1] + 1:
+            run = v[start:i]
+            out += [f"{run[0]}..{run[-1]}"] if len(run) >= 3 else [str(x) for x in run]
+            start = i
+    return ",".join(out)
+
+
+def _parse_int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SiteError(f"{name!r} is not a site name: {text!r} is not an integer.") from None
+
+
+def _parse_index(text: str, name: str) -> tuple[int, ...] | slice:
+    """What :func:`_fmt` wrote: ``start:stop[:step]`` (a slice) or integers and ``a..b`` runs, comma-separated."""
+    if ":" in text:
+        ends = text.split(":")
+        if len(ends) > 3:
+            raise SiteError(f"{name!r} is not a site name: the slice {text!r} has more than three parts.")
+        return slice(*(None if e == "" else _parse_int(e, name) for e in ends))
+    out: list[int] = []
+    for piece in text.split(","):
+        a, dots, b = piece.partition("..")
+        if dots:
+            lo, hi = _parse_int(a, name), _parse_int(b, name)
+            if hi < lo:
+                raise SiteError(f"{name!r} is not a site name: the run {piece!r} counts down; write a..b with a <= b.")
+            if hi - lo >= _MAX_RUN:
+                raise SiteError(f"{name!r}: the run {piece!r} holds over {_MAX_RUN} indices; no activation is that "
+                                f"wide.")
+            out += range(lo, hi + 1)
+        else:
+            out.append(_parse_int(piece, name))
+    return tuple(out)
 
 
 def as_site(x: Site | str) -> Site:
-    """``"layers.3.mlp"`` -> ``Site("layers.3.mlp")``; a Site passes through."""
+    """``"layers.3.mlp"`` -> ``Site("layers.3.mlp")``; a site's name reads back into its site
+    (``"layers.3[pos=2]"`` -> ``Site("layers.3", positions=[2])``, see :meth:`Site.from_name`); a Site passes
+    through."""
     if isinstance(x, Site):
         return x
     if isinstance(x, str):
-        return Site(x)
+        return Site.from_name(x)
     raise SiteError(f"Expected a Site or a module name, got {type(x).__name__}: {x!r}.")

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,10 +15,12 @@ import numpy as np
 
 from ._figures import resolve_backend
 
-__all__ = ["MAX_LABEL", "heatmap", "set_ticks", "short_label"]
+__all__ = ["MAX_LABEL", "MAX_TICK_TEXT", "heatmap", "integer_axis", "set_ticks", "short_label"]
 
 #: tick labels longer than this (characters) are shortened in plotly heatmaps
 MAX_LABEL = 24
+#: matplotlib tick labels longer than this (characters) are shortened
+MAX_TICK_TEXT = 40
 
 
 def index_runs(text: str) -> str:
@@ -78,19 +81,21 @@ def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
     Colours: ``vmin`` / ``vmax`` bound the scale, ``cmap`` (matplotlib) or ``colorscale`` (plotly, reversed
     with ``reverse``) name it; ``None`` leaves the library's default. ``annotate`` writes each value in its cell,
     white where ``text_dark(value)`` says the colour is dark. matplotlib: a new ``size`` figure unless ``ax`` is
-    given; tick labels are drawn up to ``max_ticks`` per axis (all when ``None``), column labels turned upright
-    past ``rotate_over`` columns; the title in ``title_size`` points (``None``: matplotlib's title size).
+    given; a tick per cell, or every k-th one so that at most ``max_ticks`` per axis are drawn (all when ``None``),
+    always at whole cells; column labels turned upright past ``rotate_over`` columns, labels past
+    :data:`MAX_TICK_TEXT` characters shortened; the title in ``title_size`` points (``None``: matplotlib's).
     plotly: the figure has no fixed width (it follows its container); ``plotly_size`` is (width, height) in
     pixels, of which only the height is used (the width, ``None`` or a number, is ignored). ``categorical`` axes take
     the labels as categories, otherwise cells sit at positions 0, 1, ... with the labels as tick text
-    (repeated or numeric labels stay apart). Tick labels longer than :data:`MAX_LABEL` characters are
-    shortened in the middle (the hover shows them whole); cell text and hover values are rounded to 2 and 4
-    significant decimals. Extra keywords go to ``ax.imshow`` or ``go.Heatmap``.
+    (repeated or numeric labels stay apart; at most ``max_ticks`` ticks). Tick labels longer than
+    :data:`MAX_LABEL` characters are shortened in the middle (the hover shows them whole); cell text and hover
+    values are rounded to 2 and 4 significant decimals. Extra keywords go to ``ax.imshow`` or ``go.Heatmap``.
     """
     if resolve_backend(backend) == "plotly":
         return _plotly(data, rows, cols, title=title, row_title=row_title, col_title=col_title,
                        value_title=value_title, vmin=vmin, vmax=vmax, colorscale=colorscale, reverse=reverse,
-                       annotate=annotate, plotly_size=plotly_size, categorical=categorical, **kw)
+                       annotate=annotate, plotly_size=plotly_size, categorical=categorical, max_ticks=max_ticks,
+                       **kw)
     from matplotlib.figure import Figure
 
     if ax is None:
@@ -115,26 +120,54 @@ def heatmap(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
 
 
 def set_ticks(set_positions: Callable[..., Any], set_labels: Callable[..., Any], labels: Sequence[Any], *,
-              max_ticks: int | None = None, rotate_over: int | None = None) -> None:
-    """One tick per label (as text), none when there are more than ``max_ticks``; upright past ``rotate_over``.
+              max_ticks: int | None = None, rotate_over: int | None = None, limit: int = MAX_TICK_TEXT) -> None:
+    """A tick per label (as text, shortened past ``limit`` characters) at 0, 1, ...; past ``max_ticks`` labels
+    every k-th one (k as small as keeps them within ``max_ticks``); upright past ``rotate_over`` ticks.
 
     >>> from matplotlib.figure import Figure
     >>> ax = Figure().add_subplot()
     >>> set_ticks(ax.set_xticks, ax.set_xticklabels, ["a", "b"])
     >>> [t.get_text() for t in ax.get_xticklabels()]
     ['a', 'b']
+    >>> set_ticks(ax.set_xticks, ax.set_xticklabels, [f"t{i}" for i in range(10)], max_ticks=4)
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['t0', 't3', 't6', 't9']
     """
-    if max_ticks is not None and len(labels) > max_ticks:
-        return
-    set_positions(range(len(labels)))
-    upright = rotate_over is not None and len(labels) > rotate_over
-    set_labels([str(x) for x in labels], rotation=90 if upright else 0)
+    shown = _every(len(labels), max_ticks)
+    set_positions(shown)
+    upright = rotate_over is not None and len(shown) > rotate_over
+    set_labels([short_label(labels[i], limit) for i in shown], rotation=90 if upright else 0)
+
+
+def _every(n: int, most: int | None) -> list[int]:
+    """0 .. n-1, or every k-th of them with k the smallest step that shows at most ``most``."""
+    step = 1 if most is None or n <= most else math.ceil(n / max(1, most))
+    return list(range(0, n, step))
+
+
+def integer_axis(values: Sequence[Any], most: int = 10) -> dict[str, Any] | None:
+    """Plotly axis settings that tick whole numbers only, for an axis whose ``values`` are all integers (None
+    otherwise): ticks 1 apart, or a whole step that shows about ``most`` of them.
+
+    >>> integer_axis([0, 1, 2, 3])
+    {'tickmode': 'linear', 'tick0': 0, 'dtick': 1}
+    >>> integer_axis([0, 12, 24, 47]), integer_axis([0.5, 1.0])
+    ({'tickmode': 'linear', 'tick0': 0, 'dtick': 5}, None)
+
+    (plotly's own ticks on a short integer axis fall at 0, 0.5, 1, ...; matplotlib's ``MaxNLocator(integer=True)``
+    does the same job there.)
+    """
+    nums = [v for v in values if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)]
+    if len(nums) != len(values) or not nums or not all(math.isfinite(v) and float(v) == int(v) for v in nums):
+        return None
+    lo, hi = int(min(nums)), int(max(nums))
+    return {"tickmode": "linear", "tick0": lo, "dtick": max(1, math.ceil((hi - lo) / max(1, most)))}
 
 
 def _plotly(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title: str, row_title: str,
             col_title: str, value_title: str, vmin: float | None, vmax: float | None, colorscale: str | None,
             reverse: bool | None, annotate: bool, plotly_size: tuple[int | None, int] | None, categorical: bool,
-            **kw: Any) -> Any:
+            max_ticks: int | None = None, **kw: Any) -> Any:
     import plotly.graph_objects as go
 
     short = any(len(str(c)) > MAX_LABEL for c in list(cols) + list(rows))
@@ -144,9 +177,11 @@ def _plotly(data: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, title
         yaxis: dict[str, Any] = {"autorange": "reversed", "type": "category", "title_text": row_title}
     else:  # cells at 0, 1, ...: tick text may be shortened (and repeat) without merging cells
         x, y = list(range(len(cols))), list(range(len(rows)))
-        xaxis = {"title_text": col_title, "tickvals": x, "ticktext": [short_label(c) for c in cols]}
-        yaxis = {"title_text": row_title, "tickvals": y, "ticktext": [short_label(r) for r in rows],
-                 "autorange": "reversed"}
+        xs, ys = _every(len(cols), max_ticks), _every(len(rows), max_ticks)
+        xaxis = {"title_text": col_title, "tickmode": "array", "tickvals": xs,
+                 "ticktext": [short_label(cols[i]) for i in xs]}
+        yaxis = {"title_text": row_title, "tickmode": "array", "tickvals": ys,
+                 "ticktext": [short_label(rows[i]) for i in ys], "autorange": "reversed"}
     # hover: the full labels and the value to 4 decimals; cells: the value to 2 decimals, as text (a float32
     # rounded by numpy and printed by JavaScript reads 0.1700000017881393)
     full = np.array([[f"{r}, {c}" for c in cols] for r in rows], dtype=object)

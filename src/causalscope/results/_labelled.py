@@ -16,14 +16,14 @@ import torch
 from causalscope._version import __version__
 
 from ._figures import DEFAULT_BACKEND, resolve_backend
-from ._heatmap import heatmap, set_ticks
+from ._heatmap import heatmap
 from ._html import result_html, show_figures_inline
-from ._labels import AuxCoords, check_aux, jsonable_meta, normalise_label, token_labels, tuplify
+from ._labels import AuxCoords, axis_labels, check_aux, jsonable_meta, normalise_label, token_labels, tuplify
+from ._lines import line
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["LabelledArray", "load_result"]
 
@@ -380,7 +380,10 @@ class LabelledArray:
     def plot(self, ax: Axes | None = None, backend: str = DEFAULT_BACKEND, **kw: Any) -> Any:
         """1-D: line plot against the coords; 2-D: heatmap. Returns a matplotlib Figure,
         or a plotly ``go.Figure`` with ``backend="plotly"`` (``ax`` is then ignored).
-        Extra keywords go to ``ax.plot``/``ax.imshow`` or ``go.Scatter``/``go.Heatmap``."""
+        Extra keywords go to ``ax.plot``/``ax.imshow`` or ``go.Scatter``/``go.Heatmap``.
+
+        A dim with a ``token`` auxiliary coordinate is labelled with its tokens (``"3: Paris"``); an axis of
+        integer coordinates (layers) ticks at whole numbers only."""
         if self.ndim == 0:
             raise ValueError(f"nothing to plot: {self._name!r} is a single value ({self._values.item()!r})")
         if self.ndim > 2:
@@ -392,54 +395,20 @@ class LabelledArray:
         backend = resolve_backend(backend)
         if self.ndim == 2:
             rows, cols = self._dims
-            return heatmap(self.numpy(), self._coords[rows], self._coords[cols], title=self._title, row_title=rows,
+            return heatmap(self.numpy(), self._ticks(rows), self._ticks(cols), title=self._title, row_title=rows,
                            col_title=cols, value_title=self._name, backend=backend, ax=ax, size=(7, 4.5),
                            max_ticks=_MAX_TICK_LABELS, rotate_over=8, title_size=None, categorical=False, **kw)
-        if backend == "plotly":
-            return self._line_plotly(**kw)
-        return self._line_matplotlib(ax, **kw)
+        (d,) = self._dims
+        return line(self.numpy(), self._coords[d], self._ticks(d) if "token" in self._aux else None, x_title=d,
+                    name=self._name, title=self._title, backend=backend, ax=ax, max_ticks=_MAX_TICK_LABELS, **kw)
 
     @property
     def _title(self) -> str:
         return str(self._meta.get("title") or self._name)
 
-    def _line_matplotlib(self, ax: Axes | None, **kw: Any) -> Figure | SubFigure:
-        from matplotlib.figure import Figure
-
-        fig: Figure | SubFigure
-        if ax is None:
-            fig = Figure(figsize=(7, 3.5), layout="constrained")
-            ax = fig.add_subplot()
-        else:
-            fig = ax.figure
-        (d,) = self._dims
-        labels = self._coords[d]
-        if all(_is_number(x) for x in labels):
-            ax.plot(labels, self.numpy(), **kw)
-        else:
-            ax.plot(range(len(labels)), self.numpy(), **kw)
-            set_ticks(ax.set_xticks, ax.set_xticklabels, labels, max_ticks=_MAX_TICK_LABELS, rotate_over=8)
-        ax.set_xlabel(d)
-        ax.set_ylabel(self._name)
-        ax.set_title(self._title)
-        return fig
-
-    def _line_plotly(self, **kw: Any) -> Any:
-        import plotly.graph_objects as go
-
-        data = self.numpy()
-        fig = go.Figure()
-        (d,) = self._dims
-        labels = self._coords[d]
-        if all(_is_number(x) for x in labels):
-            fig.add_trace(go.Scatter(x=labels, y=data, mode="lines+markers", name=self._name, **kw))
-        else:
-            fig.add_trace(go.Scatter(x=list(range(len(labels))), y=data, mode="lines+markers",
-                                     name=self._name, text=[str(x) for x in labels], **kw))
-            fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=[str(x) for x in labels])
-        fig.update_layout(xaxis_title=d, yaxis_title=self._name)
-        fig.update_layout(title={"text": self._title})
-        return fig
+    def _ticks(self, dim: str) -> list[str]:
+        """The tick labels of ``dim``: its coords, with the tokens where a ``token`` coordinate runs along it."""
+        return axis_labels(self._coords[dim], self._aux, dim)
 
 
 def load_result(path: str | os.PathLike[str]) -> LabelledArray:
@@ -484,10 +453,6 @@ def load_result(path: str | os.PathLike[str]) -> LabelledArray:
 
 # ---------------------------------------------------------------------- helpers
 _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 show_figures_inline()  # Jupyter shows the figures plot() returns, without %matplotlib inline

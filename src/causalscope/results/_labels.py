@@ -73,6 +73,26 @@ def token_labels(tokens: Sequence[Sequence[str]], positions: Sequence[Label]) ->
     return out
 
 
+def axis_labels(coords: Sequence[Label], aux: Mapping[str, tuple[str, Sequence[Label]]], dim: str) -> list[str]:
+    """Tick labels of ``dim``: each coordinate label, with the token there when a ``token`` auxiliary coordinate
+    runs along ``dim`` (``"3: Paris"``; the token's surrounding spaces dropped, a blank token shown quoted).
+
+    >>> axis_labels([0, 1, 2], {"token": ("position", ["The", " Eiffel", None])}, "position")
+    ['0: The', '1: Eiffel', '2']
+    >>> axis_labels([0, 1], {}, "layer")
+    ['0', '1']
+    """
+    tokens = aux.get("token")
+    if tokens is None or tokens[0] != dim:
+        return [str(c) for c in coords]
+    return [str(c) if t is None else f"{c}: {_token_text(t)}" for c, t in zip(coords, tokens[1])]
+
+
+def _token_text(t: Label) -> str:
+    text = str(t)
+    return text.strip() or repr(text)
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...errors import InputError
 from ._figures import write_plot
+from ._progress import JSON_HELP, Steps
 
 _SWEEPS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
 
@@ -49,9 +50,13 @@ def _tok(x: Any) -> Any:
 def _sites(args: argparse.Namespace) -> Any:
     if len(args.sites) == 1 and args.sites[0] in _SWEEPS:
         return args.sites[0]
+    import dataclasses
+
     from ...core import Site
 
-    sites = [Site(s, io=args.io) for s in args.sites]
+    # a site name may select a part, as results name sites: layers.2.mlp[pos=3, neurons=0..63]
+    sites = [dataclasses.replace(site, io="input") if args.io == "input" else site
+             for site in map(Site.from_name, args.sites)]
     return sites[0] if args.per else sites
 
 
@@ -71,12 +76,18 @@ def cmd_patch(args: argparse.Namespace) -> int:
     from ...loading import load
     from ...patching import activation_patching
 
-    m = load(args.model)
-    clean, corrupted = _inputs(m, args.clean, "clean"), _inputs(m, args.corrupted, "corrupted")
-    metric = _metric(m, args, clean, corrupted)
-    r = activation_patching(m, clean, corrupted, _sites(args), metric, direction=args.direction, per=args.per,
-                            progress=False if args.json else None)
-    write_plot(lambda backend: r.plot(backend=backend), args.out)
+    with Steps(args, 3 + bool(args.out)) as step:
+        step(f"loading {args.model}")
+        m = load(args.model)
+        step("the metric")
+        clean, corrupted = _inputs(m, args.clean, "clean"), _inputs(m, args.corrupted, "corrupted")
+        metric = _metric(m, args, clean, corrupted)
+        step("patching")
+        r = activation_patching(m, clean, corrupted, _sites(args), metric, direction=args.direction, per=args.per,
+                                progress=step.progress)
+        if args.out:
+            step("writing the figure")
+        write_plot(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"dims": list(r.dims), "coords": r.coords, "scores": r.values.tolist(),
                           "raw": r.meta["raw"], "clean_metric": r.meta["clean_metric"],
@@ -96,15 +107,33 @@ def cmd_patch(args: argparse.Namespace) -> int:
 def cmd_attribute(args: argparse.Namespace) -> int:
     from ...loading import load
 
-    m = load(args.model)
-    clean, corrupted = _inputs(m, args.input, "input"), _inputs(m, args.baseline, "baseline")
-    if args.atp:
-        from ...patching import attribution_patching
+    if not args.atp and len(args.site) != 1:
+        raise InputError("attribute (integrated gradients) takes one --site.")
+    r: Any  # attribution patching or integrated gradients
+    with Steps(args, 3 + bool(args.out)) as step:
+        step(f"loading {args.model}")
+        m = load(args.model)
+        step("the metric")
+        clean, corrupted = _inputs(m, args.input, "input"), _inputs(m, args.baseline, "baseline")
+        if args.atp:
+            from ...patching import attribution_patching
 
-        metric = _metric(m, args, clean, corrupted)
-        sites = _sites(argparse.Namespace(sites=args.site, io=args.io, per=args.per))
-        r = attribution_patching(m, clean, corrupted, sites, metric, direction=args.direction, per=args.per)
+            metric = _metric(m, args, clean, corrupted)
+            sites = _sites(argparse.Namespace(sites=args.site, io=args.io, per=args.per))
+            step("attribution patching")
+            r = attribution_patching(m, clean, corrupted, sites, metric, direction=args.direction, per=args.per)
+        else:
+            from ...patching import integrated_gradients
+
+            metric = None if args.target is not None or m.tokenizer is None else _metric(m, args, clean, corrupted)
+            step("integrated gradients")
+            r = integrated_gradients(m, clean, corrupted, args.site[0], target=args.target, metric=metric,
+                                     steps=args.steps, method=args.method, attribute_to=args.io,
+                                     progress=step.progress)
+        if args.out:
+            step("writing the figure")
         write_plot(lambda backend: r.plot(backend=backend), args.out)
+    if args.atp:
         if args.json:
             print(json.dumps({"dims": list(r.dims), "coords": r.coords, "scores": r.values.tolist(),
                               "metric": r.meta["metric"]}, indent=1, default=str))
@@ -112,27 +141,19 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         for d in r.coords["direction"]:
             _print_grid(f"attribution patching, {d} estimate", r.sel(direction=d))
         return 0
-    from ...patching import integrated_gradients
-
-    if len(args.site) != 1:
-        raise InputError("attribute (integrated gradients) takes one --site.")
-    metric = None if args.target is not None or m.tokenizer is None else _metric(m, args, clean, corrupted)
-    ig = integrated_gradients(m, clean, corrupted, args.site[0], target=args.target, metric=metric,
-                              steps=args.steps, method=args.method, attribute_to=args.io)
-    write_plot(lambda backend: ig.plot(backend=backend), args.out)
-    attr = ig.values
+    attr = r.values
     per_unit = attr.sum(-1) if attr.ndim == 3 else attr
     if args.json:
-        print(json.dumps({"dims": list(ig.dims), "attributions": attr.tolist(), "per_unit": per_unit.tolist(),
-                          "delta": ig.meta.get("delta"), "settings": {k: ig.meta.get(k) for k in
-                                                                      ("steps", "method", "site", "attribute_to")}},
+        print(json.dumps({"dims": list(r.dims), "attributions": attr.tolist(), "per_unit": per_unit.tolist(),
+                          "delta": r.meta.get("delta"), "settings": {k: r.meta.get(k) for k in
+                                                                     ("steps", "method", "site", "attribute_to")}},
                          indent=1, default=str))
         return 0
     print(f"integrated gradients at {args.site[0]} ({args.io}), {args.steps} steps, {args.method}")
     for i, row in enumerate(per_unit.tolist()):
         row = row if isinstance(row, list) else [row]
         print(f"  input {i}: " + " ".join(f"{v:+.4f}" for v in row))
-    print(f"completeness delta: {ig.meta.get('delta')}")
+    print(f"completeness delta: {r.meta.get('delta')}")
     return 0
 
 
@@ -150,13 +171,14 @@ def add_parsers(sub: Any) -> None:
                         help="sweep one site per neuron / position / head")
     common.add_argument("--direction", default="both", choices=["denoise", "noise", "both"])
     common.add_argument("--out", default=None, help="write the plot to this image file")
-    common.add_argument("--json", action="store_true")
+    common.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = sub.add_parser("patch", parents=[common], help="activation patching in both directions, with asymmetry")
     p.add_argument("--clean", action="append", required=True, help="clean prompt, or numbers 1,0 (repeat for more)")
     p.add_argument("--corrupted", action="append", required=True, help="corrupted prompt / numbers (one per --clean)")
     p.add_argument("--sites", nargs="+", default=["resid_pre"],
-                   help=f"a sweep ({', '.join(_SWEEPS)}) or site names (e.g. layers.1.mlp model.0)")
+                   help=f"a sweep ({', '.join(_SWEEPS)}) or site names (e.g. layers.1.mlp model.0 "
+                        f"'layers.2[pos=3, neurons=0..63]')")
     p.set_defaults(fn=cmd_patch)
 
     a = sub.add_parser("attribute", parents=[common], help="layer integrated gradients (or --atp: attribution "

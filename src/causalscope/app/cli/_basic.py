@@ -9,6 +9,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any, cast
 
+from ._progress import JSON_HELP, Steps
+
 if TYPE_CHECKING:
     import torch
 
@@ -28,7 +30,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_sites(args: argparse.Namespace) -> int:
     from ...loading import load
 
-    names = load(args.model).site_names(args.pattern)
+    with Steps(args, 1) as step:
+        step(f"loading {args.model}")
+        names = load(args.model).site_names(args.pattern)
     print(json.dumps(names, indent=2) if args.json else "\n".join(names))
     return 0
 
@@ -36,8 +40,11 @@ def cmd_sites(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ...loading import load
 
-    m = load(args.model)
-    run = m.run(args.prompt, cache=args.cache)
+    with Steps(args, 2) as step:
+        step(f"loading {args.model}")
+        m = load(args.model)
+        step("running the prompt")
+        run = m.run(args.prompt, cache=args.cache)
     logits = cast("torch.Tensor", run.output)[0, -1]  # no metric, so the run keeps its output
     top = logits.softmax(-1).topk(min(args.top, logits.numel()))
     result: dict[str, Any] = {
@@ -59,17 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     mo = sub.add_parser("models", help="list the bundled models")
-    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--json", action="store_true", help="print the list as JSON")
     mo.set_defaults(fn=cmd_models)
     s = sub.add_parser("sites", help="list a model's site names")
     s.add_argument("--model", required=True)
     s.add_argument("--pattern", default=None, help="glob, e.g. 'layers.*.mlp'")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(fn=cmd_sites)
     r = sub.add_parser("run", help="run a prompt, show the next-token distribution and cached activations")
     r.add_argument("--model", required=True)
     r.add_argument("--prompt", required=True)
     r.add_argument("--cache", nargs="*", default=[])
     r.add_argument("--top", type=int, default=5)
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help=JSON_HELP)
     r.set_defaults(fn=cmd_run)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._figures import write_plot
+from ._progress import JSON_HELP, Steps
 
 #: CLI method names -> ``circuits.discover`` method names
 METHODS = {"eap": "eap", "eap-ig": "eap_ig", "acdc": "acdc", "edge": "edge_patching", "node": "node_patching"}
@@ -83,7 +84,12 @@ def case_info(name: str) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     from ...circuits import case_names
 
-    rows = [case_info(n) for n in case_names()]
+    names = case_names()
+    rows = []
+    with Steps(args, len(names)) as step:
+        for n in names:
+            step(f"loading {n}")
+            rows.append(case_info(n))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -99,10 +105,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ...circuits import node_effects
 
-    case = _case(args.case)
-    r = node_effects(case, ablation=args.ablation, scales=_scales(args.scales), pairs=_pairs(args.pairs),
-                     seed=args.seed, progress=False)
-    _save(lambda backend: r.plot(backend=backend), args.out)
+    scales, pairs = _scales(args.scales), _pairs(args.pairs)
+    with Steps(args, 2 + bool(args.out)) as step:
+        step(f"loading {args.case}")
+        case = _case(args.case)
+        step(f"{args.ablation} ablation of every node")
+        r = node_effects(case, ablation=args.ablation, scales=scales, pairs=pairs, seed=args.seed,
+                         progress=step.progress)
+        if args.out:
+            step("writing the figure")
+        _save(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"case": case.name, **r.to_dict()}, indent=1, default=str))
         return 0
@@ -112,10 +124,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _discover(case: Any, method: str, args: argparse.Namespace) -> Any:
+#: the discovery methods that take ``progress=`` (the others are one forward and backward pass)
+WITH_PROGRESS = ("acdc", "edge_patching", "node_patching")
+
+
+def _discover(case: Any, method: str, args: argparse.Namespace, progress: bool = False) -> Any:
     from ...circuits import discover
 
     kw: dict[str, Any] = {"seed": args.seed}
+    if method in WITH_PROGRESS:
+        kw["progress"] = progress
     if method == "acdc" and getattr(args, "threshold", None) is not None:
         kw["threshold"] = args.threshold
     if method == "eap_ig" and getattr(args, "steps", None) is not None:
@@ -128,20 +146,25 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from ...errors import InputError
 
     method = _method(args.method)
-    case = _case(args.case)
-    r = _discover(case, method, args)
-    if method == "acdc":
-        circ = r.circuit()
-    elif args.threshold is not None:
-        circ = r.circuit(threshold=args.threshold)
-    else:
-        circ = None
-    try:
-        auroc: float | None = roc(r, case.circuit).auroc
-    except InputError:
-        auroc = None  # e.g. node scores where every scored node is in the circuit
-    top = r.top(args.top)
-    _save(lambda backend: r.plot(backend=backend, k=args.top), args.out)
+    with Steps(args, 2 + bool(args.out)) as step:
+        step(f"loading {args.case}")
+        case = _case(args.case)
+        step(method)
+        r = _discover(case, method, args, step.progress)
+        if method == "acdc":
+            circ = r.circuit()
+        elif args.threshold is not None:
+            circ = r.circuit(threshold=args.threshold)
+        else:
+            circ = None
+        try:
+            auroc: float | None = roc(r, case.circuit).auroc
+        except InputError:
+            auroc = None  # e.g. node scores where every scored node is in the circuit
+        top = r.top(args.top)
+        if args.out:
+            step("writing the figure")
+        _save(lambda backend: r.plot(backend=backend, k=args.top), args.out)
     if args.json:
         res: dict[str, Any] = {"case": case.name, "method": method, "level": r.level, "corrupted": args.corrupted,
                                "scores": dict(zip(r.names, r.values.tolist())),
@@ -173,21 +196,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     if not names:
         raise InputError(f"--methods needs at least one of {', '.join(METHODS)}.")
     methods = {m.strip(): _method(m) for m in names}
-    case = _case(args.case)
     curves: dict[str, Any] = {}
     out: dict[str, dict[str, Any]] = {}
-    for label, method in methods.items():
-        r = _discover(case, method, args)
-        try:
-            c = roc(r, case.circuit, level=args.level)
-        except InputError as e:
-            out[label] = {"method": method, "auroc": None, "error": str(e)}
-            continue
-        curves[label] = c
-        out[label] = {"method": method, "auroc": c.auroc, "n_positive": c.n_positive, "n_negative": c.n_negative,
-                      "fpr": c.fpr.tolist(), "tpr": c.tpr.tolist()}
-    if curves:
-        _save(lambda backend: plot_roc(curves, backend=backend), args.out)
+    with Steps(args, 1 + len(methods) + bool(args.out)) as step:
+        step(f"loading {args.case}")
+        case = _case(args.case)
+        for label, method in methods.items():
+            step(method)
+            r = _discover(case, method, args, step.progress)
+            try:
+                c = roc(r, case.circuit, level=args.level)
+            except InputError as e:
+                out[label] = {"method": method, "auroc": None, "error": str(e)}
+                continue
+            curves[label] = c
+            out[label] = {"method": method, "auroc": c.auroc, "n_positive": c.n_positive,
+                          "n_negative": c.n_negative, "fpr": c.fpr.tolist(), "tpr": c.tpr.tolist()}
+        if curves:
+            if args.out:
+                step("writing the figure")
+            _save(lambda backend: plot_roc(curves, backend=backend), args.out)
     if args.json:
         print(json.dumps({"case": case.name, "corrupted": args.corrupted, "level": args.level or "edge",
                           "methods": out}, indent=1))
@@ -210,13 +238,13 @@ def add_parsers(sub: Any) -> None:
                                         "scoring against the true circuit")
     csub = p.add_subparsers(dest="circuits_command", required=True)
     lp = csub.add_parser("list", help="the shipped cases: sizes, output kind, circuit size")
-    lp.add_argument("--json", action="store_true")
+    lp.add_argument("--json", action="store_true", help=JSON_HELP)
     lp.set_defaults(fn=cmd_list)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--case", required=True, help=f"a shipped case: {', '.join(case_names())}")
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--json", action="store_true")
+    common.add_argument("--json", action="store_true", help=JSON_HELP)
     common.add_argument("--out", "--plot", dest="out", default=None,
                         help="write the plot here (.html: interactive; else an image); --plot is the old name")
 

@@ -9,11 +9,13 @@ import argparse
 import sys
 from typing import Any
 
+from ._progress import Steps
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import build_report
 
-    path = build_report(args.out)
+    path = build_report(args.out, progress=True)  # a bar over the report's sections
     print(f"report written: {path}")
     if args.check:
         from ..report import check_layout, check_report, find_chromium
@@ -21,10 +23,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if find_chromium() is None:
             print("chromium not found: skipped the browser check (apt-get install chromium)", file=sys.stderr)
         else:
-            res = check_report(path)
+            with Steps(args, 2) as step:
+                step("drawing every figure in chromium")
+                res = check_report(path)
+                step("measuring the layout")
+                layout = check_layout(path)
             print(f"browser check: {res['drawn']}/{res['n_figures']} figures drew"
                   + (f"; JS errors: {res['js_errors']}" if res["js_errors"] else ""))
-            layout = check_layout(path)
             widths = " and ".join(f"{w} px" for w in layout["widths"])
             print(f"layout check at {widths}: " + ("every figure fits its card" if layout["ok"] else
                                                    f"{len(layout['problems'])} problems"))

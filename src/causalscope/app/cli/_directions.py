@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._figures import plot_of, write_plot
+from ._progress import JSON_HELP, Steps
 
 
 def _data(args: argparse.Namespace) -> Any:
@@ -31,14 +32,20 @@ def _pairs(r: Any, k: int) -> list[dict[str, Any]]:
 
 def cmd_directions(args: argparse.Namespace) -> int:
     from ...directions import class_directions
+    from ...loading import load
 
-    r = class_directions(args.model, _data(args), args.site)
-    sim = r.similarity()
-    pairs = _pairs(r, args.top)
-    if args.out:
-        p = Path(args.out)
-        write_plot(lambda backend: sim.plot(backend=backend), args.out)
-        write_plot(lambda backend: r.plot(backend=backend), str(p.with_name(f"{p.stem}-bars{p.suffix}")))
+    with Steps(args, 2 + bool(args.out)) as step:
+        step(f"loading {args.model} and digits({args.split!r})")
+        m, data = load(args.model), _data(args)
+        step(f"class directions at {args.site}")
+        r = class_directions(m, data, args.site)
+        sim = r.similarity()
+        pairs = _pairs(r, args.top)
+        if args.out:
+            step("writing the figures")
+            p = Path(args.out)
+            write_plot(lambda backend: sim.plot(backend=backend), args.out)
+            write_plot(lambda backend: r.plot(backend=backend), str(p.with_name(f"{p.stem}-bars{p.suffix}")))
     classes = list(r.coords["class"])
     if args.json:
         print(json.dumps({"model": args.model, "site": args.site, "split": args.split, "classes": classes,
@@ -63,20 +70,26 @@ def cmd_directions(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from ...directions import PROBE_METRICS as METRICS
     from ...directions import probe
+    from ...loading import load
 
-    data = _data(args)
-    r = probe(args.model, data, args.sites, test_size=args.test_size, seed=args.seed, C=args.C)
     checks = {}
-    if args.steer:
-        source, target = (int(v) if v.lstrip("-").isdigit() else v for v in args.steer)
-        for s in args.sites:
-            checks[s] = r.steer_check(args.model, data, s, source, target, args.strengths, n_random=args.n_random,
-                                      seed=args.seed)
-    if args.out:
-        p = Path(args.out)
-        write_plot(lambda backend: r.plot(backend=backend), args.out)
-        for s, chk in checks.items():
-            write_plot(plot_of(chk), str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
+    with Steps(args, 2 + (len(args.sites) if args.steer else 0) + bool(args.out)) as step:
+        step(f"loading {args.model} and digits({args.split!r})")
+        m, data = load(args.model), _data(args)
+        step(f"probes at {len(args.sites)} sites")
+        r = probe(m, data, args.sites, test_size=args.test_size, seed=args.seed, C=args.C)
+        if args.steer:
+            source, target = (int(v) if v.lstrip("-").isdigit() else v for v in args.steer)
+            for s in args.sites:
+                step(f"steering at {s}")
+                checks[s] = r.steer_check(m, data, s, source, target, args.strengths, n_random=args.n_random,
+                                          seed=args.seed)
+        if args.out:
+            step("writing the figures")
+            p = Path(args.out)
+            write_plot(lambda backend: r.plot(backend=backend), args.out)
+            for s, chk in checks.items():
+                write_plot(plot_of(chk), str(p.with_name(f"{p.stem}-steer-{s}{p.suffix}")))
     if args.json:
         res: dict[str, Any] = {
             "model": args.model, "split": args.split,
@@ -107,7 +120,7 @@ def add_parsers(sub: Any) -> None:
     common.add_argument("--split", default="test", choices=["test", "train", "all"],
                         help="which part of causalscope.data.digits to use (default test)")
     common.add_argument("--out", default=None, help="write the plot to this image file")
-    common.add_argument("--json", action="store_true")
+    common.add_argument("--json", action="store_true", help=JSON_HELP)
 
     d = sub.add_parser("directions", parents=[common], help="class directions at a site and their cosine similarity")
     d.add_argument("--site", required=True, help="site name, e.g. act2")

@@ -7,9 +7,10 @@ plot written: out/effect.png
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
+
+from ._progress import say
 
 
 def write_plot(make: Callable[[str], Any], out: str | os.PathLike[str] | None) -> None:
@@ -23,7 +24,7 @@ def write_plot(make: Callable[[str], Any], out: str | os.PathLike[str] | None) -
     from ...results import backend_for, save_figure
 
     save_figure(make(backend_for(out)), out)
-    print(f"plot written: {out}", file=sys.stderr)
+    say(f"plot written: {out}")
 
 
 def plot_of(result: Any) -> Callable[[str], Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _attribution, _basic, _circuits, _demo, _directions, _mediation, _tracing
+from ._progress import say
 
 #: the command groups, in the order ``causalscope --help`` lists their commands
 GROUPS = (_demo, _basic, _tracing, _attribution, _mediation, _directions, _circuits)
@@ -102,11 +103,11 @@ _SHOWN: set[str] = set()
 
 def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
               line: str | None = None) -> None:
-    """A warning as one line on stderr, each text once per command."""
+    """A warning as one line on stderr (above a progress bar), each text once per command."""
     text = f"causalscope: warning: {message}"
     if text not in _SHOWN:
         _SHOWN.add(text)
-        print(text, file=sys.stderr)
+        say(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failure while computing (one line; ``CAUSALSCOPE_DEBUG=1`` shows the traceback), 130 interrupted."""
     args = _parser().parse_args(argv)
     from ...errors import CausalScopeError, CausalScopeWarning, UnknownTokenWarning
+
+    _SHOWN.clear()  # each warning once per command, and again in the next command (main called twice in a process)
 
     try:
         check_out(getattr(args, "out", None))

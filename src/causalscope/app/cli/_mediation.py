@@ -6,15 +6,23 @@ import json
 from typing import Any
 
 from ._figures import write_plot
+from ._progress import JSON_HELP, Steps
 
 
 def cmd_mediate(args: argparse.Namespace) -> int:
     from ...abstraction import STATS, counterfactuals, mediation
+    from ...loading import load
 
-    ds = counterfactuals(vary=args.vary, n=args.n, seed=args.seed)
+    ds = counterfactuals(vary=args.vary, n=args.n, seed=args.seed)  # checks --vary and --n before any loading
     sites: Any = args.sites[0] if len(args.sites) == 1 and args.sites[0] == "neurons" else args.sites
-    r = mediation(args.model, ds, sites, tol=args.tol, n_boot=args.n_boot, seed=args.seed)
-    write_plot(lambda backend: r.plot(backend=backend), args.out)
+    with Steps(args, 2 + bool(args.out)) as step:
+        step(f"loading {args.model}")
+        m = load(args.model)
+        step(f"mediation over {args.n} pairs, {args.n_boot} bootstrap draws")
+        r = mediation(m, ds, sites, tol=args.tol, n_boot=args.n_boot, seed=args.seed)
+        if args.out:
+            step("writing the figure")
+        write_plot(lambda backend: r.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"dims": list(r.dims), "coords": r.coords, "values": r.values.tolist(),
                           "meta": {k: r.meta[k] for k in ("varied", "n_pairs", "tol", "n_boot", "ci", "iia_rule")}},
@@ -51,5 +59,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the IIA heatmap to this image file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(fn=cmd_mediate)

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 
 from ...errors import InputError
 from ._figures import plot_of, write_plot
+from ._progress import JSON_HELP, Steps
 
 Kind = Literal["hidden", "mlp", "attn"]
 
@@ -42,15 +43,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     # argparse's choices= has checked --kind
     kinds: list[Kind] = ["hidden", "mlp", "attn"] if args.kind == "all" else [cast(Kind, args.kind)]
-    model, window = window_for(args.model, args.window)
-    results = [causal_trace(model, args.prompt, args.subject, kind=k, samples=args.samples,
-                            noise=_noise_arg(args.noise), window=window, seed=args.seed,
-                            target=args.target, progress=not args.json) for k in kinds]
-    if args.out:
-        out = Path(args.out)
-        for r in results:
-            path = out if len(results) == 1 else out.with_name(f"{out.stem}-{r.kind}{out.suffix}")
-            write_plot(plot_of(r), path)
+    with Steps(args, 1 + len(kinds) + bool(args.out)) as step:
+        step(f"loading {args.model}")
+        model, window = window_for(args.model, args.window)
+        results = []
+        for k in kinds:
+            step(f"tracing ({k})")
+            results.append(causal_trace(model, args.prompt, args.subject, kind=k, samples=args.samples,
+                                        noise=_noise_arg(args.noise), window=window, seed=args.seed,
+                                        target=args.target, progress=step.progress))
+        if args.out:
+            step("writing the figure")
+            out = Path(args.out)
+            for r in results:
+                path = out if len(results) == 1 else out.with_name(f"{out.stem}-{r.kind}{out.suffix}")
+                write_plot(plot_of(r), path)
     if args.json:
         print(json.dumps([{"kind": r.kind, "tokens": r.tokens, "subject_range": list(r.subject_range),
                            "answer": r.answer, "high_score": r.high_score, "low_score": r.low_score,
@@ -98,10 +105,15 @@ def cmd_trace_average(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise InputError(f"--n must be a positive number of facts, got {args.n}.")
     facts = facts[: args.n] if args.n else facts
-    model, window = window_for(args.model, args.window)
-    avg = trace_average(model, facts, samples=args.samples, noise=_noise_arg(args.noise),
-                        window=window, seed=args.seed, progress=not args.json)
-    write_plot(lambda backend: avg.plot(backend=backend), args.out)
+    with Steps(args, 2 + bool(args.out)) as step:
+        step(f"loading {args.model}")
+        model, window = window_for(args.model, args.window)
+        step(f"tracing {len(facts)} facts")
+        avg = trace_average(model, facts, samples=args.samples, noise=_noise_arg(args.noise),
+                            window=window, seed=args.seed, progress=step.progress)
+        if args.out:
+            step("writing the figure")
+        write_plot(lambda backend: avg.plot(backend=backend), args.out)
     if args.json:
         print(json.dumps({"meta": avg.meta, "kinds": avg.coords["kind"], "token_classes": avg.coords["token_class"],
                           "values": avg.values.tolist(), "dims": list(avg.dims)}, indent=1, default=str))
@@ -128,7 +140,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--target", default=None, help="score this token instead of the clean prediction")
     t.add_argument("--out", default=None, help="write the heatmap to this image file (one per kind with --kind all)")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help=JSON_HELP)
     t.set_defaults(fn=cmd_trace)
     ta = sub.add_parser("trace-average", help="causal traces averaged over many facts by token class (ROME Fig. 2)")
     ta.add_argument("--model", default="facts-gpt")
@@ -140,5 +152,5 @@ def add_parsers(sub: Any) -> None:
     ta.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     ta.add_argument("--seed", type=int, default=0)
     ta.add_argument("--out", default=None, help="write the plot to this image file")
-    ta.add_argument("--json", action="store_true")
+    ta.add_argument("--json", action="store_true", help=JSON_HELP)
     ta.set_defaults(fn=cmd_trace_average)

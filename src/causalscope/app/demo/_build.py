@@ -28,23 +28,24 @@ SECTIONS = (engine_section, tracing_section, patching_section, mediation_section
 
 
 def build_report(out: str | Path = "report/causalscope-report.html",
-                 echo: Callable[[str], object] | None = print) -> Path:
+                 echo: Callable[[str], object] | None = print, progress: bool | None = None) -> Path:
     """Run the demo and write the report; returns its path.
 
     ``echo`` (``print`` by default; ``None`` for silence) gets one line on the written report: its figure
-    count and file size, split into plotly.js (inlined once), the figures and the rest. The demo's models are
-    tiny, so it runs on one intra-op thread (on a busy 2-core machine two threads stall every small op); the
-    previous thread count is restored afterwards.
+    count and file size, split into plotly.js (inlined once), the figures and the rest. ``progress``: a bar
+    over the report's sections on stderr (``None``: when ``echo`` is set and stderr is a terminal). The demo's
+    models are tiny, so it runs on one intra-op thread (on a busy 2-core machine two threads stall every small
+    op); the previous thread count is restored afterwards.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build_report(out, echo)
+        return _build_report(out, echo, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build_report(out: str | Path, echo: Callable[[str], object] | None) -> Path:
+def _build_report(out: str | Path, echo: Callable[[str], object] | None, progress: bool | None) -> Path:
     t0 = time.perf_counter()
     rep = Report("causalscope demo report",
                  meta={"causalscope": __version__, "models": "tiny-gpt2, mlp, facts-gpt, and-gate, or-gate, adder, "
@@ -52,7 +53,8 @@ def _build_report(out: str | Path, echo: Callable[[str], object] | None) -> Path
     from ...core import tqdm
 
     # a bar on stderr over the sections when someone watches (the demo takes tens of seconds)
-    for section in tqdm(SECTIONS, desc="demo", unit="section", disable=echo is None or not sys.stderr.isatty()):
+    show = progress if progress is not None else echo is not None and sys.stderr.isatty()
+    for section in tqdm(SECTIONS, desc="causalscope demo", unit="section", disable=not show, file=sys.stderr):
         section(rep)
     rep.text(f"Generated in {time.perf_counter() - t0:.1f} s.")
     path = rep.save(out)
