@@ -199,6 +199,12 @@ class Engine:
         self._sources(ops, index, batch)
         cache_sites = [as_site(s) for s in cache]
         grad_sites = [as_site(s) for s in grads]
+        for what, group in (("cache", cache_sites), ("grads", grad_sites)):
+            named: dict[str, Site] = {}
+            for s in group:
+                if named.setdefault(s.name, s) != s:  # e.g. two different bases on one module: l1[subspace=2]
+                    raise PlanError(f"Two different {what} sites share the name {s.name!r} (their results are "
+                                    f"keyed by name): ask for them in separate runs.")
         if grad_sites and metric is None:
             raise PlanError("grads=[...] needs a metric: the gradients are of metric(output) (one scalar per row).")
         answers = int(getattr(metric, "n_answers", 1))
