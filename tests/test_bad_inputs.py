@@ -111,11 +111,6 @@ def basis(*cols: torch.Tensor) -> torch.Tensor:
 
 
 E64 = torch.eye(64)
-NEEDS_SITES = "needs fix in core/_sites.py"
-NEEDS_OPS = "needs fix in core/_engine_ops.py"
-NEEDS_METRICS = "needs fix in core/_metrics.py"
-NEEDS_RESULTS = "needs fix in results/_labelled.py: load_result raises InputError (a CausalScopeError) for"
-NEEDS_CIRCUITS = "needs fix in circuits/"
 
 Case = tuple[str, tuple[str, ...], Callable[[Any], Any], type[Exception], str, str | None]
 
@@ -158,18 +153,15 @@ CASES: list[Case] = [
     c("load-generic-not-bool", "", lambda e: cs.load(build_mlp(), generic="yes"), InputError,
       r"generic must be True or False, got 'yes'"),
     # -- cs.load_result: files that are not (whole) results ----------------------------------------------------------
-    c("load-result-missing", "", lambda e: cs.load_result(e.files["missing"]), InputError, r"no causalscope result file",
-      f"{NEEDS_RESULTS} a missing file (FileNotFoundError today)"),
-    c("load-result-folder", "", lambda e: cs.load_result(e.files["folder"]), InputError, r"no causalscope result file",
-      f"{NEEDS_RESULTS} a folder (FileNotFoundError today)"),
-    c("load-result-none", "", lambda e: cs.load_result(None), InputError, r"path",
-      f"{NEEDS_RESULTS} a path that is None (TypeError from pathlib today)"),
+    c("load-result-missing", "", lambda e: cs.load_result(e.files["missing"]), InputError, r"no causalscope result file"),
+    c("load-result-folder", "", lambda e: cs.load_result(e.files["folder"]), InputError, r"no causalscope result file"),
+    c("load-result-none", "", lambda e: cs.load_result(None), InputError, r"path"),
     c("load-result-garbage", "", lambda e: cs.load_result(e.files["garbage"]), InputError,
-      r"is not a causalscope result file", f"{NEEDS_RESULTS} a file that is not an archive (ValueError today)"),
+      r"is not a causalscope result file"),
     c("load-result-truncated", "", lambda e: cs.load_result(e.files["truncated"]), InputError,
-      r"is not a causalscope result file", f"{NEEDS_RESULTS} a truncated file (ValueError today)"),
+      r"is not a causalscope result file"),
     c("load-result-wrong-header", "", lambda e: cs.load_result(e.files["wrong_header"]), InputError,
-      r"is not a causalscope result file", f"{NEEDS_RESULTS} another program's header (ValueError today)"),
+      r"is not a causalscope result file"),
     # -- prompts longer than the model's positions -------------------------------------------------------------------
     c("run-prompt-too-long", "G", lambda e: e.G.run(LONG), InputError,
       r"70 tokens, but tiny-gpt2 has position embeddings for at most 64 .*Shorten the prompt"),
@@ -265,11 +257,10 @@ CASES: list[Case] = [
     c("subspace-effects-k-zero", "C", lambda e: cs.subspace_effects(e.C, k=0), InputError,
       r"k \(the number of PCA components\) must be an int from 1 to"),
     c("eap-ig-steps-negative", "T", lambda e: circuits.eap_ig(e.T, e.tt, steps=-1), InputError,
-      r"steps must be >= 1, got -1"),
+      r"steps must be an int >= 1, got -1"),
     c("acdc-threshold-string", "T", lambda e: circuits.acdc(e.T, e.tt, threshold="small"), InputError,
-      r"threshold must be", f"{NEEDS_CIRCUITS}_acdc.py: threshold='small' ends in a TypeError from '>='"),
-    c("eap-ig-steps-float", "T", lambda e: circuits.eap_ig(e.T, e.tt, steps=2.5), InputError, r"steps must be",
-      f"{NEEDS_CIRCUITS}_eap.py: steps=2.5 ends in a TypeError from reshape"),
+      r"threshold must be"),
+    c("eap-ig-steps-float", "T", lambda e: circuits.eap_ig(e.T, e.tt, steps=2.5), InputError, r"steps must be"),
     # -- seeds must be ints ----------------------------------------------------------------------------------------------
     c("trace-seed-string", "G", lambda e: cs.causal_trace(e.G, P6, "cat", seed="abc", samples=2), InputError,
       r"seed must be an int >= 0 \(e\.g\. seed=0\), got 'abc'"),
@@ -302,10 +293,8 @@ CASES: list[Case] = [
       r"Noise seed must be an int >= 0 .*got 'a'"),
     c("resample-seed-float", "", lambda e: cs.Resample(None, seed=1.5), InterventionError,
       r"Resample seed must be an int >= 0 .*got 1\.5"),
-    c("node-effects-seed-string", "C", lambda e: cs.node_effects(e.C, seed="x", pairs=4), InputError, r"seed must be",
-      f"{NEEDS_CIRCUITS}_ablation.py: seed='x' ends in a ValueError from int()"),
-    c("acdc-seed-string", "T", lambda e: circuits.acdc(e.T, e.tt, seed="x"), InputError, r"seed must be",
-      f"{NEEDS_CIRCUITS}_discovery.py: seed='x' ends in a RuntimeError from manual_seed"),
+    c("node-effects-seed-string", "C", lambda e: cs.node_effects(e.C, seed="x", pairs=4), InputError, r"seed must be"),
+    c("acdc-seed-string", "T", lambda e: circuits.acdc(e.T, e.tt, seed="x"), InputError, r"seed must be"),
     # -- a single string where a list of sites belongs -----------------------------------------------------------------
     c("run-cache-a-string", "G", lambda e: e.G.run(P6, cache="layers.1"), PlanError,
       r"cache must be a list of sites, got the single site 'layers\.1': write cache=\['layers\.1'\]"),
@@ -334,21 +323,18 @@ CASES: list[Case] = [
       InputError, r"positions must be a list of ints, got slice"),
     c("run-site-positions-slice-past-the-end", "G",
       lambda e: e.G.run(P6, {cs.Site("layers.1", positions=slice(10, 20)): cs.Zero()}), SiteError,
-      r"positions", f"{NEEDS_OPS} check_site: positions=slice(10, 20) on 6 tokens selects nothing and runs as a "
-                    f"silent no-op"),
+      r"positions"),
     c("run-site-positions-negative-step", "G",
-      lambda e: e.G.run(P6, {cs.Site("layers.1", positions=slice(4, 0, -1)): cs.Zero()}), SiteError, r"step",
-      f"{NEEDS_OPS}: a negative slice step ends in a ValueError from torch"),
-    c("site-positions-slice-step-zero", "", lambda e: cs.Site("layers.1", positions=slice(0, 4, 0)), SiteError, r"step",
-      f"{NEEDS_SITES}: a slice with step 0 is accepted"),
+      lambda e: e.G.run(P6, {cs.Site("layers.1", positions=slice(4, 0, -1)): cs.Zero()}), SiteError, r"step"),
+    c("site-positions-slice-step-zero", "", lambda e: cs.Site("layers.1", positions=slice(0, 4, 0)), SiteError, r"step"),
     c("site-neurons-slice", "G", lambda e: e.G.run(P6, {cs.Site("layers.1", neurons=slice(0, 4)): cs.Zero()}),
-      SiteError, r"neurons", f"{NEEDS_SITES}: neurons=slice(...) ends in TypeError: unhashable type 'slice' (Site.key)"),
+      SiteError, r"neurons"),
     c("site-heads-slice", "G", lambda e: e.G.run(P6, {cs.Site("layers.1.attn.z", heads=slice(0, 2)): cs.Zero()}),
-      SiteError, r"heads", f"{NEEDS_SITES}: heads=slice(...) ends in TypeError: unhashable type 'slice' (Site.key)"),
+      SiteError, r"heads"),
     c("node-effects-positions-slice", "C", lambda e: cs.node_effects(e.C, positions=slice(10, 20)), InputError,
       r"positions must be ints, got slice"),
     c("edge-patching-positions-slice", "T", lambda e: circuits.edge_patching(e.T, e.tt, positions=slice(1, 3)),
-      InputError, r"positions", f"{NEEDS_CIRCUITS}_discovery.py: positions=slice(...) ends in a TypeError"),
+      InputError, r"positions"),
     # -- positions out of range, or given where nothing sweeps positions ------------------------------------------------
     c("patching-positions-past-the-end", "G",
       lambda e: cs.activation_patching(e.G, P6, P6B, "resid_pre", cs.logit(3), positions=[2, 6]), InputError,
@@ -420,10 +406,8 @@ CASES: list[Case] = [
       r"got bool True"),
     c("logit-diff-unknown-word", "F", lambda e: cs.logit_diff("paris", "zebraland", e.F), InputError,
       r"is not in the tokenizer's vocabulary"),
-    c("logit-id-past-vocab", "G", lambda e: e.G.run(P6, metric=cs.logit(10**6)), InputError, r"vocab|out of range",
-      f"{NEEDS_METRICS}: cs.logit(1000000) ends in an IndexError when the run reads it"),
-    c("prob-of-no-tokens", "G", lambda e: e.G.run(P6, metric=cs.prob([])), InputError, r"token",
-      f"{NEEDS_METRICS}: cs.prob([]) ends in a ZeroDivisionError when the run reads it"),
+    c("logit-id-past-vocab", "G", lambda e: e.G.run(P6, metric=cs.logit(10**6)), InputError, r"vocab|out of range"),
+    c("prob-of-no-tokens", "G", lambda e: e.G.run(P6, metric=cs.prob([])), InputError, r"token"),
     c("trace-average-answer-not-a-string", "G", lambda e: cs.trace_average(e.G, [(P6, "cat", 7)]), InputError,
       r"Fact 0 .*the answer must be a non-empty string .*got 7"),
     # -- a subject whose embeddings have zero variance, and other noise that corrupts nothing ---------------------------
@@ -454,12 +438,10 @@ CASES: list[Case] = [
     # -- a Patch from another model's run ------------------------------------------------------------------------------
     c("patch-from-another-models-run", "G",
       lambda e: e.G.run(P6, {"layers.1": cs.Patch(cs.load("tiny-gpt2").run(P6, cache=["layers.1"]))}),
-      InterventionError, r"another model",
-      "needs fix in core/_engine.py: a Run records the model that made it, and Patch / Mean / Resample of another "
-      "model's Run raise (today it patches silently when the shapes agree)"),
+      InterventionError, r"Patch reads a run made by another model .*cs\.Set\(other_run\.cache\[site_name\]\)"),
     c("patch-from-another-architecture", "G M",
       lambda e: e.G.run(P6, {"layers.1": cs.Patch(e.M.run(torch.zeros(1, 16), cache=["net.0"]))}), InterventionError,
-      r"source run did not cache 'transformer\.h\.1' \(output\); it cached \['net\.0'\]"),
+      r"Patch reads a run made by another model"),
     # -- unknown names and values: each message lists what exists ------------------------------------------------------
     c("alignment-search-unknown-variable", "A", lambda e: cs.alignment_search(e.A, e.cm, "Z", n=10), InputError,
       r"Unknown variable 'Z'\. Variables: \['A', 'B', 'C', 'BC', 'Y'\]"),
@@ -497,7 +479,7 @@ CASES: list[Case] = [
     c("add-strength-bool", "", lambda e: cs.Add(torch.ones(64), True), InterventionError, r"got True"),
     c("scale-bool", "", lambda e: cs.Scale(True), InterventionError, r"Scale factor must be a finite number, got True"),
     c("site-n-heads-bool", "", lambda e: cs.Site("layers.1", heads=[0], n_heads=True), SiteError,
-      r"n_heads must be a positive int", f"{NEEDS_SITES}: n_heads=True is accepted as 1 head"),
+      r"n_heads must be a positive int"),
     c("site-names-pattern-int", "G", lambda e: e.G.site_names(5), InputError,
       r"pattern must be a glob string such as 'layers\.\*\.mlp', got int"),
     c("run-keep-kv-string", "G", lambda e: e.G.run(P6, keep_kv="yes"), PlanError, r"keep_kv must be True or False"),
@@ -570,11 +552,10 @@ CASES: list[Case] = [
                                                                             baseline="no"), InputError,
       r"baseline must be True or False, got 'no'"),
     c("node-effects-categorical-string", "C", lambda e: cs.node_effects(e.C, categorical="no"), InputError,
-      r"categorical must be", f"{NEEDS_CIRCUITS}_ablation.py: categorical='no' is read as True"),
+      r"categorical must be"),
     c("roc-truth-none", "T", lambda e: circuits.roc(circuits.edge_attribution_patching(e.T, e.tt), None), InputError,
-      r"truth", f"{NEEDS_CIRCUITS}_scoring.py: truth=None ends in an AttributeError"),
-    c("circuit-nodes-none", "", lambda e: circuits.Circuit(None, None), InputError, r"nodes",
-      f"{NEEDS_CIRCUITS}_circuit.py: Circuit(None, None) ends in a TypeError"),
+      r"truth"),
+    c("circuit-nodes-none", "", lambda e: circuits.Circuit(None, None), InputError, r"nodes"),
 ]
 
 

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 import causalscope.results._labelled as results_mod
 from causalscope._version import __version__
+from causalscope.errors import InputError
 from causalscope.results import LabelledArray, load_result
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "results.md"
@@ -192,7 +193,7 @@ def test_save_load_nan_bits_and_0d(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no causalscope result"):
+    with pytest.raises(InputError, match="no causalscope result"):
         load_result(tmp_path / "missing.npz")
     txt = tmp_path / "x.npz"
     txt.write_text("hello")

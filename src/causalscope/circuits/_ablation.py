@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 
 from ..core import Site, input_setting
-from ..errors import InputError
+from ..errors import InputError, check_flag, check_seed
 from ._ablation_inputs import ablation_data, check_positions, check_scales, label_pairs, node_sites
 from ._ablation_result import NodeEffects
 from ._ablation_rows import Rescale, Rows, effects_result, evaluate, progress_bar, site_view
@@ -76,6 +76,8 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     if ablation not in ("resample", "mean", "zero"):
         raise InputError(f"ablation must be 'resample', 'mean' or 'zero', got {ablation!r}.")
     scales = check_scales(scales)
+    seed = check_seed(seed)
+    categorical = check_flag(categorical, "categorical")
     d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol, ties)
     sites = node_sites(d.model, nodes)
     N, T = d.inputs.shape
@@ -163,6 +165,8 @@ def subspace_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, 
     if not isinstance(self_patch, bool) or not isinstance(ablate_high_variance, bool) or not isinstance(center, bool):
         raise InputError("self_patch, ablate_high_variance and center must be True or False.")
     scales = check_scales(scales)
+    seed = check_seed(seed)
+    categorical = check_flag(categorical, "categorical")
     d = ablation_data(model_or_case, inputs, labels, categorical, circuit, atol, ties)
     sites = node_sites(d.model, nodes)
     N, T = d.inputs.shape

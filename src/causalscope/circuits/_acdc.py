@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..core import tqdm
-from ..errors import InputError
+from ..errors import check_flag, check_number
 from ._discovery import _EXACT_DEFAULT, Setup, setup
 from ._discovery_result import CircuitScores
 
@@ -41,8 +41,8 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     guessed removed. The result equals the sequential greedy loop with one forward per candidate, whatever
     the guesses; ``meta["passes"]`` counts the batched passes.
     """
-    if not threshold >= 0:
-        raise InputError(f"threshold must be >= 0, got {threshold}.")
+    check_number(threshold, "threshold", low=0)
+    check_flag(absolute, "absolute")
     s = setup(model, clean, corrupted, metric=metric, labels=labels, positions=positions, categorical=categorical,
               seed=seed, default_metric=_EXACT_DEFAULT, higher_is_better=higher_is_better)
     g = s.graph

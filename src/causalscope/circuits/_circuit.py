@@ -72,7 +72,17 @@ class Circuit:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for what, v in (("nodes", self.nodes), ("edges", self.edges)):
+            if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple, set, frozenset)):
+                raise InputError(f"Circuit {what} must be a list ({what}: " + ("node names, e.g. ['embed', 'm0', "
+                                 "'logits']" if what == "nodes" else "(sender, receiver) pairs") +
+                                 f"), got {type(v).__name__} {v!r:.60}.")
+        for e in self.edges:
+            if isinstance(e, (str, bytes)) or not isinstance(e, (list, tuple)) or len(e) != 2:
+                raise InputError(f"Circuit edges are (sender, receiver) pairs, got {e!r:.60}.")
         for n in self.nodes:
+            if not isinstance(n, str):
+                raise InputError(f"Circuit nodes are names (strings), got {type(n).__name__} {n!r:.60}.")
             node_order(n)
         self.nodes = sorted(dict.fromkeys(self.nodes), key=node_order)
         known = set(self.nodes)

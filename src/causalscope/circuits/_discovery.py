@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..core import input_setting, takes_lengths
-from ..errors import InputError
+from ..core import input_setting, position_list, takes_lengths
+from ..errors import InputError, check_flag, check_seed
 from ._cases import labelled
 from ._discovery_result import CircuitScores
 from ._graph import ComputeGraph, GraphOutputs
@@ -185,7 +185,7 @@ def resample_rows(n: int, seed: int = 0, lengths: torch.Tensor | None = None) ->
     >>> resample_rows(4, seed=0, lengths=torch.tensor([3, 5, 3, 5])).tolist()   # rows 0 <-> 2, 1 <-> 3
     [2, 3, 0, 1]
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     groups = [torch.arange(n)] if lengths is None else [
         (lengths.cpu() == v).nonzero()[:, 0] for v in sorted(set(lengths.tolist()))]
     src = torch.empty(n, dtype=torch.long)
@@ -226,6 +226,11 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
             labels = case.labels if labels is None else labels
         positions = list(case.label_positions) if positions is None else positions
         categorical = bool(case.categorical) if categorical is None else categorical
+    seed = check_seed(seed)
+    if categorical is not None:
+        categorical = check_flag(categorical, "categorical")
+    if positions is not None:
+        positions = position_list(positions)
     graph = model if isinstance(model, ComputeGraph) else ComputeGraph(model)
     if clean is None:
         raise InputError("No clean inputs: pass token ids (rows, positions), or a case from circuits.load_case.")

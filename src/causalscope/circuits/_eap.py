@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 
 from ..core import preserved
-from ..errors import InputError
+from ..errors import InputError, check_int
 from ._discovery import Setup, setup
 from ._discovery_result import CircuitScores
 
@@ -90,8 +90,7 @@ def eap_ig(model: Any, clean: Any = None, corrupted: Any = None, *, steps: int =
     ``steps`` grows, the scores of the edges out of ``embed`` sum to ``metric(corrupted) - metric(clean)``
     (completeness). Cost: two cached runs and one forward + backward over ``steps x inputs`` rows.
     """
-    if int(steps) < 1:
-        raise InputError(f"steps must be >= 1, got {steps}.")
+    check_int(steps, "steps", low=1)
     if endpoints not in ("right", "left"):
         raise InputError(f"endpoints must be 'right' or 'left', got {endpoints!r}.")
     s = setup(model, clean, corrupted, metric=metric, labels=labels, positions=positions, categorical=categorical,

@@ -117,6 +117,8 @@ def roc(scores: CircuitScores | torch.Tensor | Mapping[str, float], truth: Circu
     default absolute for metrics of order one; give ``atol`` where scores are much smaller or noisier (a
     metric linear in the logits can leave ~1e-7 of the metric).
     """
+    if not isinstance(truth, Circuit):
+        raise InputError(f"truth must be a circuits.Circuit (e.g. case.circuit), got {type(truth).__name__}.")
     if isinstance(scores, CircuitScores):
         res = scores
         if level == "node" or (level is None and res.level == "node"):

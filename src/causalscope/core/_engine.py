@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -92,6 +93,8 @@ class Run:
     meta: dict = field(default_factory=dict)
     #: prompts of different lengths: each row's real length (the output and caches are padded on the right)
     lengths: torch.Tensor | None = None
+    #: the model that made the run (a weak reference): a patch source must come from the model it patches
+    made_by: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -168,6 +171,15 @@ class Engine:
         resolved: dict[int, Source] = {}
         for sid, (src, keys) in needs.items():
             if isinstance(src, Run):
+                maker = src.made_by() if src.made_by is not None else self.adapter.module
+                if maker is not self.adapter.module:
+                    names = ", ".join(sorted({type(op.intervention).__name__ for k in keys for op in ops[k]}))
+                    raise InterventionError(
+                        f"{names} reads a run made by another model ({src.meta.get('model', '?')}, not this "
+                        f"{self.adapter.describe().get('model', type(self.adapter.module).__name__)} instance): "
+                        f"its activations would be patched in silently. Run the source on this model, or, to "
+                        f"patch across models on purpose, pass the activation itself: "
+                        f"cs.Set(other_run.cache[site_name]).")
                 missing = [k for k in keys if k not in src.cache.by_key]
                 if missing:
                     raise InterventionError(
@@ -348,7 +360,7 @@ class Engine:
         return Run(torch.cat(kept.outs) if plan.keep_output and kept.outs else None,
                    torch.cat(kept.mets) if kept.mets else None, run_cache, run_grads, plan.input_index, kv,
                    {"n_rows": plan.n, "chunk_size": plan.chunk_size, "token_layers": kept.token_layers,
-                    **self.adapter.describe()}, plan.lengths)
+                    **self.adapter.describe()}, plan.lengths, weakref.ref(self.adapter.module))
 
     @staticmethod
     def _check_metric(m: Any, n: int) -> torch.Tensor:

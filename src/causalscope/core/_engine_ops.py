@@ -148,7 +148,18 @@ def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
     """Raise when the site's positions lie outside ``seq_len`` tokens, or before a segment starting at ``offset``.
 
     >>> check_site(Site("layers.0", positions=9), seq_len=4)   # SiteError: out of range for 4 tokens
+
+    A slice of positions must step forward and select at least one of the ``seq_len`` tokens (a slice past the
+    end would otherwise edit nothing without a word).
     """
+    if isinstance(site.positions, slice):
+        sl = site.positions
+        if sl.step is not None and sl.step < 0:
+            raise SiteError(f"Site {site.name!r}: a slice of positions steps backwards ({sl!r}); list the positions "
+                            f"instead (e.g. positions=[4, 3, 2, 1]), or use a forward step.")
+        if seq_len is not None and not range(seq_len)[sl]:
+            raise SiteError(f"Site {site.name!r}: positions {sl.start}:{sl.stop} select no position of {seq_len} "
+                            f"tokens (valid: {-seq_len} .. {seq_len - 1}).")
     if seq_len is not None and isinstance(site.positions, tuple):
         bad = [p for p in site.positions if not -seq_len <= p < seq_len]
         if bad:

@@ -30,13 +30,16 @@ class _LastPosition:
     takes_lengths = True
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
-                 n_answers: int = 1) -> None:
-        self.name, self._fn, self.n_answers = name, fn, int(n_answers)
+                 n_answers: int = 1, max_id: int | None = None) -> None:
+        self.name, self._fn, self.n_answers, self.max_id = name, fn, int(n_answers), max_id
 
     def __call__(self, y: torch.Tensor, index: torch.Tensor | None = None,
                  lengths: torch.Tensor | None = None) -> torch.Tensor:
         if y.ndim == 3:  # the last real token of each row (prompts of different lengths are padded on the right)
             y = y[:, -1] if lengths is None else y[torch.arange(len(y), device=y.device), lengths.to(y.device) - 1]
+        if self.max_id is not None and self.max_id >= y.shape[-1]:
+            raise InputError(f"{self.name} reads token id {self.max_id}, but the output has {y.shape[-1]} entries "
+                             f"per row (ids 0 .. {y.shape[-1] - 1}); give an id (or word) of this model's vocabulary.")
         return self._fn(y, index)
 
     def __repr__(self) -> str:
@@ -46,11 +49,21 @@ class _LastPosition:
 def _ids(model: Any, tokens: Any, what: str) -> torch.Tensor:
     """Token ids from ints, strings (single tokens) or per-prompt lists of them."""
     items = tokens if isinstance(tokens, (list, tuple, torch.Tensor)) else [tokens]
+    if isinstance(items, torch.Tensor):
+        items = items.reshape(-1).tolist() if not items.is_floating_point() else items.reshape(-1)
+    if len(items) == 0:
+        raise InputError(f"{what} is empty: give one token (a word or an id), or one per prompt.")
     out = []
     for t in items:
+        if isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.is_floating_point()) or isinstance(t, float):
+            raise InputError(f"{what} {t!r} is not a token: give a word or an int token id.")
         if isinstance(t, (int, torch.Tensor)):
+            if int(t) < 0:
+                raise InputError(f"{what} {int(t)} is not a token id (ids start at 0).")
             out.append(int(t))
             continue
+        if not isinstance(t, str):
+            raise InputError(f"{what} {t!r} is not a token: give a word or an int token id.")
         tok = getattr(model, "tokenizer", None)
         if tok is None:
             raise InputError(f"{what} {t!r} is text but the model has no tokenizer: give token ids.")
@@ -92,7 +105,7 @@ def logit_diff(correct: Any, wrong: Any, model: Any = None) -> _LastPosition:
     if a.numel() != b.numel() and 1 not in (a.numel(), b.numel()):
         raise InputError(f"{a.numel()} correct and {b.numel()} wrong tokens: give one of each, or one per prompt.")
     return _LastPosition(f"logit_diff({correct!r}, {wrong!r})", lambda y, i: _pick(y, a, i) - _pick(y, b, i),
-                         max(a.numel(), b.numel()))
+                         max(a.numel(), b.numel()), int(torch.cat([a, b]).max()))
 
 
 def logit(token: Any, model: Any = None) -> _LastPosition:
@@ -101,7 +114,7 @@ def logit(token: Any, model: Any = None) -> _LastPosition:
     >>> metric = cs.logit(7)
     """
     a = _ids(model, token, "token")
-    return _LastPosition(f"logit({token!r})", lambda y, i: _pick(y, a, i), a.numel())
+    return _LastPosition(f"logit({token!r})", lambda y, i: _pick(y, a, i), a.numel(), int(a.max()))
 
 
 def prob(token: Any, model: Any = None) -> _LastPosition:
@@ -110,7 +123,8 @@ def prob(token: Any, model: Any = None) -> _LastPosition:
     >>> metric = cs.prob(" Paris", model=m)
     """
     a = _ids(model, token, "token")
-    return _LastPosition(f"prob({token!r})", lambda y, i: _pick(y.float().softmax(-1), a, i), a.numel())
+    return _LastPosition(f"prob({token!r})", lambda y, i: _pick(y.float().softmax(-1), a, i), a.numel(),
+                         int(a.max()))
 
 
 class _Output:

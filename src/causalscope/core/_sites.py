@@ -13,7 +13,17 @@ Index = None | int | Sequence[int] | slice | range
 
 
 def _as_index(value: Index, what: str) -> tuple[int, ...] | slice | None:
-    if value is None or isinstance(value, slice):
+    if isinstance(value, slice):
+        if what != "positions":  # a neuron / head slice has no size to resolve against until the run
+            raise SiteError(f"{what} takes an int, a list of ints or a range, not a slice ({value!r}); write "
+                            f"{what}=range({value.start or 0}, {value.stop}) for a run of indices.")
+        if value.step == 0:
+            raise SiteError(f"{what} slice step cannot be zero ({value!r}).")
+        for v in (value.start, value.stop, value.step):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise SiteError(f"{what} slice bounds must be ints or None, got {value!r}.")
+        return value
+    if value is None:
         return value
     if isinstance(value, bool):
         raise SiteError(f"{what} must be ints, got a bool ({value!r}).")
@@ -91,7 +101,8 @@ class Site:
             if not torch.allclose(gram, torch.eye(b.shape[1], dtype=torch.float64), atol=1e-4):
                 raise SiteError("Site basis columns are not orthonormal; orthonormalise it first, "
                                 "e.g. basis = torch.linalg.qr(basis).Q.")
-        if self.n_heads is not None and (not isinstance(self.n_heads, int) or self.n_heads <= 0):
+        if self.n_heads is not None and (isinstance(self.n_heads, bool) or not isinstance(self.n_heads, int)
+                                         or self.n_heads <= 0):
             raise SiteError(f"n_heads must be a positive int, got {self.n_heads!r}.")
 
     def key(self) -> tuple:

@@ -15,6 +15,7 @@ import torch
 
 from causalscope._version import __version__
 
+from ..errors import InputError
 from ._figures import DEFAULT_BACKEND, resolve_backend
 from ._heatmap import heatmap
 from ._html import result_html, show_figures_inline
@@ -412,31 +413,45 @@ class LabelledArray:
 
 
 def load_result(path: str | os.PathLike[str]) -> LabelledArray:
-    """Read a file written by :meth:`LabelledArray.save` (exact round trip)."""
+    """Read a file written by :meth:`LabelledArray.save` (exact round trip).
+
+    >>> import tempfile
+    >>> saved = LabelledArray(torch.ones(2), ["x"], meta={"seed": 0}).save(os.path.join(tempfile.mkdtemp(), "r"))
+    >>> load_result(saved).meta["seed"]      # the same result, meta and coordinates included
+    0
+
+    A path that holds no such file raises :class:`~causalscope.InputError` naming it (the file is missing, a
+    folder, another program's archive, truncated or garbage); a newer format version says to upgrade.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"load_result takes the path of a saved result (str or Path), got {type(path).__name__} "
+                         f"{path!r:.60}.")
     path = Path(path)
     if not path.exists() and path.suffix != ".npz" and path.with_name(path.name + ".npz").exists():
         path = path.with_name(path.name + ".npz")
     if not path.is_file():
-        raise FileNotFoundError(f"no causalscope result file at {str(path)!r}")
+        what = "a folder" if path.is_dir() else "nothing there"
+        raise InputError(f"no causalscope result file at {str(path)!r} ({what}): give the path a result's "
+                         f".save(...) returned.")
     not_ours = f"{str(path)!r} is not a causalscope result file (expected a .npz written by LabelledArray.save)"
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(not_ours) from exc
+        raise InputError(not_ours) from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy array
-        raise ValueError(not_ours)
+        raise InputError(not_ours)
     with archive:
         if {"values", "header"} - set(archive.files):
-            raise ValueError(not_ours)
+            raise InputError(not_ours)
         try:
             header = json.loads(str(archive["header"][()]))
             array = archive["values"]
         except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(not_ours) from exc
+            raise InputError(not_ours) from exc
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError(not_ours)
+        raise InputError(not_ours)
     if header.get("format_version", 0) > _FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} uses result format version {header['format_version']}; this causalscope "
             f"({__version__}) reads up to {_FORMAT_VERSION}. Upgrade causalscope."
         )
@@ -446,7 +461,7 @@ def load_result(path: str | os.PathLike[str]) -> LabelledArray:
     coords = {d: [tuplify(x) for x in labels] for d, labels in header["coords"].items()}
     aux_raw = header.get("aux_coords", {})  # files written before auxiliary coords have none
     if not isinstance(aux_raw, dict) or not all(isinstance(v, list) and len(v) == 2 for v in aux_raw.values()):
-        raise ValueError(not_ours)
+        raise InputError(not_ours)
     aux = {k: (d, [tuplify(x) for x in c] if isinstance(c, list) else c) for k, (d, c) in aux_raw.items()}
     return LabelledArray(values, header["dims"], coords, header["meta"], header["name"], aux)
 
