@@ -101,7 +101,7 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
             logits, outs = g.run(torch.stack(rows), s.clean, s.corrupted, base=base, base_patch=state,
                                  return_outputs=True)
             passes += 1
-            values = s.value(logits).tolist()
+            values = _values(s, logits, outs, current)
             start_value, done, last_removed = current, len(cands), None
             for j, e in enumerate(cands):  # row j is exact while every decision before it was guessed right
                 change = worse(values[j], current)
@@ -129,6 +129,22 @@ def acdc(model: Any, clean: Any = None, corrupted: Any = None, *, threshold: flo
     meta = {"threshold": threshold, "absolute": absolute, "passes": passes, "final_metric": current,
             "kept": kept.tolist()}
     return s.result(effect, "edge", "acdc", **meta)
+
+
+def _values(s: Setup, logits: torch.Tensor, outs: Any, current: float) -> list[float]:
+    """The metric of each configuration of a pass: computed for those that ran to the end; a configuration the
+    run found equal (bit for bit) to the base run has the base's metric (``current``), one equal to another
+    configuration has that one's."""
+    eq = [outs.equal_to(i) for i in range(logits.shape[0])]
+    own = [i for i, e in enumerate(eq) if e is None]
+    values = [current] * logits.shape[0]
+    if own:
+        for i, v in zip(own, s.value(logits[own] if len(own) < len(eq) else logits).tolist()):
+            values[i] = v
+    for i, e in enumerate(eq):
+        if e is not None and e >= 0:
+            values[i] = values[e]
+    return values
 
 
 def _outputs(s: Setup, logits: torch.Tensor, senders: torch.Tensor) -> Any:  # senders: (rows, T, S, d)

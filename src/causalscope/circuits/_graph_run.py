@@ -35,6 +35,18 @@ class PatchedOutputs:
         chunk, j = self._where[i]
         return chunk.outputs(j)
 
+    def equal_to(self, i: int) -> int | None:
+        """What configuration ``i`` was found equal to (bit for bit, from the stage it joined on): -1 for the
+        base run, another configuration's index, or None where it ran to the end itself.
+
+        >>> logits, outs = g.run(patch, clean, corrupted, return_outputs=True); outs.equal_to(3)   # e.g. -1
+        """
+        chunk, j = self._where[i]
+        if j not in chunk.same:
+            return None
+        t = resolve(chunk.same, j)
+        return -1 if t is None else i - j + t
+
 
 @dataclass
 class Chunk:
