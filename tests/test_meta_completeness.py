@@ -19,6 +19,9 @@ from causalscope import circuits
 NOT_SETTINGS = {"model", "model_or_case", "progress"}
 #: parameters recorded by the method they pass through to (discover's keyword arguments)
 PASSED_ON = {"kwargs"}
+FACT, SUBJECT = "Thumtre Lesdurn , as we know , was born in the city of", "Thumtre Lesdurn"   # a held-out fact
+X, Y = cs.data.digits("test")
+X, Y = X[:120], Y[:120]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +59,53 @@ def _calls(case: circuits.Case) -> dict[str, tuple[Callable[..., Any], Callable[
         "das": (cs.das, lambda: cs.das("adder-rotated", cm, "A", "l1", n_train=16, n_test=8, epochs=1, refine=0,
                                        n_boot=9, lr=0.1),
                 {"n_boot": 9, "lr": 0.1, "epochs": 1, "refine": 0}),
+        "causal_trace": (cs.causal_trace,
+                         lambda: cs.causal_trace("facts-gpt", FACT, SUBJECT, kind="mlp", samples=2, window=2,
+                                                 seed=4),
+                         {"kind": "mlp", "samples": 2, "window": 2, "seed": 4}),
+        "trace_average": (cs.trace_average,
+                          lambda: cs.trace_average("facts-gpt", [(FACT, SUBJECT)], kinds=("hidden",), samples=2,
+                                                   window=2, n_boot=9, noise="2x", require_correct=False),
+                          {"kinds": ["hidden"], "samples": 2, "n_boot": 9, "noise": "2x", "require_correct": False}),
+        "activation_patching": (cs.activation_patching,
+                                lambda: cs.activation_patching("tiny-gpt2", "the cat sat", "the dog sat", "resid_pre",
+                                                               cs.logit(5), direction="noise", chunk_size=7),
+                                {"clean": "the cat sat", "corrupted": "the dog sat", "direction": "noise",
+                                 "chunk_size": 7}),
+        "attribution_patching": (cs.attribution_patching,
+                                 lambda: cs.attribution_patching("tiny-gpt2", ["the cat sat", "a dog ran"],
+                                                                 ["the dog sat", "a cat ran"], "resid_pre",
+                                                                 cs.logit(5)),
+                                 {"clean": ["the cat sat", "a dog ran"], "corrupted": ["the dog sat", "a cat ran"]}),
+        "integrated_gradients": (cs.integrated_gradients,
+                                 lambda: cs.integrated_gradients("tiny-gpt2", "the cat sat", "the dog ran", "layers.1",
+                                                                 metric=cs.logit(3), steps=4),
+                                 {"inputs": "the cat sat", "steps": 4}),
+        "mediation": (cs.mediation, lambda: cs.mediation("adder", cs.counterfactuals(vary="A", n=10), "l1", n_boot=9),
+                      {"n_boot": 9}),
+        "class_directions": (cs.class_directions, lambda: cs.class_directions("digits-mlp", (X, Y), "act2"), {}),
+        "corrupt_and_restore": (cs.corrupt_and_restore,
+                                lambda: cs.corrupt_and_restore("digits-mlp", X[:20], ["noise"], ["act2"], scale=0.3,
+                                                               all_sites=False),
+                                {"scale": 0.3, "all_sites": False, "corruption": ["noise"]}),
+        "probe": (cs.probe, lambda: cs.probe("digits-mlp", (X, Y), ["act2"], test_size=0.3), {"test_size": 0.3}),
+        "probe_steering": (cs.probe_steering,
+                           lambda: cs.probe_steering("digits-mlp", (X, Y), "act2", 3, 8, [0.0, 1.0], n_random=1,
+                                                     max_inputs=5),
+                           {"strengths": [0.0, 1.0], "max_inputs": 5, "n_random": 1}),
+        "steer": (cs.steer, lambda: cs.steer("digits-mlp", X[:10], "act2", torch.ones(128), [0.0, 2.0], target=3),
+                  {"strengths": [0.0, 2.0], "target": 3}),
+        "steering_matrix": (cs.steering_matrix,
+                            lambda: cs.steering_matrix("digits-mlp", (X, Y), "act2",
+                                                       cs.class_directions("digits-mlp", (X, Y), "act2"),
+                                                       baseline=False),
+                            {"baseline": False}),
     }
 
 
-NAMES = ["edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
+NAMES = ["causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
+         "mediation", "class_directions", "corrupt_and_restore", "probe", "probe_steering", "steer",
+         "steering_matrix", "edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
          "node_effects", "abstraction_iia", "alignment_search", "das"]
 
 

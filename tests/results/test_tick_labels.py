@@ -95,3 +95,15 @@ def test_many_labels_are_thinned_at_whole_cells_and_long_ones_cut():
     fig = heatmap(np.zeros((3, 100)), rows, cols, max_ticks=40, backend="plotly", categorical=False)
     assert list(fig.layout.xaxis.tickvals) == list(range(0, 100, 3))
     assert list(fig.layout.xaxis.ticktext) == [f"t{i}" for i in range(0, 100, 3)]
+
+
+def test_patching_result_plots_label_positions_with_tokens():
+    """PatchingResult draws its own panels; their position ticks carry the tokens too (both backends)."""
+    m = cs.load("tiny-gpt2")
+    r = cs.activation_patching(m, "the cat sat on the mat", "the dog sat on the mat", "resid_pre", cs.logit(5),
+                               direction="both")
+    words = [m.tokenizer.decode([int(t)]).strip() for t in m.adapter.tokenize("the cat sat on the mat")[0]]
+    want = [f"{i}: {w}" for i, w in enumerate(words)]
+    fig = r.plot()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == want
+    assert list(r.plot(backend="plotly").data[0].x) == want       # "the" twice stays two columns

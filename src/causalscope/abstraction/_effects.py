@@ -17,6 +17,7 @@ from ..core import (
     for_pairs,
     full_rows,
     input_pair,
+    input_setting,
     is_last_only,
     length_groups,
     pick_schedule,
@@ -201,6 +202,7 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
     logits = any(e.logits for e in effects)
     meta: dict[str, Any] = {
         "method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
+        "data": input_setting(data),
         "sites": sites if isinstance(sites, str) else [str(c.site.name) for c in cells], "per": per,
         "positions": positions_setting(positions), "align": align,
         "chunk_size": chunk_size, "requested_schedule": schedule, "per_example": per_example,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..core import Site
+from ..core import Site, input_setting
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray, heatmap, resolve_backend
@@ -231,5 +231,7 @@ def class_directions(model: Any, data: Any, site: Site | str, *, labels: Any = N
     directions = (means - centre).to(dtype)
     meta = {"method": "class_directions", "model": m.name, "site": st.name, "center": center, "n_inputs": n,
             "classes": classes, "counts": counts.tolist(), "class_means": means.to(dtype).tolist(),
-            "global_mean": centre.to(dtype).tolist(), "title": f"class directions at {st.name}"}
+            "global_mean": centre.to(dtype).tolist(), "data": input_setting(data),
+            "labels": None if labels is None else "given", "chunk_size": chunk_size,
+            "title": f"class directions at {st.name}"}
     return DirectionsResult(directions, ("class", "neuron"), {"class": classes}, meta, name="direction")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import Site, as_site
+from ..core import Site, as_site, input_setting
 from ..errors import InputError, check_flag, check_int, check_seed
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
@@ -288,7 +288,8 @@ def probe(model: Any, data: Any, sites: Site | str | Sequence[Site | str], *, la
             "n_test": len(test), "test_size": test_size, "seed": seed, "C": C, "standardize": standardize,
             "max_iter": MAX_ITER, "classes": [str(c) for c in classes], "control": control_desc,
             "n_types": n_types, "control_degenerate": degenerate, "converged": converged,
-            "sklearn": sklearn.__version__,
+            "sklearn": sklearn.__version__, "data": input_setting(data),
+            "labels": None if labels is None else "given", "chunk_size": chunk_size,
             "title": f"linear probes on {m.name}"}
     r = ProbeResult(torch.from_numpy(values), ("site", "metric"), {"site": names, "metric": list(METRICS)}, meta,
                     name="accuracy")
@@ -340,7 +341,12 @@ def probe_steering(model: Any, data: Any, site: Site | str, source: Any, target:
         raise InputError(f"n_random must be a positive int (random control directions), got {n_random!r}.")
     s_obj = as_site(site)
     inputs, y_raw, n = _probe_data(data, labels)
+    given_probe = probe is not None
     if probe is None:
         probe = _fit_probes(m, inputs, [s_obj], labels=y_raw, seed=seed, chunk_size=chunk_size)
-    return steer_along_probe(m, inputs, y_raw, n, probe, s_obj, source, target, strengths, n_random=n_random,
-                             seed=seed, readout=readout, max_inputs=max_inputs, chunk_size=chunk_size)
+    res = steer_along_probe(m, inputs, y_raw, n, probe, s_obj, source, target, strengths, n_random=n_random,
+                            seed=seed, readout=readout, max_inputs=max_inputs, chunk_size=chunk_size)
+    res.meta.update(data=input_setting(data), strengths=[float(s) for s in strengths],
+                    probe="given" if given_probe else "fitted here", labels=None if labels is None else "given",
+                    max_inputs=max_inputs, chunk_size=chunk_size)
+    return res

@@ -8,7 +8,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..core import ApplyContext, Intervention, Site
+from ..core import ApplyContext, Intervention, Site, input_setting
 from ..errors import InputError, check_flag, check_seed
 from ..loading import load
 from ..results import LabelledArray, index_runs, quantiles, resolve_backend
@@ -335,7 +335,8 @@ def corrupt_and_restore(model: Any, inputs: Any, corruption: Corruption | Sequen
     site_labels = names + (["all"] if all_sites else [])
     meta = {"method": "corrupt_and_restore", "model": m.name, "sites": names, "corruptions": labels, "scale": scale,
             "seed": seed, "n_examples": n, "clean_prob": p_clean.tolist(), "clean_pred": pred.tolist(),
-            "corrupted_prob": p[:, 0].tolist(), "readout": repr(readout),
+            "corrupted_prob": p[:, 0].tolist(), "readout": repr(readout), "inputs": input_setting(inputs),
+            "corruption": labels, "all_sites": all_sites, "chunk_size": chunk_size,
             "title": "p(clean prediction) after restoring each site"}
     return RestorationResult(p[:, 1:].contiguous(), ("corruption", "site", "example"),
                              {"corruption": labels, "site": site_labels}, meta, name="p(clean prediction)")

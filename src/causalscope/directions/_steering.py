@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..core import Add
+from ..core import Add, input_setting
 from ..errors import InputError, check_flag
 from ..loading import load
 from ..results import LabelledArray, heatmap, resolve_backend
@@ -338,7 +338,9 @@ def steer(model: Any, inputs: Any, site: Any, direction: Any, strengths: Any = (
     values = torch.stack([probs.double().mean(1), hist.double() / n], 1).float()
     meta: dict[str, Any] = {"method": "steer", "model": m.name, "site": st.name, "strengths": ks, "n_inputs": n,
                             "direction_norm": float(vec.norm()), "n_classes": C, "readout": repr(readout),
-                            "title": f"steering at {st.name}"}
+                            "inputs": input_setting(inputs), "direction": input_setting(direction),
+                            "labels": None if labels is None else "given", "target": target,
+                            "chunk_size": chunk_size, "title": f"steering at {st.name}"}
     if target is not None:
         meta["target"] = class_index(target, C, "target")
         meta["title"] = f"steering at {st.name} toward class {meta['target']}"
@@ -433,7 +435,9 @@ def steering_matrix(model: Any, data: Any, site: Any, directions: Any, strength:
     meta: dict[str, Any] = {"method": "steering_matrix", "model": m.name, "site": st.name, "strength": float(strength),
                             "n_inputs": n, "counts": counts.long().tolist(), "n_classes": C,
                             "direction_norms": [float(v.norm()) for v in vecs], "readout": repr(readout),
-                            "title": f"steering matrix at {st.name}"}
+                            "data": input_setting(data), "directions": input_setting(directions),
+                            "labels": None if labels is None else "given", "baseline": baseline,
+                            "chunk_size": chunk_size, "title": f"steering matrix at {st.name}"}
     if baseline:
         meta["baseline_predicted"] = frac[0].float().tolist()
         meta["baseline_prob"] = mean_p[0].float().tolist()

@@ -12,6 +12,7 @@ from ..core import (
     check_align,
     flag_span,
     for_pairs,
+    input_setting,
     model_dtype,
     positions_setting,
     resolve_metric,
@@ -150,7 +151,8 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
         "method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
         "sites": _site_names(sites, values[0].cells if hasattr(values[0], "cells") else None),
         "positions": positions_setting(positions), "chunk_size": chunk_size,
-        "per_example": per_example,
+        "per_example": per_example, "align": align,
+        "clean": input_setting(clean), "corrupted": input_setting(corrupted),
         "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
         "title": f"attribution patching ({', '.join(dirs)})", **pairs.meta()}
     flag_span(meta, span, m_clean, m_corr, model_dtype(m.module), "attribution_patching")

@@ -10,7 +10,18 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 
-from ..core import ApplyContext, Intervention, Model, Run, SegmentedLM, Site, as_site, segment_safe, segmented
+from ..core import (
+    ApplyContext,
+    Intervention,
+    Model,
+    Run,
+    SegmentedLM,
+    Site,
+    as_site,
+    input_setting,
+    segment_safe,
+    segmented,
+)
 from ..core.adapters import Batch
 from ..errors import InputError
 from ..loading import load
@@ -399,7 +410,8 @@ def integrated_gradients(model: Any, inputs: Any, baseline: Any, site: Site | st
         "method": "integrated_gradients", "model": m.name, "adapter": m.adapter.kind, "site": site.name,
         "attribute_to": site.io, "target": _meta_value(tgt), "metric": metric_name, "steps": int(steps),
         "approximation": str(method), "alphas": alphas.tolist(), "weights": weights.tolist(),
-        "baseline": "zero input" if baseline is None else "given", "multiply_by_inputs": True,
+        "baseline": "zero input" if baseline is None else input_setting(baseline), "multiply_by_inputs": True,
+        "inputs": input_setting(inputs),
         "n_inputs": B, "seq_len": batch.seq_len, "chunk_size": run_g.meta.get("chunk_size"),
         "segment": None if seg is None else {"layer": seg.layer, "site": seg.site.name},
         "token_layers": token_layers, "rows": run_g.n_rows,

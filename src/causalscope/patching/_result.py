@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from ..errors import check_int
-from ..results import LabelledArray, resolve_backend
+from ..results import LabelledArray, axis_labels, resolve_backend
 
 EXPLANATION = """\
 Denoising (clean activation into the corrupted run) asks whether a site is *sufficient*: does it alone
@@ -107,7 +107,7 @@ class PatchingResult(LabelledArray):
         for a, (title, arr) in zip(axes, panels):
             data = arr.numpy()
             if arr.ndim == 1:
-                labels = [str(x) for x in arr.coords[arr.dims[0]]]
+                labels = axis_labels(arr.coords[arr.dims[0]], arr.aux_coords, arr.dims[0])
                 a.bar(range(len(labels)), data, color=["#b2182b" if v < 0 else "#2166ac" for v in data])
                 a.set_xticks(range(len(labels)))
                 a.set_xticklabels(labels, rotation=60 if len(labels) > 6 else 0, fontsize=8)
@@ -120,9 +120,10 @@ class PatchingResult(LabelledArray):
                 a.set_xlabel(cols)
                 a.set_ylabel(rows)
                 a.set_xticks(range(data.shape[1]))
-                a.set_xticklabels([str(x) for x in arr.coords[cols]], fontsize=7)
+                a.set_xticklabels(axis_labels(arr.coords[cols], arr.aux_coords, cols), fontsize=7,
+                                  rotation=60 if cols == "position" and data.shape[1] > 6 else 0)
                 a.set_yticks(range(data.shape[0]))
-                a.set_yticklabels([str(x) for x in arr.coords[rows]], fontsize=7)
+                a.set_yticklabels(axis_labels(arr.coords[rows], arr.aux_coords, rows), fontsize=7)
                 fig.colorbar(im, ax=a)
             a.set_title(title)
         return fig
@@ -146,15 +147,16 @@ def _plotly(panels: list[tuple[str, LabelledArray]], title: str) -> Any:
     for k, (_, arr) in enumerate(panels, start=1):
         data = arr.numpy()
         if arr.ndim == 1:
-            fig.add_trace(go.Bar(x=[str(x) for x in arr.coords[arr.dims[0]]], y=data, showlegend=False,
+            bars = axis_labels(arr.coords[arr.dims[0]], arr.aux_coords, arr.dims[0])
+            fig.add_trace(go.Bar(x=bars, y=data, showlegend=False,
                                  hovertemplate="%{x}: %{y:.4~g}<extra></extra>"), 1, k)
             fig.update_xaxes(type="category", title_text=arr.dims[0], row=1, col=k)
         else:
             rows, cols = arr.dims
             lim = max(float(abs(data).max()), 1e-9)
             right = fig.get_subplot(1, k).xaxis.domain[1]
-            fig.add_trace(go.Heatmap(z=data, x=[str(x) for x in arr.coords[cols]],
-                                     y=[str(x) for x in arr.coords[rows]], colorscale="RdBu", zmid=0,
+            fig.add_trace(go.Heatmap(z=data, x=axis_labels(arr.coords[cols], arr.aux_coords, cols),
+                                     y=axis_labels(arr.coords[rows], arr.aux_coords, rows), colorscale="RdBu", zmid=0,
                                      zmin=-lim, zmax=lim,
                                      colorbar={"x": right + 0.008, "xanchor": "left", "thickness": 10, "len": 0.9,
                                                "tickfont": {"size": 10}},

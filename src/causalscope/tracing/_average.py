@@ -6,7 +6,7 @@ from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Model, SegmentedLM, tqdm
+from ..core import Model, SegmentedLM, input_setting, tqdm
 from ..errors import InputError, check_flag, check_int, check_seed
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._grouped import grouped_traces
@@ -132,7 +132,7 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
                   schedule: Literal["grouped", "per_fact"] = "grouped", progress: bool | None = None) -> TraceAverage:
     """Causal traces of many facts, averaged by token class (ROME Fig. 2), with bootstrap CIs.
 
-    >>> avg = trace_average("facts-gpt", [("tomas veldran was born in the city of", "tomas veldran")])
+    >>> avg = trace_average("facts-gpt", [("Thumtre Lesdurn was born in the city of", "Thumtre Lesdurn")])
 
     The indirect effect of a cell is its restored score minus the fact's corrupted score. Per fact and
     class it is averaged over the class's tokens (``token_classes``); per class it is averaged over the
@@ -170,6 +170,7 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     if schedule not in ("grouped", "per_fact"):
         raise InputError(f"schedule must be 'grouped' or 'per_fact', got {schedule!r}.")
     _check_answers(items)
+    noise_setting = noise if isinstance(noise, (str, int, float)) else "explicit"
     if isinstance(noise, str):
         try:
             mult = float(noise.lower().rstrip("x"))
@@ -218,6 +219,8 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     meta = {"method": "trace_average", "model": m.name, "kinds": list(kinds), "samples": samples,
             "noise_std": float(noise) if not isinstance(noise, torch.Tensor) else "explicit", "window": window,
             "seed": seed, "n_boot": n_boot, "ci": ci, "n_facts": len(used), "skipped": skipped,
+            "noise": noise_setting, "require_correct": require_correct,
+            "facts": input_setting([list(f) if isinstance(f, tuple) else f for f in items]),
             "n_facts_per_class": n_per_class, "schedule": schedule, "fact_groups": counts["fact_groups"],
             "token_layers": sum(int(r.meta["token_layers"]) for r in traces),
             "title": f"Average indirect effect over {len(used)} facts ({m.name})"}

@@ -76,7 +76,7 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
 
     ROME corrupts with Gaussian noise of 3 x this value, measured over all subjects of the data set.
 
-    >>> noise = 3 * causalscope.embedding_std(m, ["paris", "tomas veldran"])
+    >>> noise = 3 * causalscope.embedding_std(m, ["Thumtre Lesdurn", "Lunmark"])
     """
     m, lm = _lm(model)
     if isinstance(subjects, str):
@@ -96,7 +96,7 @@ def embedding_std(model: Any, subjects: Sequence[str]) -> float:
 class TraceResult(LabelledArray):
     """A causal trace: ``scores`` (tokens x layers) plus the clean / corrupted scores and the settings.
 
-    >>> r = causalscope.causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran")
+    >>> r = causalscope.causal_trace("facts-gpt", "Thumtre Lesdurn was born in the city of", "Thumtre Lesdurn")
     >>> r.scores.shape, r.high_score, r.low_score, r.answer
     >>> r.plot()
 
@@ -245,7 +245,7 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                  schedule: Literal["auto", "floor", "batched"] = "auto", progress: bool | None = None) -> TraceResult:
     """ROME causal tracing of one fact, at the compute floor.
 
-    >>> r = causal_trace("facts-gpt", "tomas veldran was born in the city of", "tomas veldran", kind="mlp")
+    >>> r = causal_trace("facts-gpt", "Thumtre Lesdurn was born in the city of", "Thumtre Lesdurn", kind="mlp")
     >>> r.scores[r.subject_range[1] - 1]      # restoring MLPs at the last subject token, per layer
     >>> r.plot()
 
@@ -321,7 +321,8 @@ def causal_trace(model: Any, prompt: str, subject: str, *, kind: Kind = "hidden"
                                                  progress)[kind]
         scores = fact_scores[0]
     settings = {"window": window, "samples": samples, "noise_std": std, "noise": "explicit" if std != std else noise,
-                "seed": seed, "replace": replace, "sever": sever, "schedule": schedule}
+                "seed": seed, "replace": replace, "sever": sever, "schedule": schedule,
+                "target": target if isinstance(target, (int, str)) or target is None else repr(target)}
     return trace_result(m, scores, prompt, subject, kind, settings, high, low, answer_id, tokens, (b, e), token_layers)
 
 
