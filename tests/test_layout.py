@@ -28,7 +28,8 @@ import causalscope
 PKG = Path(causalscope.__file__).resolve().parent
 TOP = "causalscope"
 LAYER = {"errors": 0, "_version": 0, "catalog": 0, "data": 1, "zoo": 2, "core": 3, "results": 3, "loading": 4,
-         "tracing": 5, "patching": 5, "abstraction": 5, "directions": 5, "circuits": 5, "app": 6,
+         "tracing": 5, "patching": 5, "abstraction": 5, "directions": 5, "circuits": 5, "generation": 5,
+         "lenses": 5, "sae": 5, "app": 6,
          "__init__": 7, "__main__": 7}
 FAMILIES = {name for name, rank in LAYER.items() if rank == 5}
 HOOK_CALLS = {"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
