@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "ActivationCache": ".core", "Add": ".core",
     "ArchitectureWarning": ".core", "Intervention": ".core", "Mean": ".core", "Model": ".core",
     "Noise": ".core", "Patch": ".core", "Project": ".core", "Resample": ".core", "Rows": ".core", "Run": ".core",
+    "Generation": ".core",
     "Scale": ".core", "Set": ".core", "Site": ".core", "Zero": ".core", "logit": ".core", "logit_diff": ".core",
     "output_value": ".core", "prob": ".core",
     "DirectionsResult": ".directions", "ProbeResult": ".directions", "RestorationResult": ".directions",
@@ -170,7 +171,7 @@ __all__ = [
     # core
     "ActivationCache", "Add", "ArchitectureWarning",
     "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
-    "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob",
+    "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob", "Generation",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
     "SiteError", "UnknownTokenWarning", "__version__", "load",

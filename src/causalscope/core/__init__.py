@@ -22,6 +22,7 @@ from ._cells import (
     unique_full_sites,
 )
 from ._engine import CPU_MAX_ROWS, ActivationCache, Engine, Run
+from ._engine_generate import Generation, generate
 from ._guard import preserved
 from ._interventions import (
     Add,
@@ -79,7 +80,7 @@ __all__ = [
     "POSITION_SWEEPS", "PairMetric", "positions_setting", "LIST_LIMIT", "callable_setting", "input_setting",
     "position_list",
     "aligned_positions", "check_align", "for_pairs",
-    "CPU_MAX_ROWS", "ActivationCache", "Adapter",
+    "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Generation", "generate",
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ..errors import InputError, PlanError, check_flag
 from ._engine import Engine, Run
+from ._engine_generate import Generation, generate
 from ._engine_ops import compile_ops
 from ._guard import preserved
 from ._sites import Site
@@ -47,6 +48,31 @@ class Model:
 
     def __repr__(self) -> str:
         return f"causalscope.Model({self.name!r}, adapter={self.adapter.kind!r})"
+
+    def generate(self, prompts: Any, edits: Any = None, *, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 positions: Literal["all", "prompt", "new"] = "all",
+                 metric: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Generation:
+        """Generate ``max_new_tokens`` tokens per prompt with ``edits`` applied at every step (KV-cached).
+
+        >>> g = m.generate(["the cat sat on", "a dog"], max_new_tokens=5)          # greedy, as transformers
+        >>> steered = m.generate("the cat sat on", {cs.Site("layers.1"): cs.Add(v, 4.0)}, max_new_tokens=5)
+        >>> steered.text, steered.ids
+
+        Prompts of different lengths are padded on the left (as transformers' batched generation), so every
+        step appends one token to all of them; step 0 runs the prompts, every later step one new token against
+        the cached keys and values (``meta["forwards"]`` counts one forward per new token). ``edits``:
+        ``{site: intervention}`` as in :meth:`run`, sites without ``positions=``; ``positions`` says where they
+        act: ``"all"`` (the prompt and every new token), ``"prompt"`` or ``"new"``. Interventions that read
+        another run (Patch, Mean, Resample) and Noise are refused. Greedy by default; ``do_sample=True``
+        samples with ``temperature`` and nucleus ``top_p`` from a generator seeded with ``seed`` (same seed,
+        same tokens). ``metric``: a function of each step's last-position logits (prompts, vocab) -> (prompts,),
+        kept per step in ``Generation.metric``. No token is special: exactly ``max_new_tokens`` are generated
+        (an end-of-text token does not stop a row). Hugging Face causal LMs only; the model is not changed.
+        """
+        return generate(self.adapter, prompts, edits, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                        temperature=temperature, top_p=top_p, seed=seed, positions=positions, metric=metric,
+                        model_name=self.name)
 
     def site_names(self, pattern: str | None = None) -> list[str]:
         """Every site name (canonical names first), optionally filtered by a glob: ``m.site_names("layers.*.mlp")``."""
