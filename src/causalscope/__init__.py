@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "ActivationCache": ".core", "Add": ".core",
     "ArchitectureWarning": ".core", "Intervention": ".core", "Mean": ".core", "Model": ".core",
     "Noise": ".core", "Patch": ".core", "Project": ".core", "Resample": ".core", "Rows": ".core", "Run": ".core",
-    "Generation": ".core",
+    "Generation": ".core", "SteeringGeneration": ".generation", "steer_generation": ".generation",
     "Scale": ".core", "Set": ".core", "Site": ".core", "Zero": ".core", "logit": ".core", "logit_diff": ".core",
     "output_value": ".core", "prob": ".core",
     "DirectionsResult": ".directions", "ProbeResult": ".directions", "RestorationResult": ".directions",
@@ -57,7 +57,8 @@ _EXPORTS: dict[str, str] = {
     "embedding_std": ".tracing", "subject_range": ".tracing", "token_classes": ".tracing",
     "trace_average": ".tracing",
 }
-_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "patching", "results", "tracing", "zoo")
+_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "generation", "patching", "results", "tracing",
+                "zoo")
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
@@ -172,6 +173,7 @@ __all__ = [
     "ActivationCache", "Add", "ArchitectureWarning",
     "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob", "Generation",
+    "SteeringGeneration", "steer_generation", "generation",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
     "SiteError", "UnknownTokenWarning", "__version__", "load",
