@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "InterventionError": ".errors", "PlanError": ".errors", "PrecisionWarning": ".errors", "SiteError": ".errors",
     "UnknownTokenWarning": ".errors",
     "load": ".loading",
+    "AttentionPatterns": ".lenses", "LensComparison": ".lenses", "LensResult": ".lenses", "TunedLens": ".lenses",
+    "attention_patterns": ".lenses", "attention_sites": ".lenses", "logit_lens": ".lenses", "tuned_lens": ".lenses",
     "AttributionPatchingResult": ".patching", "IGResult": ".patching", "LatentCircuits": ".patching",
     "PatchingResult": ".patching", "activation_patching": ".patching", "attribution_patching": ".patching",
     "integrated_gradients": ".patching", "latent_circuits": ".patching",
@@ -57,8 +59,8 @@ _EXPORTS: dict[str, str] = {
     "embedding_std": ".tracing", "subject_range": ".tracing", "token_classes": ".tracing",
     "trace_average": ".tracing",
 }
-_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "generation", "patching", "results", "tracing",
-                "zoo")
+_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "generation", "lenses", "patching", "results",
+                "tracing", "zoo")
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
@@ -128,6 +130,16 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         SiteError,
         UnknownTokenWarning,
     )
+    from .lenses import (
+        AttentionPatterns,
+        LensComparison,
+        LensResult,
+        TunedLens,
+        attention_patterns,
+        attention_sites,
+        logit_lens,
+        tuned_lens,
+    )
     from .loading import load
     from .patching import (
         AttributionPatchingResult,
@@ -174,6 +186,8 @@ __all__ = [
     "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob", "Generation",
     "SteeringGeneration", "steer_generation", "generation",
+    "AttentionPatterns", "LensComparison", "LensResult", "TunedLens", "attention_patterns", "attention_sites",
+    "logit_lens", "tuned_lens", "lenses",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
     "SiteError", "UnknownTokenWarning", "__version__", "load",

@@ -69,6 +69,7 @@ from ._segments import (
 )
 from ._settings import LIST_LIMIT, callable_setting, input_setting
 from ._sites import Site, as_site
+from ._unembed import unembed_fn
 from .adapters import Adapter, ArchitectureWarning, Batch, Resolved, SegmentedLM, adapter_for, primary, segmented
 
 __all__ = [
@@ -85,5 +86,5 @@ __all__ = [
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
     "takes_lengths", "preserved", "tqdm", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
-    "primary", "prob", "resolve_metric",
+    "primary", "prob", "resolve_metric", "unembed_fn",
 ]
