@@ -100,10 +100,15 @@ def _calls(case: circuits.Case) -> dict[str, tuple[Callable[..., Any], Callable[
                                                        cs.class_directions("digits-mlp", (X, Y), "act2"),
                                                        baseline=False),
                             {"baseline": False}),
+        "logit_lens": (cs.logit_lens, lambda: cs.logit_lens("facts-gpt", FACT, answer="Lunmark", k=3, layers=[0, 2]),
+                       {"k": 3, "layers": [0, 2]}),
+        "attention_patterns": (cs.attention_patterns,
+                               lambda: cs.attention_patterns("tiny-gpt2", "the cat sat", layers=[1], heads=[0, 2]),
+                               {"layers": [1], "heads": [0, 2]}),
     }
 
 
-NAMES = ["causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
+NAMES = ["logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
          "mediation", "class_directions", "corrupt_and_restore", "probe", "probe_steering", "steer",
          "steering_matrix", "edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
          "node_effects", "abstraction_iia", "alignment_search", "das"]
