@@ -11,8 +11,11 @@ import causalscope as cs
 from causalscope.app.demo import build_report, patching_map
 from causalscope.app.report import check_layout, check_report, find_chromium
 
+#: the demo's figures: 3 engine, 3 traces + average, 4 patching / IG, 3 IIA grids, 2 graphs, DAS, 5 directions,
+#: 4 circuits (2 node-effect sweeps, ROC, faithfulness), 3 language-model workflows (steering, lens, attention)
+N = 29
 #: a plotly figure fixed at 2000 px, written straight into the page (a Report drops fixed widths)
-WIDE_FIGURE = ('<div class="cs-figure" id="figure-27" data-figure-index="26">'
+WIDE_FIGURE = (f'<div class="cs-figure" id="figure-{N + 1}" data-figure-index="{N}">'
                '<div id="cs-wide" class="plotly-graph-div" style="height:300px; width:2000px;"></div>'
                '<script>Plotly.newPlot("cs-wide", [{"type": "heatmap", "z": [[1, 2], [3, 4]]}], '
                '{"width": 2000, "height": 300});</script></div>\n</main>')
@@ -23,19 +26,18 @@ def test_demo_report_draws_every_figure_offline_and_fits_both_widths(tmp_path, c
     path = build_report(tmp_path / "report.html")
     line = capsys.readouterr().out
     size = path.stat().st_size
-    assert f"{path}: 26 figures, {size / 1e6:.2f} MB (plotly.js " in line  # the demo prints its size
+    assert f"{path}: {N} figures, {size / 1e6:.2f} MB (plotly.js " in line  # the demo prints its size
     assert size < 5.2e6  # plotly.js (4.8 MB, minified, once) + the figures' JSON (about 0.1 MB)
     html = path.read_text()
     assert "<script src" not in html and "<link " not in html
     assert html.count("plotly.js v") == 1 and '<nav class="cs-toc"' in html
     calls = [json.loads("[" + m + "]") for m in re.findall(r'csPlot\("cs-fig-\d+", (.*?)\);</script>', html)]
-    assert len(calls) == 26 and not any("width" in layout for _, layout, _ in calls)  # no fixed widths
+    assert len(calls) == N and not any("width" in layout for _, layout, _ in calls)  # no fixed widths
     assert "0.1700000017881393" not in html
     if find_chromium() is None:
         pytest.fail("Debian's chromium is required for the report test; `make test` installs it.")
     res = check_report(path)
-    assert res["n_figures"] == 26  # 3 engine, 3 traces + average, 4 patching / IG, 3 IIA grids, 2 graphs, DAS, 5 directions,
-    # 4 circuits (2 node-effect sweeps, ROC, faithfulness)
+    assert res["n_figures"] == N
     assert res["drawn"] == res["n_figures"], res
     assert res["js_errors"] == ""
     layout = check_layout(path)  # 1000 px and 1600 px
@@ -43,19 +45,20 @@ def test_demo_report_draws_every_figure_offline_and_fits_both_widths(tmp_path, c
     for width, one in layout["widths"].items():
         s = one["summary"]
         assert s["viewport"][0] == width and s["scroll_width"] <= s["client_width"]
-        assert len(s["figures"]) == 26
+        assert len(s["figures"]) == N
         assert all(f["figure_width"] <= f["card_width"] + 1 for f in s["figures"])
         assert all(f["min_plot_width"] is None or f["min_plot_width"] >= 80 for f in s["figures"])
     # the same check fails on the same report with one broken figure planted in it
     broken = tmp_path / "broken.html"
-    broken.write_text(html.replace('data-n-figures="26"', 'data-n-figures="27"', 1).replace("</main>", WIDE_FIGURE, 1),
+    broken.write_text(html.replace(f'data-n-figures="{N}"', f'data-n-figures="{N + 1}"', 1).replace("</main>", WIDE_FIGURE, 1),
                       encoding="utf-8")
     bad = check_layout(broken, widths=(1000,))
     assert not bad["ok"]
-    assert any(p.startswith("1000 px: figure 26 is wider than its card") for p in bad["problems"]), bad["problems"]
-    assert any(p.startswith("1000 px: figure 26: a colour bar lies outside the figure") or
-               p.startswith("1000 px: figure 26's card scrolls sideways") for p in bad["problems"])
-    assert not any(re.match(r"1000 px: figure (\d|1\d|2[0-5])\b", p) for p in bad["problems"]), bad["problems"]
+    assert any(p.startswith(f"1000 px: figure {N} is wider than its card") for p in bad["problems"]), bad["problems"]
+    assert any(p.startswith(f"1000 px: figure {N}: a colour bar lies outside the figure") or
+               p.startswith(f"1000 px: figure {N}'s card scrolls sideways") for p in bad["problems"])
+    others = [p for p in bad["problems"] if (x := re.match(r"1000 px: figure (\d+)\b", p)) and int(x.group(1)) < N]
+    assert not others, bad["problems"]
 
 
 def test_demo_patching_map_equals_a_naive_loop():

@@ -116,5 +116,7 @@ def _plotly(data: np.ndarray, names: list[list[str]], q_labels: list[str], k_lab
                              ticktext=k_labels if r == R - 1 else [""] * n, row=r + 1, col=c + 1)
     fig.update_layout(title={"text": title}, coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
                                                         "colorbar": {"title": {"text": "attention"}}},
-                      height=max(300, 180 * R + 120))
+                      height=max(300, R * max(180, 18 * n) + 120))  # room for one token label per row
+    fig.update_yaxes(tickfont={"size": 10})
+    fig.update_xaxes(tickfont={"size": 10})
     return fig

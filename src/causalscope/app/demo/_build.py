@@ -18,13 +18,14 @@ from ..report import Report
 from ._circuits import circuits_section
 from ._directions import directions_section
 from ._engine import engine_section
+from ._language import language_section
 from ._mediation import mediation_section
 from ._patching import patching_section
 from ._tracing import tracing_section
 
 #: the report's sections, in order: each adds its prose, figures and tables to the report
 SECTIONS = (engine_section, tracing_section, patching_section, mediation_section, directions_section,
-            circuits_section)
+            circuits_section, language_section)
 
 
 def build_report(out: str | Path = "report/causalscope-report.html",
