@@ -58,9 +58,10 @@ _EXPORTS: dict[str, str] = {
     "TOKEN_CLASSES": ".tracing", "TraceAverage": ".tracing", "TraceResult": ".tracing", "causal_trace": ".tracing",
     "embedding_std": ".tracing", "subject_range": ".tracing", "token_classes": ".tracing",
     "trace_average": ".tracing",
+    "SAE": ".sae", "Transcoder": ".sae", "feature_attribution": ".sae", "load_sae": ".sae", "train_sae": ".sae",
 }
 _SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "generation", "lenses", "patching", "results",
-                "tracing", "zoo")
+                "sae", "tracing", "zoo")
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
@@ -152,6 +153,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         latent_circuits,
     )
     from .results import LabelledArray, load_result
+    from .sae import SAE, Transcoder, feature_attribution, load_sae, train_sae
     from .tracing import (
         TOKEN_CLASSES,
         TraceAverage,
@@ -187,7 +189,7 @@ __all__ = [
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob", "Generation",
     "SteeringGeneration", "steer_generation", "generation",
     "AttentionPatterns", "LensComparison", "LensResult", "TunedLens", "attention_patterns", "attention_sites",
-    "logit_lens", "tuned_lens", "lenses",
+    "logit_lens", "tuned_lens", "lenses", "sae",
     # errors, loading, results, bundled models and data
     "CausalScopeError", "CausalScopeWarning", "InputError", "InterventionError", "PlanError", "PrecisionWarning",
     "SiteError", "UnknownTokenWarning", "__version__", "load",
@@ -205,4 +207,5 @@ __all__ = [
     "SteeringResult", "class_directions", "corrupt", "corrupt_and_restore", "probe", "probe_steering", "steer",
     "steering_matrix",
     "NodeEffects", "node_effects", "subspace_effects",
+    "SAE", "Transcoder", "feature_attribution", "load_sae", "train_sae",
 ]

@@ -215,7 +215,7 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
     P = len(base[causal_model.inputs[0]])
     layer_sites = [alignment_sites(m, variable, lay)[0] for lay in layers]
     for s in layer_sites:
-        if s.neurons is not None or s.basis is not None:
+        if s.neurons is not None or s.basis is not None or s.sae is not None:
             raise InputError(f"layers must name whole sites to sweep neuron by neuron; {s.name!r} already selects.")
     probe = m.run(base_in, cache=layer_sites, chunk_size=chunk_size, progress=False)
     widths = [int(probe.cache[s.name].shape[-1]) for s in layer_sites]

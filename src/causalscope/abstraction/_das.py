@@ -216,6 +216,9 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}.")
     (the_site,) = alignment_sites(m, variable, site)
+    if the_site.sae is not None:
+        raise InputError(f"das learns a subspace of the activation itself; give the site without sae= (got "
+                         f"{the_site.name!r}).")
     if the_site.basis is not None:
         raise InputError(f"das learns the subspace itself; give the site without basis= (got {the_site.name!r}).")
 

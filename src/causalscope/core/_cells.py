@@ -315,6 +315,10 @@ def _per(m: Model, site: Site, per: str, positions: Sequence[int] | None, T: int
          clean_in: Any) -> tuple[tuple[str, ...], dict[str, list], list[Cell]]:
     if per not in ("neuron", "position", "head"):
         raise InputError(f"per must be 'neuron', 'position' or 'head', got {per!r}.")
+    if site.sae is not None or site.basis is not None:
+        raise InputError(f"per={per!r} sweeps the activation's own {per}s, but {site.name!r} selects "
+                         f"{'SAE latents' if site.sae is not None else 'a subspace'}; give one site per cell "
+                         f"instead, e.g. [cs.Site({site.module!r}, sae=sae, features=[j]) for j in ...].")
     probe = m.run(clean_in, cache=[Site(site.module, io=site.io)]).cache[Site(site.module, io=site.io).name]
     res = m.adapter.resolve(site)
     base: dict[str, Any] = dict(module=site.module, io=site.io, positions=site.positions, neurons=site.neurons,

@@ -352,7 +352,8 @@ class Engine:
             for s, r in sites_res:
                 full = torch.cat(store[r.key]) if store[r.key] else torch.empty(0)
                 dst.by_key[r.key] = full
-                dst[s.name] = self._view(full, s, r, batch.seq_len, batch.pos_offset, plan.lengths)
+                dst[s.name] = self._view(full, s, r, batch.seq_len, batch.pos_offset, plan.lengths,
+                                         grad=dst is run_grads)
         kv = None
         if plan.kv_of is not None and kept.kvs:
             kvs = kept.kvs

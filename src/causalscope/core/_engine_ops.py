@@ -6,7 +6,7 @@
 
 ``compile_ops`` groups the rows that apply one intervention at one site template; :func:`apply_op` applies such a
 group to the rows of the pass in progress (a :class:`Chunk`); :func:`select` and :func:`write` read and write a
-site's part (positions, heads, neurons, basis) of an activation.
+site's part (positions, heads, neurons, basis, SAE latents) of an activation.
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ from ..errors import InterventionError, SiteError
 from ._interventions import ApplyContext, Intervention, as_intervention
 from ._ragged_sources import fit_width, row_positions, source_mean, source_positions
 from ._rows import Block
-from ._sites import Site, as_site
+from ._sae_sites import TranscoderWrite, decoded_change, is_transcoder, latent_grads, latent_mean, site_latents
+from ._sae_sites import pick as pick_features
+from ._sites import Site, as_site, check_shape
+from ._sites import check_site as check_site  # (the engine's planning reads it from here)
 from .adapters import Adapter, Batch, Resolved
 
 Key = tuple[str, str]
@@ -55,12 +58,15 @@ class Op:
     neur: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (neurons, rows): sites differing in them
     neur_t: torch.Tensor | None = None  # (rows, k) each row's neurons, where the op's rows pick different ones
     neur_range: tuple[int, int] = (0, 0)  # the smallest and largest neuron of neur_t
+    feat: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (SAE features, rows), as neur
+    feat_t: torch.Tensor | None = None  # (rows, k) each row's SAE features, where the op's rows pick different ones
     src_rows: torch.Tensor | None = None
     rows_t: torch.Tensor | None = None
     pos_t: torch.Tensor | None = None
     source: Source | None = None
 
     staged: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)  # what the run's chunks share (an SAE site's mean of latents)
 
     def finalize(self) -> None:
         if len(self.spans) <= 16:
@@ -72,6 +78,8 @@ class Op:
         if len(self.neur) > 1:
             self.neur_t = torch.cat([torch.tensor([n], dtype=torch.long).expand(k, -1) for n, k in self.neur])
             self.neur_range = (int(self.neur_t.min()), int(self.neur_t.max()))
+        if len(self.feat) > 1:
+            self.feat_t = torch.cat([torch.tensor([f], dtype=torch.long).expand(k, -1) for f, k in self.feat])
 
     def add(self, r0: int, r1: int, site: Site) -> None:
         """Rows ``r0 .. r1`` (after every row added so far) apply this op at ``site`` (this op's template; its
@@ -81,7 +89,7 @@ class Op:
             self.spans[-1] = (self.spans[-1][0], r1)
         else:
             self.spans.append((r0, r1))
-        for runs, v in ((self.pos, site.positions), (self.neur, site.neurons)):
+        for runs, v in ((self.pos, site.positions), (self.neur, site.neurons), (self.feat, site.features)):
             if isinstance(v, tuple):
                 if runs and runs[-1][0] == v:
                     runs[-1] = (v, runs[-1][1] + r1 - r0)
@@ -93,7 +101,7 @@ class Op:
         inside a hook would make the host wait for the accelerator mid-pass."""
         if dev.type != "cpu" and dev not in self.staged:
             self.staged[dev] = tuple(None if t is None else t.to(dev)
-                                     for t in (self.rows_t, self.pos_t, self.src_rows, self.neur_t))
+                                     for t in (self.rows_t, self.pos_t, self.src_rows, self.neur_t, self.feat_t))
 
 
 class Chunk:
@@ -105,7 +113,8 @@ class Chunk:
     (A plain class with slots: it is made once per run, and its attributes are read in every hook.)
     """
 
-    __slots__ = ("seq_len", "offset", "c0", "c1", "input_index", "lengths", "counts", "acts", "cache", "finite")
+    __slots__ = ("seq_len", "offset", "c0", "c1", "input_index", "lengths", "counts", "acts", "cache", "finite",
+                 "stash")
 
     def __init__(self, seq_len: int | None, offset: int) -> None:
         self.seq_len = seq_len
@@ -118,12 +127,13 @@ class Chunk:
         self.counts: dict[Key, int] = {}
         self.acts: dict[Key, torch.Tensor] = {}
         self.finite: list[tuple[torch.Tensor, Op]] = []
+        self.stash: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # transcoder latent changes, by reader
 
     def start(self, c0: int, c1: int, input_index: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
         """Begin the pass over plan rows ``c0 .. c1`` (base inputs ``input_index``, real ``lengths`` where the
         prompts differ in length), forgetting the last one."""
         self.c0, self.c1, self.input_index, self.lengths = c0, c1, input_index, lengths
-        self.counts, self.acts, self.finite = {}, {}, []
+        self.counts, self.acts, self.finite, self.stash = {}, {}, [], {}
 
 
 def _pos_kind(site: Site) -> Any:
@@ -137,38 +147,13 @@ def _pos_kind(site: Site) -> Any:
 
 def _group_key(site: Site) -> tuple:
     """What rows must share to be one op: the site but its positions, and but its neurons (only their number)
-    where it has no basis (each row then reads its own neurons)."""
+    where it has no basis (each row then reads its own neurons), and but its SAE features (their number)."""
     key = site.key()
     if isinstance(site.neurons, tuple) and site.basis is None:
         return (*key[:2], ("neurons", len(site.neurons)), *key[3:])
+    if site.features is not None:
+        return (*key[:-1], ("features", len(site.features)))
     return key
-
-
-def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
-    """Raise when the site's positions lie outside ``seq_len`` tokens, or before a segment starting at ``offset``.
-
-    >>> check_site(Site("layers.0", positions=9), seq_len=4)   # SiteError: out of range for 4 tokens
-
-    A slice of positions must step forward and select at least one of the ``seq_len`` tokens (a slice past the
-    end would otherwise edit nothing without a word).
-    """
-    if isinstance(site.positions, slice):
-        sl = site.positions
-        if sl.step is not None and sl.step < 0:
-            raise SiteError(f"Site {site.name!r}: a slice of positions steps backwards ({sl!r}); list the positions "
-                            f"instead (e.g. positions=[4, 3, 2, 1]), or use a forward step.")
-        if seq_len is not None and not range(seq_len)[sl]:
-            raise SiteError(f"Site {site.name!r}: positions {sl.start}:{sl.stop} select no position of {seq_len} "
-                            f"tokens (valid: {-seq_len} .. {seq_len - 1}).")
-    if seq_len is not None and isinstance(site.positions, tuple):
-        bad = [p for p in site.positions if not -seq_len <= p < seq_len]
-        if bad:
-            raise SiteError(f"Site {site.name!r}: positions {bad} are out of range for {seq_len} tokens "
-                            f"(valid: {-seq_len} .. {seq_len - 1}).")
-        early = [p for p in site.positions if p % seq_len < offset]
-        if early:
-            raise SiteError(f"Site {site.name!r}: positions {early} lie before the segment, which starts at "
-                            f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
 
 
 def compile_ops(adapter: Adapter, batch: Batch, blocks: list[Block]) -> dict[Key, list[Op]]:
@@ -196,6 +181,11 @@ def compile_ops(adapter: Adapter, batch: Batch, blocks: list[Block]) -> dict[Key
     for op in groups.values():
         op.finalize()
         by_key.setdefault(op.res.key, []).append(op)
+        if op.site.sae is not None and is_transcoder(op.site.sae):  # it writes into the module's output
+            out = adapter.resolve(Site(op.site.module))
+            w = Op(out, op.site, TranscoderWrite(op), op.rows, op.spans, op.pos, feat=op.feat)
+            w.finalize()
+            by_key.setdefault(out.key, []).append(w)
     return by_key
 
 
@@ -222,7 +212,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         if site.positions is not None:
             lens = base_lens
             pos = row_positions(site, pos, lens)
-    check_shape(act, site, n_heads, pos)
+    writer = isinstance(op.intervention, TranscoderWrite)
+    check_shape(act, site, n_heads, pos, writing=writer)
     neur = None
     if op.neur_t is not None:
         if op.neur_range[0] < 0 or op.neur_range[1] >= act.shape[-1]:
@@ -240,7 +231,12 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             neur = staged[3][lo:hi]
     rows, pos = rows.to(dev), None if pos is None else pos.to(dev)
     levels = _levels(act, rows, pos, site, n_heads, neur)  # read once: the write below scatters through it
-    x = _in_basis(levels.selected, site)
+    if writer:
+        return _write_transcoded(levels, rows, op, chunk, act.dtype)
+    feats = None  # each row's own SAE features, where the op's rows differ in them
+    if op.feat_t is not None:
+        feats = staged[4][lo:hi] if staged is not None and staged[4] is not None else op.feat_t[lo:hi].to(dev)
+    x = _value(levels.selected, site, feats)
     src = None
     if op.source is not None:
         full = op.source.tensors[op.res.key]
@@ -254,7 +250,12 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
         full = full.to(dev)
         if full.is_inference() and torch.is_grad_enabled():
             full = full.clone()
-        if op.intervention.source_mode == "all":
+        if op.intervention.source_mode == "all" and site.sae is not None:  # the mean of the source's latents
+            source_mean(full[..., :1], op, pos, lens if lens is not None else base_lens)  # (its checks)
+            mean = fit_width(latent_mean(full.to(act.dtype), op), act.shape[1])
+            src = pick_features(_levels(mean, torch.zeros_like(rows), pos, site, n_heads).selected, site.features,
+                                feats).to(x.dtype)
+        elif op.intervention.source_mode == "all":
             mean = fit_width(source_mean(full, op, pos, lens if lens is not None else base_lens), act.shape[1])
             src = select(mean.to(act.dtype), torch.zeros_like(rows), pos, site, n_heads)
         else:
@@ -267,8 +268,8 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
                 if src_pos is None:  # every position, between prompts of equal real lengths
                     full = fit_width(full, act.shape[1])
             src_rows = staged[2] if staged is not None and staged[2] is not None else op.src_rows
-            src = _in_basis(_levels(full.to(act.dtype), src_rows[lo:hi].to(dev), src_pos, site, n_heads,
-                                    neur).selected, site)
+            src = _value(_levels(full.to(act.dtype), src_rows[lo:hi].to(dev), src_pos, site, n_heads,
+                                 neur).selected, site, feats)
     assert chunk.input_index is not None
     ctx = ApplyContext(chunk.input_index[rows_cpu], site.name)
     new = op.intervention(x, src, ctx)
@@ -282,7 +283,25 @@ def apply_op(act: torch.Tensor, op: Op, chunk: Chunk) -> None:
             raise _not_finite(op)
     else:  # reading a flag here would stall the accelerator mid-pass: check once after the forward
         chunk.finite.append((torch.isfinite(new).all(), op))
+    if site.sae is not None:  # x + (f' - f) @ W_dec: the SAE's reconstruction error stays (f' == f adds an exact 0)
+        if is_transcoder(site.sae):  # written into the module's output, by the op that follows it there
+            chunk.stash[id(op)] = (new - x, feats)
+            return
+        new = levels.selected + decoded_change(site.sae, new - x, site.features, feats, act.dtype)
     _write_levels(levels, rows, site, new)
+
+
+def _write_transcoded(levels: _Levels, rows: torch.Tensor, op: Op, chunk: Chunk, dtype: torch.dtype) -> None:
+    """A transcoder site's write: add ``(f' - f) @ W_dec[features]`` (the change its reader op kept) to the
+    module's output."""
+    got = chunk.stash.pop(id(cast(TranscoderWrite, op.intervention).reader), None)
+    if got is None:
+        raise SiteError(f"Site {op.site.name!r}: the transcoder's input at {op.site.module!r} was not read before its "
+                        f"output in this pass; a transcoder site needs a module that takes its input and returns its "
+                        f"output in one call.")
+    delta, feats = got
+    site = op.site
+    _write_levels(levels, rows, site, levels.selected + decoded_change(site.sae, delta, site.features, feats, dtype))
 
 
 def _not_finite(op: Any) -> InterventionError:
@@ -325,35 +344,6 @@ def check_output_finite(ops: Mapping[Key, list[Op]], c0: int, values: torch.Tens
 def _has_row(op: Op, row: int) -> bool:
     i = bisect_left(op.rows, row)
     return i < len(op.rows) and op.rows[i] == row
-
-
-def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.Tensor | None) -> None:
-    """Raise when ``site`` does not fit ``act`` (positions, heads, neurons or basis out of range)."""
-    if site.positions is not None and act.ndim < 3:
-        raise SiteError(f"Site {site.name!r} selects positions, but the activation is {tuple(act.shape)}: "
-                        f"positions index dim 1 of a (batch, positions, ...) activation.")
-    if pos is not None:
-        T = act.shape[1]
-        lo, hi = int(pos.min()), int(pos.max())
-        if lo < -T or hi >= T:
-            raise SiteError(f"Site {site.name!r}: positions out of range for {T} positions "
-                            f"(got {lo} .. {hi}; valid {-T} .. {T - 1}).")
-    split = site.heads is not None and n_heads is not None and act.ndim in (2, 3)
-    last = act.shape[-1] // n_heads if split and n_heads else act.shape[-1]
-    if split and act.shape[-1] % cast(int, n_heads):  # split implies n_heads
-        raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
-    if site.heads is not None and isinstance(site.heads, tuple):
-        H = cast(int, n_heads) if split else act.shape[-2]  # split implies n_heads
-        bad = [h for h in site.heads if not 0 <= h < H]
-        if bad:
-            raise SiteError(f"Site {site.name!r}: heads {bad} out of range (the site has {H} heads: 0 .. {H - 1}).")
-    if isinstance(site.neurons, tuple):
-        bad = [i for i in site.neurons if not 0 <= i < last]
-        if bad:
-            raise SiteError(f"Site {site.name!r}: neurons {bad} out of range (size {last}: 0 .. {last - 1}).")
-    if site.basis is not None and site.basis.shape[0] != last:
-        raise SiteError(f"Site {site.name!r}: basis is {tuple(site.basis.shape)} but the activation's last "
-                        f"dimension is {last}.")
 
 
 def _index(sel: tuple[int, ...] | slice, size: int, device: torch.device) -> torch.Tensor:
@@ -410,11 +400,20 @@ def _levels(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site:
 
 def select(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site,
            n_heads: int | None) -> torch.Tensor:
-    """The site's part of ``t`` at ``rows`` (and per-row positions ``pos``), in the site's basis if it has one.
+    """The site's part of ``t`` at ``rows`` (and per-row positions ``pos``), in the site's basis if it has one,
+    its SAE's latents if it has one.
 
     >>> select(act, torch.tensor([0, 1]), None, Site("layers.0", neurons=[3]), None).shape   # (2, T, 1)
     """
-    return _in_basis(_levels(t, rows, pos, site, n_heads).selected, site)
+    return _value(_levels(t, rows, pos, site, n_heads).selected, site)
+
+
+def _value(x3: torch.Tensor, site: Site, row_features: torch.Tensor | None = None) -> torch.Tensor:
+    """What an intervention sees of a selection: its coordinates in the site's basis, its SAE's latents (the site's
+    features, or each row's ``row_features``), or the selection itself."""
+    if site.sae is not None:
+        return site_latents(site, x3, row_features)
+    return _in_basis(x3, site)
 
 
 def _in_basis(x3: torch.Tensor, site: Site) -> torch.Tensor:
@@ -425,11 +424,18 @@ def _in_basis(x3: torch.Tensor, site: Site) -> torch.Tensor:
 
 def write(t: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor | None, site: Site, n_heads: int | None,
           new: torch.Tensor) -> None:
-    """Write ``new`` (shaped like :func:`select`'s answer) into the site's part of ``t`` in place.
+    """Write ``new`` (shaped like :func:`select`'s answer) into the site's part of ``t`` in place (an SAE site's
+    new latents as ``x + (new - f) @ W_dec[features]``).
 
     >>> write(act, rows, None, site, None, torch.zeros_like(select(act, rows, None, site, None)))
     """
-    _write_levels(_levels(t, rows, pos, site, n_heads), rows, site, new)
+    lv = _levels(t, rows, pos, site, n_heads)
+    if site.sae is not None:
+        if is_transcoder(site.sae):
+            raise SiteError(f"Site {site.name!r}: a transcoder site reads a module's input and writes its output; "
+                            f"only Model.run applies its edits (it hooks both).")
+        new = lv.selected + decoded_change(site.sae, new - _value(lv.selected, site), site.features, None, t.dtype)
+    _write_levels(lv, rows, site, new)
 
 
 def _write_levels(lv: _Levels, rows: torch.Tensor, site: Site, new: torch.Tensor) -> None:
@@ -446,13 +452,28 @@ def _write_levels(lv: _Levels, rows: torch.Tensor, site: Site, new: torch.Tensor
     lv.view.index_put_((rows,), new)
 
 
-def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = None, offset: int = 0,
-         lengths: torch.Tensor | None = None) -> torch.Tensor:
+#: ``view``'s ``seq_len`` when the caller gives none: it views a tensor that need not be a run's activation
+_UNSET: Any = object()
+
+
+def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = _UNSET, offset: int = 0,
+         lengths: torch.Tensor | None = None, grad: bool = False) -> torch.Tensor:
     """The site's selection of a cached activation. In a segmented run (``offset`` > 0) the cache
     covers positions offset .. seq_len-1, and the site's absolute positions are mapped onto it; in a ragged
-    batch (``lengths``) positions are each row's own."""
+    batch (``lengths``) positions are each row's own. An SAE site's selection is its latents; with ``grad=True``
+    ``full`` is the gradient with respect to the activation and the answer that with respect to the latents
+    (``g @ W_dec[features].T``). A caller that gives no ``seq_len`` views some other tensor shaped like the
+    activation (attribution patching's gradient x difference products): an SAE site raises there, since the
+    latents of such a tensor mean nothing (``causalscope.sae.feature_attribution`` attributes to latents)."""
+    if seq_len is _UNSET:
+        if site.sae is not None and not grad:
+            raise SiteError(f"Site {site.name!r}: this method sums a site's share of activation-space values "
+                            f"(e.g. attribution patching's gradient x difference), which has no meaning for SAE "
+                            f"latents; use causalscope.sae.feature_attribution(model, clean, corrupted, site, "
+                            f"metric) to attribute to features.")
+        seq_len = None
     if full.numel() == 0 or (site.positions is None and site.heads is None and site.neurons is None
-                             and site.basis is None):
+                             and site.basis is None and site.sae is None):
         return full
     rows = torch.arange(full.shape[0])
     pos = None
@@ -465,4 +486,9 @@ def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = No
         pos = absolute % seq_len - offset
         site = dataclasses.replace(site, positions=tuple(int(p) for p in pos[0]))
     check_shape(full, site, res.n_heads, pos)
+    if site.sae is not None:
+        with torch.no_grad():  # (the SAE's weights may require grad: the cache holds values)
+            if grad:
+                return latent_grads(_levels(full, rows, pos, site, res.n_heads).selected, site)
+            return select(full, rows, pos, site, n_heads=res.n_heads)
     return select(full, rows, pos, site, n_heads=res.n_heads)

@@ -6,6 +6,7 @@ one on, only positions from the first that can change, against cached keys / val
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -249,8 +250,7 @@ def _from(site: Site, p0: int, T: int) -> Site | None:
     kept = [t for t in (range(T)[p] if isinstance(p, slice) else [int(x) % T for x in p]) if t >= p0]
     if not kept:
         return None
-    return Site(site.module, io=site.io, positions=tuple(kept), neurons=site.neurons, heads=site.heads,
-                basis=site.basis, n_heads=site.n_heads)
+    return dataclasses.replace(site, positions=tuple(kept))  # every other field (basis, sae, features) kept
 
 
 def staircase(m: Model, cells: list[Cell], base: Any, source: Any, P: int, T: int, d: int, metric: Any,

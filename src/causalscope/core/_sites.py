@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
 from ..errors import SiteError
+from ._sae_sites import check_features, check_sae, check_width, is_transcoder, sae_label
 
 Index = None | int | Sequence[int] | slice | range
 
@@ -53,6 +54,7 @@ class Site:
     >>> Site("layers.2.attn.z", heads=[0, 5])                # two attention heads (per-head outputs)
     >>> Site("layers.1.mlp", positions=-1, neurons=[7, 9])   # two neurons at the last token
     >>> Site("layers.4", basis=torch.linalg.qr(torch.randn(64, 2)).Q)  # a 2-d subspace
+    >>> Site("layers.2", sae=sae, features=[3, 7])           # two latents of a sparse autoencoder
 
     ``module`` is an adapter's canonical name (``layers.i``, ``layers.i.attn``, ``layers.i.mlp``,
     ``layers.i.attn.z``, ``embed``, ``final_norm``, ``unembed``) or any module path of the model.
@@ -60,7 +62,12 @@ class Site:
     activation (negative counts from the end), ``heads`` split the last dim into ``n_heads`` heads
     (the adapter knows ``n_heads`` for canonical head sites), ``neurons`` index the last dim (within
     a head when heads are given), and ``basis`` (d x k, orthonormal columns) makes the site the
-    k coordinates of the activation in that subspace. Sites are values: equal specs compare equal.
+    k coordinates of the activation in that subspace. ``sae`` (a sparse autoencoder: ``encode``, ``W_dec``,
+    ``d_in``; see ``causalscope.sae``) makes the site its latents ``sae.encode(x)[..., features]`` (every
+    latent for ``features=None``); an edit of the latents ``f -> f'`` writes ``x + (f' - f) @ W_dec[features]``,
+    which keeps the SAE's reconstruction error, so an edit that leaves the latents unchanged leaves the model's
+    output bit for bit unchanged. A transcoder reads the module's input and writes into its output (its sites
+    have ``io="input"``). Sites are values: equal specs compare equal (sites of two SAE objects never do).
     """
 
     module: str
@@ -71,11 +78,13 @@ class Site:
     heads: tuple[int, ...] | slice | None = None
     basis: torch.Tensor | None = field(default=None, repr=False)
     n_heads: int | None = None
+    sae: Any = field(default=None, repr=False)
+    features: tuple[int, ...] | None = None
 
     if TYPE_CHECKING:  # the constructor takes any Index; the fields hold its normalised form
         def __init__(self, module: str, io: Literal["output", "input"] = "output", positions: Index = None,
                      neurons: Index = None, heads: Index = None, basis: torch.Tensor | None = None,
-                     n_heads: int | None = None) -> None: ...
+                     n_heads: int | None = None, sae: Any = None, features: Index = None) -> None: ...
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, str) or not self.module:
@@ -101,14 +110,33 @@ class Site:
             if not torch.allclose(gram, torch.eye(b.shape[1], dtype=torch.float64), atol=1e-4):
                 raise SiteError("Site basis columns are not orthonormal; orthonormalise it first, "
                                 "e.g. basis = torch.linalg.qr(basis).Q.")
+        self._check_sae()
         if self.n_heads is not None and (isinstance(self.n_heads, bool) or not isinstance(self.n_heads, int)
                                          or self.n_heads <= 0):
             raise SiteError(f"n_heads must be a positive int, got {self.n_heads!r}.")
 
+    def _check_sae(self) -> None:
+        """Normalise ``features``; refuse an SAE combined with another selection of the activation's own dims."""
+        if self.sae is None:
+            if self.features is not None:
+                raise SiteError("features= selects latents of a sparse autoencoder: pass sae=... too (the "
+                                "activation's own dimensions are neurons=).")
+            return
+        object.__setattr__(self, "features", _as_index(self.features, "features"))
+        check_sae(self.sae)
+        other = [k for k in ("neurons", "heads", "basis") if getattr(self, k) is not None]
+        if other:
+            raise SiteError(f"A site with sae= selects the SAE's latents (features=); it cannot also select "
+                            f"{' / '.join(other)} of the activation. Drop {other[0]}=.")
+        check_features(cast(tuple, self.features), self.sae)
+        if is_transcoder(self.sae):  # it reads the module's input (and writes its output)
+            object.__setattr__(self, "io", "input")
+
     def key(self) -> tuple:
         """A hashable identity: everything but the positions (used to group rows into one op)."""
         return (self.module, self.io, self.neurons, self.heads,
-                None if self.basis is None else id(self.basis), self.n_heads)
+                None if self.basis is None else id(self.basis), self.n_heads,
+                None if self.sae is None else id(self.sae), self.features)
 
     def _full_key(self) -> tuple:
         pos: object = self.positions
@@ -135,7 +163,8 @@ class Site:
 
     def at(self, positions: Index) -> Site:
         """The same site at other positions: ``Site("layers.2").at(5)``."""
-        return Site(self.module, self.io, positions, self.neurons, self.heads, self.basis, self.n_heads)
+        return Site(self.module, self.io, positions, self.neurons, self.heads, self.basis, self.n_heads, self.sae,
+                    self.features)
 
     @property
     def name(self) -> str:
@@ -148,15 +177,23 @@ class Site:
 
         Index lists keep their order; a run of three or more consecutive ascending indices is written
         ``a..b`` (both ends included), a slice ``start:stop[:step]`` as in Python. The name is the site's key in
-        a run's cache: two sites that differ (other than in their subspace's basis, named by its size) have
-        different names, and :func:`as_site` reads a name back into its site.
+        a run's cache: two sites that differ (other than in their subspace's basis, named by its size, or in
+        SAEs of one name) have different names, and :func:`as_site` reads a name back into its site.
+
+        An SAE site names its SAE (its ``name``) and the features: ``layers.2[sae=facts-gpt-layers.2,
+        features=0..9]``; a transcoder site ``layers.1.mlp[transcoder=tc, features=4]`` (it reads the input).
         """
         parts = []
-        if self.io == "input":
+        coder = self.sae is not None and is_transcoder(self.sae)
+        if self.io == "input" and not coder:
             parts.append("input")
         for label, v in (("pos", self.positions), ("heads", self.heads), ("neurons", self.neurons)):
             if v is not None:
                 parts.append(f"{label}={_fmt(v)}")
+        if self.sae is not None:
+            parts.append(f"{'transcoder' if coder else 'sae'}={sae_label(self.sae)}")
+            if self.features is not None:
+                parts.append(f"features={_fmt(self.features)}")
         if self.n_heads is not None:
             parts.append(f"n_heads={self.n_heads}")
         if self.basis is not None:
@@ -190,6 +227,9 @@ class Site:
                 if key == "subspace":
                     raise SiteError(f"{name!r} names a subspace site: its name gives the basis's size, not the basis; "
                                     f"build it as Site({module!r}, basis=...).")
+                if key in ("sae", "transcoder", "features"):
+                    raise SiteError(f"{name!r} names a site of SAE latents: its name gives the SAE's name, not the "
+                                    f"SAE; build it as Site({module!r}, sae=..., features=[...]).")
                 kw[_NAME_KEYS[key]] = _parse_index(value, name) if key != "n_heads" else _parse_int(value, name)
             else:
                 raise SiteError(f"{name!r} is not a site name: {part!r} is not one of 'input', "
@@ -205,7 +245,7 @@ class Site:
 _MAX_RUN = 1 << 24
 #: the selections a site's name may list (its text -> the Site field)
 _NAME_KEYS = {"pos": "positions", "heads": "heads", "neurons": "neurons", "n_heads": "n_heads",
-              "subspace": "basis"}
+              "subspace": "basis", "sae": "sae", "transcoder": "sae", "features": "features"}
 
 
 def _fmt(v: tuple[int, ...] | slice) -> str:
@@ -266,3 +306,63 @@ def as_site(x: Site | str) -> Site:
     if isinstance(x, str):
         return Site.from_name(x)
     raise SiteError(f"Expected a Site or a module name, got {type(x).__name__}: {x!r}.")
+
+
+def check_site(site: Site, seq_len: int | None, offset: int = 0) -> None:
+    """Raise when the site's positions lie outside ``seq_len`` tokens, or before a segment starting at ``offset``.
+
+    >>> check_site(Site("layers.0", positions=9), seq_len=4)   # SiteError: out of range for 4 tokens
+
+    A slice of positions must step forward and select at least one of the ``seq_len`` tokens (a slice past the
+    end would otherwise edit nothing without a word).
+    """
+    if isinstance(site.positions, slice):
+        sl = site.positions
+        if sl.step is not None and sl.step < 0:
+            raise SiteError(f"Site {site.name!r}: a slice of positions steps backwards ({sl!r}); list the positions "
+                            f"instead (e.g. positions=[4, 3, 2, 1]), or use a forward step.")
+        if seq_len is not None and not range(seq_len)[sl]:
+            raise SiteError(f"Site {site.name!r}: positions {sl.start}:{sl.stop} select no position of {seq_len} "
+                            f"tokens (valid: {-seq_len} .. {seq_len - 1}).")
+    if seq_len is not None and isinstance(site.positions, tuple):
+        bad = [p for p in site.positions if not -seq_len <= p < seq_len]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: positions {bad} are out of range for {seq_len} tokens "
+                            f"(valid: {-seq_len} .. {seq_len - 1}).")
+        early = [p for p in site.positions if p % seq_len < offset]
+        if early:
+            raise SiteError(f"Site {site.name!r}: positions {early} lie before the segment, which starts at "
+                            f"position {offset}; a segmented run recomputes positions {offset} .. {seq_len - 1}.")
+
+
+def check_shape(act: torch.Tensor, site: Site, n_heads: int | None, pos: torch.Tensor | None,
+                writing: bool = False) -> None:
+    """Raise when ``site`` does not fit ``act`` (positions, heads, neurons or basis out of range, an SAE of another
+    width; ``writing``: ``act`` is the output a transcoder site writes into)."""
+    if site.positions is not None and act.ndim < 3:
+        raise SiteError(f"Site {site.name!r} selects positions, but the activation is {tuple(act.shape)}: "
+                        f"positions index dim 1 of a (batch, positions, ...) activation.")
+    if pos is not None:
+        T = act.shape[1]
+        lo, hi = int(pos.min()), int(pos.max())
+        if lo < -T or hi >= T:
+            raise SiteError(f"Site {site.name!r}: positions out of range for {T} positions "
+                            f"(got {lo} .. {hi}; valid {-T} .. {T - 1}).")
+    split = site.heads is not None and n_heads is not None and act.ndim in (2, 3)
+    last = act.shape[-1] // n_heads if split and n_heads else act.shape[-1]
+    if split and act.shape[-1] % cast(int, n_heads):  # split implies n_heads
+        raise SiteError(f"Site {site.name!r}: last dimension {act.shape[-1]} does not split into {n_heads} heads.")
+    if site.heads is not None and isinstance(site.heads, tuple):
+        H = cast(int, n_heads) if split else act.shape[-2]  # split implies n_heads
+        bad = [h for h in site.heads if not 0 <= h < H]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: heads {bad} out of range (the site has {H} heads: 0 .. {H - 1}).")
+    if isinstance(site.neurons, tuple):
+        bad = [i for i in site.neurons if not 0 <= i < last]
+        if bad:
+            raise SiteError(f"Site {site.name!r}: neurons {bad} out of range (size {last}: 0 .. {last - 1}).")
+    if site.basis is not None and site.basis.shape[0] != last:
+        raise SiteError(f"Site {site.name!r}: basis is {tuple(site.basis.shape)} but the activation's last "
+                        f"dimension is {last}.")
+    if site.sae is not None:
+        check_width(site, int(act.shape[-1]), writing)
