@@ -395,3 +395,21 @@ def test_sweeps_that_would_drop_the_sae_refuse(m):
         cs.das(m, cm, "A", site, n_train=4, n_test=4, metric=lambda y, lengths=None: y[:, -1, :2])
     with pytest.raises(cs.InputError, match="already selects"):
         cs.alignment_search(m, cm, "A", layers=[site], n=4, metric=lambda y, lengths=None: y[:, -1, :2])
+
+
+def test_integrated_gradients_at_an_sae_site_is_complete_against_its_path_start():
+    """IG over latents keeps the input's reconstruction error: the attributions sum to f(input) - f(path start),
+    and the path start is the run with the baseline's latents written into the input's activation (by hand)."""
+    from causalscope.sae import load_bundled
+
+    fm, sae = cs.load("facts-gpt"), load_bundled("facts-gpt-layers.2")
+    fact = "Thumtre Lesdurn , as we know , was born in the city of"
+    other = "Bosrel Fazindlir , as we know , was born in the city of"
+    ans = fm.tokenizer(" Lunmark", add_special_tokens=False)["input_ids"][0]
+    r = cs.integrated_gradients(fm, fact, other, cs.Site("layers.2", sae=sae), metric=cs.logit(ans), steps=64)
+    block = fm.module.transformer.h[2]
+    x_b = capture(fm, [other], block)
+    W = sae.W_dec.detach()
+    start = plain_logits(fm, [fact], block, lambda x: x + (hand_encode(sae, x_b) - hand_encode(sae, x)) @ W)
+    assert r.meta["f_path_start"][0] == pytest.approx(float(start[0, -1, ans]), abs=1e-3)
+    assert float(r.values.sum()) == pytest.approx(r.meta["f_inputs"][0] - r.meta["f_path_start"][0], abs=1e-3)
