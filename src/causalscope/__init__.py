@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ArchitectureWarning": ".core", "Intervention": ".core", "Mean": ".core", "Model": ".core",
     "Noise": ".core", "Patch": ".core", "Project": ".core", "Resample": ".core", "Rows": ".core", "Run": ".core",
     "Generation": ".core", "SteeringGeneration": ".generation", "steer_generation": ".generation",
+    "SteeringMatrixGeneration": ".generation", "steering_matrix_generation": ".generation",
     "Scale": ".core", "Set": ".core", "Site": ".core", "Zero": ".core", "logit": ".core", "logit_diff": ".core",
     "output_value": ".core", "prob": ".core",
     "DirectionsResult": ".directions", "ProbeResult": ".directions", "RestorationResult": ".directions",
@@ -187,7 +188,7 @@ __all__ = [
     "ActivationCache", "Add", "ArchitectureWarning",
     "Intervention", "Mean", "Model", "Noise", "Patch", "Project", "Resample", "Rows",
     "Run", "Scale", "Set", "Site", "Zero", "logit", "logit_diff", "output_value", "prob", "Generation",
-    "SteeringGeneration", "steer_generation", "generation",
+    "SteeringGeneration", "steer_generation", "generation", "SteeringMatrixGeneration", "steering_matrix_generation",
     "AttentionPatterns", "LensComparison", "LensResult", "TunedLens", "attention_patterns", "attention_sites",
     "logit_lens", "tuned_lens", "lenses", "sae",
     # errors, loading, results, bundled models and data
