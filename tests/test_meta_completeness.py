@@ -105,10 +105,19 @@ def _calls(case: circuits.Case) -> dict[str, tuple[Callable[..., Any], Callable[
         "attention_patterns": (cs.attention_patterns,
                                lambda: cs.attention_patterns("tiny-gpt2", "the cat sat", layers=[1], heads=[0, 2]),
                                {"layers": [1], "heads": [0, 2]}),
+        "steer_generation": (cs.steer_generation,
+                             lambda: cs.steer_generation("facts-gpt", [FACT], "layers.2", torch.ones(128), [0.0, 1.0],
+                                                         target="Lunmark", max_new_tokens=2),
+                             {"strengths": [0.0, 1.0], "target": "Lunmark", "max_new_tokens": 2}),
+        "steering_matrix_generation": (cs.steering_matrix_generation,
+                                       lambda: cs.steering_matrix_generation("facts-gpt", [FACT], "layers.2",
+                                                                             {"Lunmark": torch.ones(128)}, 2.0,
+                                                                             max_new_tokens=2, baseline=False),
+                                       {"strength": 2.0, "baseline": False, "max_new_tokens": 2}),
     }
 
 
-NAMES = ["logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
+NAMES = ["steer_generation", "steering_matrix_generation", "logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
          "mediation", "class_directions", "corrupt_and_restore", "probe", "probe_steering", "steer",
          "steering_matrix", "edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
          "node_effects", "abstraction_iia", "alignment_search", "das"]
