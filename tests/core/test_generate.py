@@ -145,3 +145,31 @@ def test_bad_generation_input_is_refused(gpt2, edits, kw, err, words):
 def test_models_without_a_kv_cache_are_refused(mlp):
     with pytest.raises(cs.InputError, match="Hugging Face causal LM"):
         mlp.generate("the cat")
+
+
+def test_transformerlens_generation_equals_a_naive_rerun_loop():
+    """A HookedTransformer generates with its own key/value cache, left padded; greedy and steered rows equal
+    re-running each prompt's whole sequence (no cache, with a plain hook on the hook point for the edit)."""
+    from conftest import hooked_transformer
+
+    tl = hooked_transformer()
+    m = cs.load(tl)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(1, 50, (n,), generator=g).tolist() for n in (5, 3, 6)]
+    v = torch.randn(32, generator=g)
+    plain = m.generate(rows, max_new_tokens=5)
+    steered = m.generate(rows, {"blocks.0.hook_resid_post": cs.Add(v, 3.0)}, max_new_tokens=5)
+    assert plain.meta["forwards"] == 5
+    for i, r in enumerate(rows):
+        for out, add in ((plain, None), (steered, v)):
+            ids = list(r)
+            for _ in range(5):
+                h = None if add is None else hook(tl.blocks[0].hook_resid_post, "output", lambda x: x + 3.0 * add)
+                try:
+                    with torch.no_grad():
+                        ids.append(int(tl(torch.tensor([ids]))[0, -1].argmax()))
+                finally:
+                    if h is not None:
+                        h.remove()
+            assert out.ids[i].tolist() == ids[len(r):]
+    assert not torch.equal(plain.ids, steered.ids)

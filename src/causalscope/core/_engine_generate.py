@@ -60,26 +60,31 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
     seed = check_seed(seed)
     module = adapter.module
     tok = adapter.tokenizer
-    if not _is_causal_lm(module):
+    tl = adapter.kind == "transformer-lens"
+    if not tl and not _is_causal_lm(module):
         raise InputError(f"generate needs a Hugging Face causal LM (a model whose forward takes input_ids, "
-                         f"attention_mask and a KV cache); {adapter.kind} models have no KV-cached generation "
-                         f"here. Load the model through transformers (cs.load('gpt2'), a local folder, or a "
-                         f"PreTrainedModel).")
-    if tok is None:
-        raise InputError("generate needs the model's tokenizer (load the model with it) to read prompts and "
-                         "write text.")
+                         f"attention_mask and a KV cache) or a TransformerLens HookedTransformer; {adapter.kind} "
+                         f"models have no KV-cached generation here. Load the model through transformers "
+                         f"(cs.load('gpt2'), a local folder, or a PreTrainedModel).")
+    if tok is None and (isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                                     and isinstance(prompts[0], str))):
+        raise InputError("generate needs the model's tokenizer (load the model with it) to read text prompts; "
+                         "give token ids otherwise.")
     rows = _prompt_ids(adapter, prompts)
     ops = _edits(adapter, edits)
-    ids, mask = _left_padded(rows, _pad_id(tok))
+    ids, mask = _left_padded(rows, _pad_id(tok) if tok is not None else 0)
     most = getattr(adapter, "max_positions", None)
+    if tl:
+        n_ctx = getattr(getattr(module, "cfg", None), "n_ctx", None)
+        most = n_ctx if isinstance(n_ctx, int) else None
     if isinstance(most, int) and ids.shape[1] + max_new_tokens > most:
         raise InputError(f"The longest prompt has {ids.shape[1]} tokens; with max_new_tokens={max_new_tokens} the "
                          f"sequence would pass the model's {most} learned positions. Generate at most "
                          f"{max(most - ids.shape[1], 0)} tokens, or shorten the prompts.")
     dev = _device(module)
     ids, mask = ids.to(dev), mask.to(dev)
-    takes_positions = "position_ids" in inspect.signature(module.forward).parameters
-    kw = cache_kw(type(module)) or "past_key_values"
+    takes_positions = not tl and "position_ids" in inspect.signature(module.forward).parameters
+    kw = "past_kv_cache" if tl else cache_kw(type(module)) or "past_key_values"
     g = torch.Generator(device="cpu").manual_seed(seed)
     B = len(rows)
     state = {"step": 0}
@@ -93,6 +98,9 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
         if takes_positions:
             kwargs["position_ids"] = pos
         past = None
+        if tl:  # TransformerLens keeps the mask of the cached positions in its own cache
+            past = _tl_cache(module, B, dev)
+            kwargs = {"input": ids, "attention_mask": mask}
         for step in range(max_new_tokens):
             state["step"] = step
             out = module(**kwargs) if past is None else module(**kwargs, **{kw: past})
@@ -102,6 +110,10 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
                 values.append(torch.as_tensor(metric(logits)).reshape(B).float().cpu())
             nxt = _choose(logits, do_sample, temperature, top_p, g)
             new_tokens.append(nxt)
+            if tl:  # the cache object fills itself; the new token's mask is appended to the cached one
+                kwargs = {"input": nxt[:, None].to(dev), "attention_mask": torch.ones(B, 1, dtype=mask.dtype,
+                                                                                       device=dev)}
+                continue
             past = next((c for c in (getattr(out, name, None) for name in ("cache", "past_key_values"))
                          if c is not None), None)
             if past is None:
@@ -113,8 +125,9 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
             if takes_positions:
                 kwargs["position_ids"] = pos
     new = torch.stack(new_tokens, 1).cpu() if new_tokens else torch.empty(B, 0, dtype=torch.long)
-    text = [tok.decode(r.tolist()) for r in new]
-    full = [tok.decode(list(p) + r.tolist()) for p, r in zip(rows, new)]
+    text = [tok.decode(r.tolist()) if tok is not None else " ".join(map(str, r.tolist())) for r in new]
+    full = [tok.decode(list(p) + r.tolist()) if tok is not None else " ".join(map(str, list(p) + r.tolist()))
+            for p, r in zip(rows, new)]
     meta = {"method": "generate", "model": model_name, "max_new_tokens": max_new_tokens, "do_sample": do_sample,
             "temperature": temperature, "top_p": top_p, "seed": seed, "positions": positions,
             "edits": [f"{site.name}: {type(iv).__name__}" for _, site, iv in ops], "forwards": forwards,
@@ -134,6 +147,18 @@ def _check_settings(max_new_tokens: Any, do_sample: Any, temperature: Any, top_p
     if metric is not None and not callable(metric):
         raise InputError(f"metric must be a function of the step's logits (prompts, vocab) -> (prompts,), got "
                          f"{type(metric).__name__}.")
+
+
+def _tl_cache(module: nn.Module, B: int, dev: torch.device) -> Any:
+    """An empty TransformerLens key/value cache for ``B`` rows."""
+    try:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    except ImportError:  # TransformerLens 2.x
+        from transformer_lens.past_key_value_caching import (  # type: ignore[no-redef]
+            HookedTransformerKeyValueCache as TransformerLensKeyValueCache,
+        )
+    cfg: Any = getattr(module, "cfg")  # noqa: B009 (a HookedTransformerConfig)
+    return TransformerLensKeyValueCache.init_cache(cfg, dev, B)
 
 
 def _is_causal_lm(module: nn.Module) -> bool:

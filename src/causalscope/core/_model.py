@@ -68,7 +68,8 @@ class Model:
         samples with ``temperature`` and nucleus ``top_p`` from a generator seeded with ``seed`` (same seed,
         same tokens). ``metric``: a function of each step's last-position logits (prompts, vocab) -> (prompts,),
         kept per step in ``Generation.metric``. No token is special: exactly ``max_new_tokens`` are generated
-        (an end-of-text token does not stop a row). Hugging Face causal LMs only; the model is not changed.
+        (an end-of-text token does not stop a row). Hugging Face causal LMs and TransformerLens models (with
+        TransformerLens's own key/value cache); the model is not changed.
         """
         return generate(self.adapter, prompts, edits, max_new_tokens=max_new_tokens, do_sample=do_sample,
                         temperature=temperature, top_p=top_p, seed=seed, positions=positions, metric=metric,
