@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import causalscope as cs
-from plain_hooks import hook
+from plain_hooks import alone_act, alone_logits
 
 SUBJECTS = ["cat", "the old dog", "a king", "river near the city"]   # 1 to 4 tokens
 ENDINGS = ["sat", "ran"]
@@ -28,30 +28,11 @@ def read_last(y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Ten
 
 
 def act(m: cs.Model, prompt: str) -> torch.Tensor:
-    res = m.adapter.resolve(cs.Site("layers.1"))
-    got: list[torch.Tensor] = []
-    h = hook(res.module, res.io, lambda x: got.append(x[0].detach().clone()))
-    try:
-        with torch.no_grad():
-            m.module(m.adapter.tokenize(prompt))
-    finally:
-        h.remove()
-    return got[0]
+    return alone_act(m, prompt, "layers.1")
 
 
 def logits_with(m: cs.Model, prompt: str, write) -> torch.Tensor:
-    res = m.adapter.resolve(cs.Site("layers.1"))
-
-    def fn(x):
-        x = x.clone()
-        write(x[0])
-        return x
-    h = hook(res.module, res.io, fn)
-    try:
-        with torch.no_grad():
-            return m.module(m.adapter.tokenize(prompt)).logits[0, -1, :2]
-    finally:
-        h.remove()
+    return alone_logits(m, prompt, "layers.1", write)[:2]
 
 
 def loop_hits(m: cs.Model, ds, variable: str, write_of) -> torch.Tensor:

@@ -7,40 +7,11 @@ import pytest
 import torch
 
 import causalscope as cs
-from plain_hooks import hook
+from plain_hooks import alone_act, alone_logits
 
 BASE = ["the cat sat on the mat", "a dog ran", "the old king saw a river near the city"]
 SOURCE = ["the old king", "a cat sat on the big mat", "the mat"]          # lengths differ from BASE's
 ATOL = 1e-5
-
-
-def alone_act(m: cs.Model, prompt: str, site: str) -> torch.Tensor:
-    """(T, d) activation of ``site`` for ``prompt`` alone, read with a plain hook."""
-    res = m.adapter.resolve(cs.Site(site))
-    got: list[torch.Tensor] = []
-    h = hook(res.module, res.io, lambda x: got.append(x[0].detach().clone()))
-    try:
-        with torch.no_grad():
-            m.module(m.adapter.tokenize(prompt))
-    finally:
-        h.remove()
-    return got[0]
-
-
-def alone_logits(m: cs.Model, prompt: str, site: str, write) -> torch.Tensor:
-    """Last-token logits of ``prompt`` alone with ``write(x)`` (x: (T, d), edited in place) at ``site``."""
-    res = m.adapter.resolve(cs.Site(site))
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        write(x[0])
-        return x
-    h = hook(res.module, res.io, fn)
-    try:
-        with torch.no_grad():
-            return m.module(m.adapter.tokenize(prompt)).logits[0, -1]
-    finally:
-        h.remove()
 
 
 def test_patch_align_end_reads_each_sources_own_last_tokens(lm):

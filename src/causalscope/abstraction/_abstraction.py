@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..core import Model, Site
+from ..core import Model, Site, callable_setting
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
@@ -163,18 +163,13 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     out = bootstrap_iia(hits, n_boot, ci, seed)
     meta = {"method": "abstraction_iia", "model": m.name, "causal_model": causal_model.name,
             "alignment": {v: [s.name for s in c] for v, c in zip(variables, cells)}, "n_pairs": P, "tol": tol,
-            "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed, "metric": _describe(metric),
+            "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed, "metric": callable_setting(metric),
             "data": "given" if data is not None else f"{n} drawn pairs", "n": None if data is not None else n,
             "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": "interchange-intervention accuracy per variable"}
     return AbstractionResult(out, ("variable", "value"), {"variable": variables, "value": ["mean", "lo", "hi"]},
                              meta, name="IIA")
-
-
-def _describe(metric: Any) -> str:
-    """A metric as a result's settings record it (JSON: its repr; the default readout by name)."""
-    return "default (the output; argmax for a categorical output)" if metric is None else repr(metric)
 
 
 def _hidden_linears(m: Model) -> list[str]:
@@ -235,7 +230,7 @@ def alignment_search(model: Any, causal_model: CausalModel, variable: str, layer
         grid[li, j] = row
     meta = {"method": "alignment_search", "model": m.name, "causal_model": causal_model.name, "variable": variable,
             "n_pairs": P, "tol": tol, "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed,
-            "layers": [s.name for s in layer_sites], "metric": _describe(metric),
+            "layers": [s.name for s in layer_sites], "metric": callable_setting(metric),
             "data": "given" if data is not None else f"{n} drawn pairs", "n": None if data is not None else n,
             "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",

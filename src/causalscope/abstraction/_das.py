@@ -9,7 +9,7 @@ from typing import Any, Literal, cast
 import torch
 import torch.nn.functional as F
 
-from ..core import ApplyContext, Intervention, Site, call_metric, takes_lengths
+from ..core import ApplyContext, Intervention, Site, call_metric, callable_setting, takes_lengths
 from ..errors import InputError, SiteError
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
@@ -21,9 +21,9 @@ from ._iia_common import (
     check_align,
     check_iia_options,
     check_pair_lengths,
+    class_logits,
     high_level_data,
     iia_hits,
-    last_real,
     output_readout,
     patched_values,
 )
@@ -321,7 +321,7 @@ def das(model: Any, causal_model: CausalModel, variable: str, site: Site | str, 
             "test_iia": float(te_iia[0]), "test_iia_interval": te_iia[1:].tolist(),
             "n_train": P, "n_test": len(y_te), "epochs": epochs, "lr": lr, "batch_size": batch_size,
             "refine": refine, "adam_steps": adam_steps, "align": align,
-            "metric": "default" if metric is None else repr(metric),
+            "metric": callable_setting(metric),
             "data": "given" if data is not None else f"{n_train} drawn pairs",
             "test_data": "given" if test_data is not None else f"{n_test} drawn pairs",
             "tol": tol, "n_boot": n_boot, "ci": ci, "seed": seed,
@@ -337,10 +337,7 @@ def _row_loss(cm: CausalModel, metric: Any, labels: torch.Tensor) -> Callable[..
     where the prompts differ in length, as the readout does)."""
     if cm.categorical:
         def ce(y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-            if metric is not None:
-                logits = call_metric(metric, y, None, lengths)
-            else:
-                logits = last_real(y, lengths) if y.ndim == 3 else y
+            logits = class_logits(metric, y, lengths)
             return F.cross_entropy(logits.float(), labels.to(logits.device), reduction="none")
         ce.takes_lengths = metric is None or takes_lengths(metric)  # type: ignore[attr-defined]
         return ce

@@ -22,12 +22,12 @@ from ..core import (
     length_groups,
     pick_schedule,
     positions_setting,
+    prompt_tokens,
     resolve_metric,
     seq_len,
     staircase,
     swapped_rows,
     sweep_cells,
-    token_ids,
     unique_full_sites,
 )
 from ..errors import InputError, check_flag, check_number, check_seed
@@ -215,20 +215,7 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
     out_coords = {**coords, **({} if labels is None else {"position": list(labels)})}
     return MediationResult(full, (*dims, "stat", last[0]), {**out_coords, "stat": list(STATS), last[0]: last[1]},
-                           meta, name="effect").with_tokens(_tokens(m, [part.base for part in parts]))
-
-
-def _tokens(m: Any, batches: list[Any]) -> list[list[str]] | None:
-    """Every base prompt's tokens as text (the result's ``token`` coordinate); None without token ids or a tokenizer."""
-    ids = [token_ids(b) for b in batches]
-    if m.tokenizer is None or any(i is None for i in ids):
-        return None
-    rows = [row for i in ids if i is not None for row in i.tolist()]
-    try:  # each distinct id decoded once
-        text = {t: str(m.tokenizer.decode([t])) for t in {t for row in rows for t in row}}
-    except Exception:  # a tokenizer that cannot decode single ids: no token labels
-        return None
-    return [[text[t] for t in row] for row in rows]
+                           meta, name="effect").with_tokens(prompt_tokens(m.tokenizer, [part.base for part in parts]))
 
 
 def resample_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:

@@ -73,10 +73,7 @@ def output_readout(cm: CausalModel, metric: Any) -> tuple[Callable[..., torch.Te
         n_cls = len(cm.values[cm.output])
 
         def top(y: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-            if metric is not None:
-                logits = call_metric(metric, y, None, lengths)
-            else:
-                logits = last_real(y, lengths) if y.ndim == 3 else y
+            logits = class_logits(metric, y, lengths)
             if logits.ndim != 2 or logits.shape[-1] != n_cls:
                 raise InputError(f"The output {cm.output!r} has {n_cls} classes, but the model's logits are "
                                  f"{tuple(logits.shape)}; pass metric= mapping the output to (rows, {n_cls}) logits.")
@@ -89,6 +86,14 @@ def output_readout(cm: CausalModel, metric: Any) -> tuple[Callable[..., torch.Te
         return call_metric(fn, y, None, lengths)
     value.takes_lengths = takes_lengths(fn)  # type: ignore[attr-defined]
     return value, "within tol"
+
+
+def class_logits(metric: Any, y: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The logits a categorical output is read from: ``metric(y)`` (given each row's length where it takes
+    them), by default the output at each row's last real position."""
+    if metric is not None:
+        return call_metric(metric, y, None, lengths)
+    return last_real(y, lengths) if y.ndim == 3 else y
 
 
 def last_real(y: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

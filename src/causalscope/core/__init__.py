@@ -50,7 +50,15 @@ from ._metrics import (
     takes_lengths,
 )
 from ._model import Model
-from ._pairs import POSITION_SWEEPS, PairMetric, aligned_positions, check_align, for_pairs, positions_setting
+from ._pairs import (
+    POSITION_SWEEPS,
+    PairMetric,
+    aligned_positions,
+    check_align,
+    for_pairs,
+    positions_setting,
+    prompt_tokens,
+)
 from ._precision import SPAN_ULPS, check_span, flag_span, model_dtype
 from ._progress import tqdm
 from ._rows import Rows
@@ -81,7 +89,7 @@ __all__ = [
     "block_staircase", "block_step", "pick_schedule", "schedule_costs", "segmented",
     "POSITION_SWEEPS", "PairMetric", "positions_setting", "LIST_LIMIT", "callable_setting", "input_setting",
     "position_list",
-    "aligned_positions", "check_align", "for_pairs",
+    "aligned_positions", "check_align", "for_pairs", "prompt_tokens",
     "CPU_MAX_ROWS", "ActivationCache", "Adapter", "Generation", "generate",
     "ArchitectureWarning", "Add", "ApplyContext", "Batch", "Engine", "Intervention", "Mean",
     "Metric", "Model", "Noise", "Patch", "Project", "Resample", "Resolved", "Run", "Scale", "Set", "Site", "Zero",

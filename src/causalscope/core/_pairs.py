@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ._cells import position_list
+from ._cells import position_list, token_ids
 from ._metrics import call_metric, is_last_only
 
 #: sweeps over token positions (per layer), whose positions must line up across prompt lengths
@@ -84,3 +84,21 @@ def positions_setting(positions: Any) -> Any:
         return [int(p) for p in positions]
     except (TypeError, ValueError):
         return repr(positions)
+
+
+def prompt_tokens(tokenizer: Any, batches: Sequence[Any]) -> list[list[str]] | None:
+    """Every prompt's tokens as text, batch after batch (a result's ``token`` coordinate); None without token ids
+    or a tokenizer, or with one that cannot decode single ids.
+
+    >>> prompt_tokens(m.tokenizer, [batch_of_two])       # [['the', ' cat', ' sat'], ['a', ' dog', ' ran']]
+    """
+    ids = [token_ids(b) for b in batches]
+    if tokenizer is None or any(i is None for i in ids):
+        return None
+    rows = [row for i in ids if i is not None for row in i.tolist()]
+    try:  # each distinct id decoded once
+        text = {t: str(tokenizer.decode([t])) for t in {t for row in rows for t in row}}
+    except Exception:  # a tokenizer that cannot decode single ids: no token labels
+        return None
+    return [[text[t] for t in row] for row in rows]
+

@@ -45,8 +45,11 @@ class SteeringMatrixGeneration(LabelledArray):
 
 
 @dataclass(eq=False)
-class _RowVector(Intervention):
-    """Private: add ``strength * vectors[row's input]`` (each generated row its own direction)."""
+class RowVector(Intervention):
+    """Add ``strength * vectors[row's input]``: each generated row its own vector (the family's steering rows).
+
+    >>> RowVector(torch.stack([v1, v2]), 4.0)     # row 0 steers along v1, row 1 along v2
+    """
 
     vectors: torch.Tensor  # (rows, d)
     strength: float
@@ -100,7 +103,7 @@ def steering_matrix_generation(model: Any, prompts: Sequence[str], site: Site | 
     table = torch.stack(([torch.zeros_like(vecs[0])] if baseline else []) + vecs)
     P = len(items)
     per_row = table.repeat_interleave(P, 0)  # row r: direction r // P, prompt r % P
-    g = m.generate([p for _ in names for p in items], {st: _RowVector(per_row, float(strength))},
+    g = m.generate([p for _ in names for p in items], {st: RowVector(per_row, float(strength))},
                    max_new_tokens=max_new_tokens, positions=positions, seed=seed)
     texts = [g.text[i * P:(i + 1) * P] for i in range(len(names))]
     frac = torch.tensor([[sum(w.strip() in t for t in row) / P for w in counted] for row in texts])

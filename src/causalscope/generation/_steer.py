@@ -7,15 +7,15 @@ adding its own multiple of a direction at every step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from ..core import ApplyContext, Intervention, Site, as_site, input_setting
+from ..core import Site, as_site, input_setting
 from ..errors import InputError, check_int, check_number
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
+from ._matrix import RowVector
 
 
 class SteeringGeneration(LabelledArray):
@@ -66,22 +66,6 @@ class SteeringGeneration(LabelledArray):
         return fig
 
 
-@dataclass(eq=False)
-class _RowAdd(Intervention):
-    """Private: add ``strengths[row's input] * direction`` (each generated row its own strength)."""
-
-    direction: torch.Tensor
-    strengths: torch.Tensor
-
-    def key(self) -> tuple:
-        return ("RowAdd", id(self.direction), id(self.strengths))
-
-    def __call__(self, x: torch.Tensor, src: torch.Tensor | None, ctx: ApplyContext) -> torch.Tensor:
-        k = self.strengths[ctx.input_index.cpu()].to(device=x.device, dtype=x.dtype)
-        v = self.direction.to(device=x.device, dtype=x.dtype)
-        return x + k.view(-1, *([1] * (x.ndim - 1))) * v
-
-
 def steer_generation(model: Any, prompts: Sequence[str] | str, site: Site | str, direction: Any,
                      strengths: Sequence[float] = (0.0, 2.0, 4.0, 8.0), *, target: str | Sequence[str],
                      max_new_tokens: int = 10, positions: Literal["all", "prompt", "new"] = "all",
@@ -117,8 +101,8 @@ def steer_generation(model: Any, prompts: Sequence[str] | str, site: Site | str,
                          f"{type(direction).__name__} {tuple(getattr(direction, 'shape', ()))}.")
     P = len(items)
     rows = [p for _ in ks for p in items]
-    per_row = torch.tensor([k for k in ks for _ in items], dtype=torch.float64)
-    g = m.generate(rows, {st: _RowAdd(direction.detach(), per_row)}, max_new_tokens=max_new_tokens,
+    k = torch.tensor([k for k in ks for _ in items], dtype=direction.dtype)
+    g = m.generate(rows, {st: RowVector(k[:, None] * direction.detach(), 1.0)}, max_new_tokens=max_new_tokens,
                    positions=positions, do_sample=do_sample, temperature=temperature, top_p=top_p,
                    seed=seed)
     texts = [g.text[i * P:(i + 1) * P] for i in range(len(ks))]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..core import POSITION_SWEEPS, Model, aligned_positions, input_pair, length_groups, token_ids
+from ..core import POSITION_SWEEPS, Model, aligned_positions, input_pair, length_groups, prompt_tokens
 from ..errors import InputError
 
 
@@ -56,15 +56,7 @@ class Pairs:
 
         >>> pairs.tokens(m)                             # [['the', ' cat', ' sat'], ['a', ' dog', ' ran', ' by']]
         """
-        ids = [token_ids(part.clean) for part in self.parts]
-        if m.tokenizer is None or any(i is None for i in ids):
-            return None
-        rows = [row for i in ids if i is not None for row in i.tolist()]
-        try:  # each distinct id decoded once
-            text = {t: str(m.tokenizer.decode([t])) for t in {t for row in rows for t in row}}
-        except Exception:  # a tokenizer that cannot decode single ids: no token labels
-            return None
-        return [[text[t] for t in row] for row in rows]
+        return prompt_tokens(m.tokenizer, [part.clean for part in self.parts])
 
     def meta(self) -> dict[str, Any]:
         """``lengths`` (tokens -> number of pairs) and ``align`` for pairs of different lengths; else nothing."""
