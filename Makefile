@@ -36,10 +36,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) chromium fashion-mnist lint
-	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -1,7 +1,8 @@
 """The package layout is the architecture: this test reads every import (ast) and enforces the rule of
 docs/decisions/0005-layout.md.
 
-    app -> families (tracing, patching, abstraction, directions, circuits) -> loading -> {core, results}
+    app -> families (tracing, patching, abstraction, directions, circuits) -> executors -> loading
+        -> {core, results}
         -> zoo -> data -> errors
 
 - an import never runs upward (to a higher layer), nor between core and results; families import each
@@ -27,7 +28,7 @@ import causalscope
 
 PKG = Path(causalscope.__file__).resolve().parent
 TOP = "causalscope"
-LAYER = {"errors": 0, "_version": 0, "catalog": 0, "data": 1, "zoo": 2, "core": 3, "results": 3, "loading": 4,
+LAYER = {"errors": 0, "_version": 0, "catalog": 0, "data": 1, "zoo": 2, "core": 3, "results": 3, "loading": 4, "executors": 4.5,
          "tracing": 5, "patching": 5, "abstraction": 5, "directions": 5, "circuits": 5, "generation": 5,
          "lenses": 5, "sae": 5, "app": 6,
          "__init__": 7, "__main__": 7}

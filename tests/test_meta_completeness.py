@@ -16,7 +16,8 @@ import causalscope as cs
 from causalscope import circuits
 
 #: parameters that name the model (recorded as meta["model"]) or only change what is shown while running
-NOT_SETTINGS = {"model", "model_or_case", "progress"}
+# where a method runs does not change its numbers (tests/executors); a sharded run records it in meta["executor"]
+NOT_SETTINGS = {"model", "model_or_case", "progress", "executor", "out", "shards"}
 #: parameters recorded by the method they pass through to (discover's keyword arguments)
 PASSED_ON = {"kwargs"}
 FACT, SUBJECT = "Thumtre Lesdurn , as we know , was born in the city of", "Thumtre Lesdurn"   # a held-out fact

@@ -60,9 +60,11 @@ _EXPORTS: dict[str, str] = {
     "embedding_std": ".tracing", "subject_range": ".tracing", "token_classes": ".tracing",
     "trace_average": ".tracing",
     "SAE": ".sae", "Transcoder": ".sae", "feature_attribution": ".sae", "load_sae": ".sae", "train_sae": ".sae",
+    "ExecutionError": ".errors", "ModelSpec": ".loading",
+    "InProcessExecutor": ".executors", "RayExecutor": ".executors", "sweep": ".executors",
 }
-_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "generation", "lenses", "patching", "results",
-                "sae", "tracing", "zoo")
+_SUBPACKAGES = ("abstraction", "circuits", "core", "data", "directions", "executors", "generation", "lenses",
+                "patching", "results", "sae", "tracing", "zoo")
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from . import abstraction, circuits, core, data, directions, patching, results, tracing, zoo
@@ -125,6 +127,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .errors import (
         CausalScopeError,
         CausalScopeWarning,
+        ExecutionError,
         InputError,
         InterventionError,
         PlanError,
@@ -132,6 +135,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         SiteError,
         UnknownTokenWarning,
     )
+    from .executors import InProcessExecutor, RayExecutor, sweep
     from .lenses import (
         AttentionPatterns,
         LensComparison,
@@ -142,7 +146,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         logit_lens,
         tuned_lens,
     )
-    from .loading import load
+    from .loading import ModelSpec, load
     from .patching import (
         AttributionPatchingResult,
         IGResult,
@@ -209,4 +213,6 @@ __all__ = [
     "steering_matrix",
     "NodeEffects", "node_effects", "subspace_effects",
     "SAE", "Transcoder", "feature_attribution", "load_sae", "train_sae",
+    # executors: where a method runs (in process, or sharded over Ray workers)
+    "executors", "ExecutionError", "InProcessExecutor", "ModelSpec", "RayExecutor", "sweep",
 ]

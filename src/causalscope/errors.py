@@ -27,6 +27,11 @@ class InputError(CausalScopeError):
     """The model input or the object handed to ``load`` is not usable."""
 
 
+class ExecutionError(RuntimeError):
+    """A sharded run could not finish: a shard lost its worker more often than allowed, or the workers could not
+    start. The message names the items; the shards finished before are kept."""
+
+
 class CausalScopeWarning(UserWarning):
     """Base class of every warning causalscope gives: the result is computed, but read it with care."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,40 @@ from .errors import InputError, close_names
 _TOKENIZER_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies",
                      "trust_remote_code")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to make a model where it is needed (a Ray worker loads it from this): anything :func:`load` takes, with
+    the arguments to load it with.
+
+    >>> spec = causalscope.ModelSpec("gpt2", dtype=torch.float16)    # a Hub id, loaded on each worker
+    >>> spec = causalscope.ModelSpec("/models/my-llama")             # a folder every machine can read
+    >>> avg = causalscope.trace_average(spec, facts, executor=causalscope.RayExecutor(workers=8, gpus_per_worker=1))
+
+    Every method that takes a model takes a spec too (``causalscope.load(spec)`` loads it here).
+    """
+
+    source: Any
+    tokenizer: Any = None
+    name: str | None = None
+    generic: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, source: Any, tokenizer: Any = None, *, name: str | None = None, generic: bool = False,
+                 **from_pretrained: Any) -> None:
+        if isinstance(source, ModelSpec):
+            raise InputError("ModelSpec(ModelSpec(...)): give the model itself (a name, a folder, a Hub id or a "
+                             "module), not another spec.")
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "tokenizer", tokenizer)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "generic", generic)
+        object.__setattr__(self, "kwargs", dict(from_pretrained))
+
+    def load(self) -> Model:
+        """The model, loaded here (``causalscope.load`` with this spec's arguments)."""
+        return load(self.source, self.tokenizer, name=self.name, generic=self.generic, **self.kwargs)
 
 
 def load(model: Any, tokenizer: Any = None, *, name: str | None = None, generic: bool = False,
@@ -40,6 +75,9 @@ def load(model: Any, tokenizer: Any = None, *, name: str | None = None, generic:
     if isinstance(model, Model):
         _no_kwargs(from_pretrained, "a causalscope.Model")
         return model
+    if isinstance(model, ModelSpec):
+        _no_kwargs(from_pretrained, "a causalscope.ModelSpec (give them to the spec)")
+        return model.load()
     if isinstance(model, (str, os.PathLike)):
         key = str(model)
         if not key.strip():

@@ -8,6 +8,7 @@ the backend switch, the heatmap, tick labels (tokens at positions, whole numbers
 ('position',)
 >>> save_figure(r.plot(), "effect.png")  # doctest: +SKIP
 """
+from ._bundle import load_bundle, save_bundle
 from ._figures import BACKENDS, DEFAULT_BACKEND, backend_for, resolve_backend, save_figure
 from ._heatmap import heatmap, index_runs, integer_axis
 from ._labelled import LabelledArray, load_result
@@ -15,4 +16,4 @@ from ._labels import axis_labels
 from ._stats import quantiles
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "LabelledArray", "axis_labels", "backend_for", "heatmap", "index_runs",
-           "integer_axis", "load_result", "quantiles", "resolve_backend", "save_figure"]
+           "integer_axis", "load_bundle", "load_result", "quantiles", "resolve_backend", "save_bundle", "save_figure"]

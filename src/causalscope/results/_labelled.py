@@ -77,6 +77,17 @@ class LabelledArray:
     __slots__ = ("_values", "_dims", "_coords", "_meta", "_name", "_aux")
     #: the backend of the figure in ``_repr_html_``: "matplotlib" (a PNG), "plotly" (plotly.js from its CDN) or None
     html_figure: str | None = "matplotlib"
+    #: every labelled-array class by "module:qualname", so that a bundle brings a result back as its own class
+    _classes: dict[str, type[LabelledArray]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        LabelledArray._classes[f"{cls.__module__}:{cls.__qualname__}"] = cls
+
+    @classmethod
+    def registered(cls, name: str) -> type[LabelledArray]:
+        """The labelled-array class named ``"module:qualname"`` (``LabelledArray`` where no such class is loaded)."""
+        return cls._classes.get(name, LabelledArray)
 
     def __init__(
         self,
@@ -358,22 +369,8 @@ class LabelledArray:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        values = self._values.contiguous()
-        try:
-            array, bits = values.numpy(), False
-        except TypeError:  # bfloat16, float8...: store the raw bits as a same-width int
-            array, bits = values.view(_INT_OF_SIZE[values.element_size()]).numpy(), True
-        header = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "dtype": str(values.dtype).removeprefix("torch."),
-            "stored_as_bits": bits,
-            "dims": list(self._dims),
-            "coords": self._coords,
-            "meta": self._meta,
-            "name": self._name,
-            "aux_coords": {k: [d, c] for k, (d, c) in self._aux.items()},
-        }
+        header, array = array_payload(self)
+        header = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **header}
         np.savez_compressed(path, values=array, header=np.array(json.dumps(header)))
         return path
 
@@ -455,15 +452,34 @@ def load_result(path: str | os.PathLike[str]) -> LabelledArray:
             f"{str(path)!r} uses result format version {header['format_version']}; this causalscope "
             f"({__version__}) reads up to {_FORMAT_VERSION}. Upgrade causalscope."
         )
+    aux_raw = header.get("aux_coords", {})  # files written before auxiliary coords have none
+    if not isinstance(aux_raw, dict) or not all(isinstance(v, list) and len(v) == 2 for v in aux_raw.values()):
+        raise InputError(not_ours)
+    return labelled_from_payload(header, array, LabelledArray)
+
+
+def array_payload(a: LabelledArray) -> tuple[dict[str, Any], np.ndarray]:
+    """The JSON header (dtype, dims, coords, meta, name, aux coords) and the value array of ``a``, as saved."""
+    values = a.values.contiguous()
+    try:
+        array, bits = values.numpy(), False
+    except TypeError:  # bfloat16, float8...: store the raw bits as a same-width int
+        array, bits = values.view(_INT_OF_SIZE[values.element_size()]).numpy(), True
+    header = {"dtype": str(values.dtype).removeprefix("torch."), "stored_as_bits": bits, "dims": list(a.dims),
+              "coords": a.coords, "meta": a.meta, "name": a.name,
+              "aux_coords": {k: [d, c] for k, (d, c) in a.aux_coords.items()}}
+    return header, array
+
+
+def labelled_from_payload(header: Mapping[str, Any], array: np.ndarray, cls: type[_A]) -> _A:
+    """The labelled array (of class ``cls``) that :func:`array_payload` wrote as ``header`` and ``array``."""
     values = torch.from_numpy(array)
     if header["stored_as_bits"]:
         values = values.view(getattr(torch, header["dtype"]))
     coords = {d: [tuplify(x) for x in labels] for d, labels in header["coords"].items()}
-    aux_raw = header.get("aux_coords", {})  # files written before auxiliary coords have none
-    if not isinstance(aux_raw, dict) or not all(isinstance(v, list) and len(v) == 2 for v in aux_raw.values()):
-        raise InputError(not_ours)
-    aux = {k: (d, [tuplify(x) for x in c] if isinstance(c, list) else c) for k, (d, c) in aux_raw.items()}
-    return LabelledArray(values, header["dims"], coords, header["meta"], header["name"], aux)
+    aux = {k: (d, [tuplify(x) for x in c] if isinstance(c, list) else c)
+           for k, (d, c) in header.get("aux_coords", {}).items()}
+    return cls(values, header["dims"], coords, header["meta"], header["name"], aux)
 
 
 # ---------------------------------------------------------------------- helpers

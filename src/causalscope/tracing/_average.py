@@ -1,16 +1,19 @@
 """Causal traces averaged over many facts by token class, with bootstrap confidence intervals (ROME Fig. 2)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, cast
 
 import torch
 
-from ..core import Model, SegmentedLM, input_setting, tqdm
+from ..core import Model, SegmentedLM, input_setting
 from ..errors import InputError, check_flag, check_int, check_seed
+from ..executors import check_executor
 from ..results import LabelledArray, quantiles, resolve_backend
+from ._average_sharded import per_fact_traces, sharded_traces
 from ._grouped import grouped_traces
-from ._trace import Kind, TraceResult, _lm, causal_trace, check_noise_std, check_settings, embedding_std
+from ._trace import Kind, TraceResult, _lm, check_noise_std, check_settings, embedding_std
 
 TOKEN_CLASSES = ("first subject token", "middle subject tokens", "last subject token",
                  "first subsequent token", "further tokens", "last token")
@@ -129,7 +132,9 @@ class TraceAverage(LabelledArray):
 def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = ("hidden", "mlp", "attn"),
                   samples: int = 10, noise: Any = "3x", window: int = 10, seed: int = 0,
                   require_correct: bool = True, n_boot: int = 1000, ci: float = 0.95,
-                  schedule: Literal["grouped", "per_fact"] = "grouped", progress: bool | None = None) -> TraceAverage:
+                  schedule: Literal["grouped", "per_fact"] = "grouped", progress: bool | None = None,
+                  executor: Any = None, out: str | os.PathLike[str] | None = None,
+                  shards: int | None = None) -> TraceAverage:
     """Causal traces of many facts, averaged by token class (ROME Fig. 2), with bootstrap CIs.
 
     >>> avg = trace_average("facts-gpt", [("Thumtre Lesdurn was born in the city of", "Thumtre Lesdurn")])
@@ -147,8 +152,16 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
     keeps its own noise draws, clean values and answer). ``"per_fact"`` calls :func:`causal_trace` fact by
     fact. Both give the same numbers (up to float rounding of larger batches); ``meta["schedule"]``,
     ``meta["fact_groups"]`` and ``meta["token_layers"]`` say what ran.
+
+    ``executor=causalscope.RayExecutor(workers=N, ...)`` spreads the facts over Ray workers in ``shards`` pieces
+    (default: 4 per worker); ``out=folder`` saves each finished shard there at once, and a rerun of the same call
+    computes only the shards that are missing (docs/distributed.md). Each fact's noise is drawn from ``seed``
+    alone, so the numbers are the same whatever the workers or shards; ``meta["executor"]`` says what ran
+    (shards, reused shards, retries).
     """
-    m, lm = _lm(model)
+    sharded = executor is not None or out is not None or shards is not None
+    ex = check_executor(executor) if sharded else None
+    m, lm = (None, None) if sharded else _lm(model)
     items = _facts(facts)
     if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
         raise InputError(f"kinds must be a non-empty list of 'hidden', 'mlp', 'attn' (e.g. kinds=['mlp']); got "
@@ -176,18 +189,29 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
             mult = float(noise.lower().rstrip("x"))
         except ValueError:
             raise InputError(f"noise={noise!r}: use a float, a multiple like '3x', or an explicit tensor.") from None
-        noise = mult * embedding_std(m, [s for _, s, _ in items])
+        subjects = [s for _, s, _ in items]
+        std = ex.call(model, embedding_std, subjects) if ex is not None else embedding_std(m, subjects)
+        noise = mult * std
         check_noise_std(noise, False, f"{mult:g} x the embedding std of the facts' subjects")
-    L = int(m.n_layers or 0)
     per_kind: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
     traces, used = [], []
     show = progress if progress is not None else len(items) > 5
-    if schedule == "grouped":
+    run_info = None
+    if ex is not None:
+        settings = {"kinds": list(kinds), "samples": samples, "noise": noise, "window": window, "seed": seed,
+                    "require_correct": require_correct, "schedule": schedule}
+        by_fact, skipped, counts, run_info = sharded_traces(model, items, settings, ex, out, shards, progress)
+    elif schedule == "grouped":
+        m, lm = cast(Model, m), cast(SegmentedLM, lm)
         by_fact, skipped, counts = grouped_traces(m, lm, items, kinds, samples, noise, window, seed, require_correct,
                                                   show)
     else:
-        by_fact, skipped = _per_fact(m, lm, items, kinds, samples, noise, window, seed, require_correct, show)
+        m, lm = cast(Model, m), cast(SegmentedLM, lm)
+        by_fact, skipped = per_fact_traces(m, lm, items, kinds, samples, noise, window, seed, require_correct, show)
         counts = {"fact_groups": sum(t is not None for t in by_fact)}
+    first = next((t for t in by_fact if t is not None), None)
+    L = int(m.n_layers or 0) if m is not None else len(first[kinds[0]].coords["layer"]) if first else 0
+    model_name = m.name if m is not None else first[kinds[0]].meta["model"] if first else str(model)
     for (prompt, _, _), fact_traces in zip(items, by_fact):
         if fact_traces is None:
             continue
@@ -200,7 +224,7 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
         raise InputError(f"No fact was traced: the model got all {len(items)} wrong (require_correct=True). "
                          f"First: {skipped[0] if skipped else None}.")
     g = torch.Generator().manual_seed(seed)
-    out = torch.zeros(len(kinds), len(TOKEN_CLASSES), L, 3)
+    table = torch.zeros(len(kinds), len(TOKEN_CLASSES), L, 3)
     n_per_class: dict[str, int] = {}
     for ki, k in enumerate(kinds):
         data = torch.stack(per_kind[k])  # (facts, classes, layers)
@@ -209,22 +233,24 @@ def trace_average(model: Any, facts: Iterable[Any], *, kinds: Sequence[Kind] = (
             x = x[~torch.isnan(x[:, 0])]
             n_per_class[c] = int(x.shape[0])
             if x.shape[0] == 0:
-                out[ki, ci_] = float("nan")
+                table[ki, ci_] = float("nan")
                 continue
             idx = torch.randint(x.shape[0], (n_boot, x.shape[0]), generator=g)
             boots = x[idx].mean(1)  # (n_boot, layers)
             q = torch.tensor([(1 - ci) / 2, 1 - (1 - ci) / 2])
             lo, hi = quantiles(boots, q, dim=0)
-            out[ki, ci_, :, 0], out[ki, ci_, :, 1], out[ki, ci_, :, 2] = x.mean(0), lo, hi
-    meta = {"method": "trace_average", "model": m.name, "kinds": list(kinds), "samples": samples,
+            table[ki, ci_, :, 0], table[ki, ci_, :, 1], table[ki, ci_, :, 2] = x.mean(0), lo, hi
+    meta = {"method": "trace_average", "model": model_name, "kinds": list(kinds), "samples": samples,
             "noise_std": float(noise) if not isinstance(noise, torch.Tensor) else "explicit", "window": window,
             "seed": seed, "n_boot": n_boot, "ci": ci, "n_facts": len(used), "skipped": skipped,
             "noise": noise_setting, "require_correct": require_correct,
             "facts": input_setting([list(f) if isinstance(f, tuple) else f for f in items]),
             "n_facts_per_class": n_per_class, "schedule": schedule, "fact_groups": counts["fact_groups"],
             "token_layers": sum(int(r.meta["token_layers"]) for r in traces),
-            "title": f"Average indirect effect over {len(used)} facts ({m.name})"}
-    res = TraceAverage(out, ["kind", "token_class", "layer", "stat"],
+            "title": f"Average indirect effect over {len(used)} facts ({model_name})"}
+    if run_info is not None:
+        meta["executor"] = run_info
+    res = TraceAverage(table, ["kind", "token_class", "layer", "stat"],
                        {"kind": list(kinds), "token_class": list(TOKEN_CLASSES), "layer": list(range(L)),
                         "stat": ["mean", "ci_low", "ci_high"]}, meta, name="indirect effect")
     res.traces = traces
@@ -246,23 +272,3 @@ def _by_class(r: TraceResult, n_layers: int) -> torch.Tensor:
     classes = token_classes(b, e, len(r.tokens))
     ie = r.scores - r.low_score
     return torch.stack([ie[idx].mean(0) if idx else torch.full((n_layers,), float("nan")) for idx in classes.values()])
-
-
-def _per_fact(m: Model, lm: SegmentedLM, items: list[tuple[str, str, str | None]], kinds: Sequence[Kind],
-              samples: int, noise: Any, window: int, seed: int, require_correct: bool,
-              progress: bool) -> tuple[list[dict[str, TraceResult] | None], list[dict]]:
-    """Every fact's traces by kind (None where skipped) from :func:`causal_trace`, fact by fact, and the skipped."""
-    out: list[dict[str, TraceResult] | None] = []
-    skipped = []
-    for prompt, subject, answer in tqdm(items, desc="trace_average", unit="fact", disable=not progress):
-        ids = lm.tokenize(prompt)
-        if answer is not None and require_correct:
-            logits = cast(torch.Tensor, m.run(ids).output)  # no metric, so the run keeps its output
-            pred = m.tokenizer.decode([int(logits[0, -1].argmax())]).strip()
-            if pred != str(answer).strip():
-                skipped.append({"prompt": prompt, "answer": answer, "predicted": pred})
-                out.append(None)
-                continue
-        out.append({k: causal_trace(m, prompt, subject, kind=k, samples=samples, noise=noise, window=window,
-                                    seed=seed) for k in kinds})
-    return out, skipped

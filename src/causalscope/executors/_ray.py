@@ -1,0 +1,258 @@
+"""Ray: shards of a method spread over workers on one machine, several GPUs or a cluster.
+
+>>> ex = causalscope.RayExecutor(workers=2, cpus_per_worker=1)            # a local Ray started on demand
+>>> ex = causalscope.RayExecutor(workers=8, gpus_per_worker=1)            # one node with 8 GPUs
+>>> ex = causalscope.RayExecutor(workers=32, gpus_per_worker=1, address="auto")   # the cluster of `ray start`
+>>> avg = causalscope.trace_average("facts-gpt", facts, executor=ex, out="runs/facts")
+
+Each worker is a Ray actor that loads the model once (a name, folder or Hub id is loaded on the worker; a model
+object is put in Ray's object store once and every worker takes it from there) and keeps it for the next calls
+with the same model. Shards go to whichever worker is free. A shard whose worker dies (a crash, the OOM killer, a
+lost node) is given to another worker, at most ``max_retries`` times, then the run stops with an
+:class:`~causalscope.ExecutionError` naming the shard's items; the shards already finished are kept (and saved,
+with ``out=``). An error raised by the method itself (bad input) is not retried: it is raised here, as is.
+Ctrl-C stops the workers at once and keeps the finished shards.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ExecutionError, InputError, check_int
+from ..loading import ModelSpec, load
+from ._base import Executor, Job, RunReport, check_results
+from ._store import Shard
+
+__all__ = ["RayExecutor"]
+
+
+class _Worker:
+    """One Ray actor: the model, loaded once, and the shard calls on it."""
+
+    def __init__(self, model: Any, threads: int, device: str | None) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.model = load(model)
+        if device is not None:
+            self.model.module.to(device)
+
+    def where(self) -> tuple[str, int]:
+        import socket
+
+        return socket.gethostname(), os.getpid()
+
+    def run(self, fn: Callable[..., list[Any]], items: list[Any], context: Any, first: int) -> list[Any]:
+        return fn(self.model, items, context, first)
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return fn(self.model, *args)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("RayExecutor needs Ray: pip install 'causalscope[ray]' (or pip install ray), then run "
+                         "again. Without it, leave executor= out: the method runs in this process.") from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """Shards a method's dataset over ``workers`` Ray actors (see the module docstring).
+
+    ``address`` (or the ``RAY_ADDRESS`` environment variable) names an existing cluster (``"auto"``: the one
+    ``ray start`` runs on this machine); without either, a local Ray is started on first use with
+    ``workers * cpus_per_worker`` CPUs, and stopped by :meth:`shutdown` (or at exit). Each worker runs torch with
+    ``threads_per_worker`` threads (default ``cpus_per_worker``); with ``gpus_per_worker`` the model is moved
+    to the worker's GPU (Ray sets ``CUDA_VISIBLE_DEVICES`` for it) unless its load arguments place it
+    (``device_map``). ``start_timeout`` bounds the wait for the workers to be placed and to load the model.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int = 2, *, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
+                 threads_per_worker: int | None = None, address: str | None = None, max_retries: int = 2,
+                 start_timeout: float = 600.0) -> None:
+        self.workers = check_int(workers, "workers", low=1)
+        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
+            raise InputError(f"cpus_per_worker must be a positive number, got {cpus_per_worker!r}.")
+        if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or gpus_per_worker < 0:
+            raise InputError(f"gpus_per_worker must be a number >= 0, got {gpus_per_worker!r}.")
+        self.cpus_per_worker, self.gpus_per_worker = float(cpus_per_worker), float(gpus_per_worker)
+        self.threads = check_int(threads_per_worker if threads_per_worker is not None
+                                 else max(1, int(cpus_per_worker)), "threads_per_worker", low=1)
+        self.address = address if address is not None else os.environ.get("RAY_ADDRESS") or None
+        self.max_retries = check_int(max_retries, "max_retries", low=0)
+        self.start_timeout = float(start_timeout)
+        self._started = False  # this executor started Ray (so it stops it)
+        self._pool: list[Any] = []
+        self._pool_model: Any = None
+        self._model_ref: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "workers": self.workers, "cpus_per_worker": self.cpus_per_worker,
+                "gpus_per_worker": self.gpus_per_worker, "threads_per_worker": self.threads,
+                "address": self.address or "local"}
+
+    # ------------------------------------------------------------------ the cluster and the workers
+    def _init(self) -> Any:
+        ray = _ray()
+        if not ray.is_initialized():
+            quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+            if self.address:
+                ray.init(address=self.address, **quiet)
+            else:
+                ray.init(num_cpus=max(1, int(self.workers * self.cpus_per_worker + 0.999)), include_dashboard=False,
+                         **quiet)
+                self._started = True
+        return ray
+
+    def _spawn(self, ray: Any) -> Any:
+        options: dict[str, Any] = {"num_cpus": self.cpus_per_worker, "max_restarts": 0, "max_task_retries": 0}
+        if self.gpus_per_worker:
+            options["num_gpus"] = self.gpus_per_worker
+        kwargs = self._pool_model.kwargs if isinstance(self._pool_model, ModelSpec) else {}
+        device = "cuda" if self.gpus_per_worker and "device_map" not in kwargs else None
+        return ray.remote(_Worker).options(**options).remote(self._model_ref, self.threads, device)
+
+    def _workers(self, model: Any) -> list[Any]:
+        """The pool of workers holding ``model`` (started, and the model loaded, on first use)."""
+        ray = self._init()
+        if self._pool and (self._pool_model is model or (isinstance(model, (str, ModelSpec))
+                                                          and type(model) is type(self._pool_model)
+                                                          and model == self._pool_model)):
+            return self._pool
+        self._kill_pool()
+        self._pool_model = model
+        # a model object travels through the object store once; a name / folder / Hub id is loaded on each worker
+        self._model_ref = model if isinstance(model, str) else ray.put(model)
+        self._pool = [self._spawn(ray) for _ in range(self.workers)]
+        ready = [w.where.remote() for w in self._pool]
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=self.start_timeout)
+        if waiting:
+            self._kill_pool()
+            raise ExecutionError(
+                f"Ray placed or started only {len(done)} of {self.workers} workers within {self.start_timeout:g} s "
+                f"(each asks for {self.cpus_per_worker:g} CPUs and {self.gpus_per_worker:g} GPUs; the cluster has "
+                f"{ray.cluster_resources()}). Ask for fewer workers or resources, or raise start_timeout.")
+        try:
+            ray.get(done)
+        except ray.exceptions.RayError as err:
+            self._kill_pool()
+            raise ExecutionError(f"a Ray worker could not load the model: {_cause(err)}") from None
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        if self._pool:
+            ray = _ray()
+            for w in self._pool:
+                ray.kill(w)
+        self._pool, self._pool_model, self._model_ref = [], None, None
+
+    def shutdown(self) -> None:
+        """Stop the workers (and the local Ray this executor started)."""
+        self._kill_pool()
+        if self._started:
+            _ray().shutdown()
+            self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ running
+    def call(self, model: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        ray = self._init()
+        worker = self._workers(model)[0]
+        try:
+            return ray.get(worker.call.remote(fn, args))
+        except ray.exceptions.RayTaskError as err:
+            raise _user_error(err) from None
+
+    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None]) -> RunReport:
+        ray = self._init()
+        pool = list(self._workers(job.model))
+        context = ray.put(job.context)
+        fn = ray.put(job.fn)
+        report = RunReport(workers=len(pool))
+        pending: deque[Shard] = deque(shards)
+        running: dict[Any, tuple[Any, Shard]] = {}
+        tries: dict[int, int] = {}
+        lost_on: dict[int, Any] = {}
+        idle = list(pool)
+        failure: BaseException | None = None
+        try:
+            while running or (pending and failure is None):
+                while idle and pending and failure is None:
+                    shard = pending.popleft()
+                    # a retried shard goes to another worker than the one it was lost on, where there is one
+                    w = next((x for x in idle if x is not lost_on.get(shard.index)), idle[0])
+                    idle.remove(w)
+                    running[w.run.remote(fn, shard.items, context, shard.start)] = (w, shard)
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                w, shard = running.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ray.exceptions.RayActorError as err:  # the worker died: retry the shard elsewhere
+                    tries[shard.index] = tries.get(shard.index, 0) + 1
+                    replacement = self._replace(ray, w, pool)
+                    if tries[shard.index] > self.max_retries:
+                        failure = ExecutionError(
+                            f"{job.desc}: {shard.describe()} lost its worker {tries[shard.index]} times (last: "
+                            f"{_cause(err)}); stopped after max_retries={self.max_retries}. Items: "
+                            f"{_items(shard)}. Shards finished before are kept (rerun with the same out= to go on).")
+                        continue
+                    lost_on[shard.index] = replacement
+                    note: dict[str, Any] = {"shard": shard.index, "items": [shard.start, shard.stop - 1],
+                                            "try": tries[shard.index] + 1, "error": _cause(err)[:200]}
+                    report.retries.append(note)
+                    print(f"causalscope: {shard.describe()} lost its worker ({note['error'][:120]}); retrying it "
+                          f"(try {note['try']} of {self.max_retries + 1})", file=sys.stderr)
+                    pending.appendleft(shard)
+                    idle.append(replacement)
+                    continue
+                except ray.exceptions.RayTaskError as err:  # the method raised: not retried, finished shards kept
+                    failure = failure or _user_error(err)
+                    idle.append(w)
+                    continue
+                idle.append(w)
+                done(shard, check_results(job, shard, results))
+        except KeyboardInterrupt:
+            self._kill_pool()
+            print("causalscope: interrupted; the workers are stopped and the finished shards kept (with out=, rerun "
+                  "the same call to compute only the rest)", file=sys.stderr)
+            raise
+        if failure is not None:
+            raise failure
+        return report
+
+    def _replace(self, ray: Any, dead: Any, pool: list[Any]) -> Any:
+        """A new worker in the place of a dead one (it loads the model while the others go on)."""
+        fresh = self._spawn(ray)
+        for lst in (pool, self._pool):
+            if dead in lst:
+                lst[lst.index(dead)] = fresh
+        return fresh
+
+
+def _cause(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _user_error(err: Any) -> BaseException:
+    """The exception the method raised on the worker, as itself (a causalscope error stays one)."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else ExecutionError(_cause(err))
+
+
+def _items(shard: Shard) -> str:
+    shown = ", ".join(repr(x)[:60] for x in shard.items[:3])
+    return f"[{shown}{', ...' if len(shard.items) > 3 else ''}] ({len(shard.items)} items)"

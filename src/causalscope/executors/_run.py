@@ -1,0 +1,109 @@
+"""A method's dataset in shards: planned, reused from ``out=``, run by an executor, one progress bar over items.
+
+>>> results, info = run_sharded(trace_shard, facts, model="facts-gpt", context=settings, method="trace_average",
+...                             settings=settings, executor=RayExecutor(workers=2), out="runs/facts")
+
+``results`` has one entry per item, in item order, whatever ran where; ``info`` says what ran (executor,
+workers, shards, shards reused from ``out``, retries) and goes into the result's ``meta["executor"]``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..core import tqdm
+from ..errors import InputError, check_flag, check_int
+from ._base import Executor, Job, ShardFn
+from ._fingerprint import fingerprint, model_fingerprint
+from ._local import InProcessExecutor
+from ._store import Shard, ShardStore
+
+__all__ = ["check_executor", "default_shards", "plan_shards", "run_sharded"]
+
+#: a shard is at most this many items by default (a checkpoint at least every so many items)
+MAX_SHARD_ITEMS = 256
+
+
+def check_executor(executor: Any) -> Executor:
+    """``executor`` as an :class:`Executor` (``None``: in process)."""
+    if executor is None:
+        return InProcessExecutor()
+    if not isinstance(executor, Executor):
+        raise InputError(f"executor must be None (in process), causalscope.RayExecutor(...) or "
+                         f"causalscope.InProcessExecutor(); got {type(executor).__name__}.")
+    return executor
+
+
+def default_shards(n_items: int, workers: int) -> int:
+    """Four shards per worker (so a slow or lost shard costs little), each at most ``MAX_SHARD_ITEMS`` items."""
+    return max(1, min(n_items, max(4 * workers, math.ceil(n_items / MAX_SHARD_ITEMS))))
+
+
+def plan_shards(n_items: int, n_shards: int) -> list[tuple[int, int]]:
+    """``n_shards`` contiguous ranges ``[start, stop)`` covering ``n_items``, sizes differing by at most one.
+
+    >>> plan_shards(10, 3)
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    n_shards = max(1, min(n_shards, n_items))
+    base, extra = divmod(n_items, n_shards)
+    out, start = [], 0
+    for i in range(n_shards):
+        stop = start + base + (i < extra)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, method: str,
+                settings: dict[str, Any], executor: Any = None, out: str | os.PathLike[str] | None = None,
+                shards: int | None = None, progress: bool | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """Every item's result (in order) and what ran (see the module docstring).
+
+    ``settings`` (JSON-able) are the arguments that decide the results besides the model and the items: with
+    ``out=``, a rerun with the same model, items and settings reuses the finished shards there.
+    """
+    ex = check_executor(executor)
+    items = list(items)
+    if not items:
+        raise InputError(f"{method}: no items to run.")
+    n_shards = default_shards(len(items), ex.workers) if shards is None else check_int(
+        shards, "shards", low=1, hint="It is the number of pieces the items are split into.")
+    if progress is not None:
+        check_flag(progress, "progress")
+    key = "none" if out is None else fingerprint([method, settings, model_fingerprint(model), items])
+    store = ShardStore(out, method=method, key=key, settings=settings)
+    plan = [Shard(i, a, items[a:b]) for i, (a, b) in enumerate(plan_shards(len(items), n_shards))]
+    store.name_shards(plan)
+    results: list[Any] = [None] * len(items)
+    todo = []
+    for shard in plan:
+        got = store.load(shard)
+        if got is None:
+            todo.append(shard)
+        else:
+            results[shard.start:shard.stop] = got
+    reused = len(plan) - len(todo)
+    if reused:
+        print(f"causalscope: {method}: reused {reused} of {len(plan)} finished shards from {str(out)!r} "
+              f"({sum(s.stop - s.start for s in plan) - sum(len(s.items) for s in todo)} of {len(items)} items); "
+              f"computing {len(todo)}", file=sys.stderr)
+    show = progress if progress is not None else len(items) > 5
+    bar = tqdm(total=len(items), initial=len(items) - sum(len(s.items) for s in todo), desc=method, unit="item",
+               disable=not show)
+
+    def done(shard: Shard, res: list[Any]) -> None:
+        store.save(shard, res)
+        results[shard.start:shard.stop] = res
+        bar.update(len(shard.items))
+
+    try:
+        report = ex.run_shards(Job(fn, context, model, method), todo, done) if todo else None
+    finally:
+        bar.close()
+    info = {**ex.describe(), "shards": len(plan), "reused_shards": reused, "computed_shards": len(todo),
+            "retries": report.retries if report else [], "out": None if out is None else str(out)}
+    return results, info
