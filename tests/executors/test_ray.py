@@ -7,7 +7,6 @@ test_sharding.py) and closed-form values.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,6 @@ ray = pytest.importorskip("ray")  # in the [test] extra; CI installs it
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
 FACTS = cs.zoo.facts.facts("heldout")[:16]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A local Ray with room for the tests' workers (4 CPUs: a pool of 2 and a spare for a replacement)."""
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ex(cluster):
-    executor = cs.RayExecutor(workers=2)
-    yield executor
-    executor.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,18 @@ def default_shards(n_items: int, workers: int) -> int:
     return max(1, min(n_items, max(4 * workers, math.ceil(n_items / MAX_SHARD_ITEMS))))
 
 
-def plan_shards(n_items: int, n_shards: int) -> list[tuple[int, int]]:
-    """``n_shards`` contiguous ranges ``[start, stop)`` covering ``n_items``, sizes differing by at most one.
+def plan_shards(n_items: int, n_shards: int, weights: Sequence[float] | None = None) -> list[tuple[int, int]]:
+    """``n_shards`` contiguous ranges ``[start, stop)`` covering ``n_items``: sizes differing by at most one, or,
+    with ``weights`` (an item's expected cost), totals of weight as equal as contiguous ranges allow.
 
     >>> plan_shards(10, 3)
     [(0, 4), (4, 7), (7, 10)]
+    >>> plan_shards(4, 2, weights=[9, 1, 1, 1])
+    [(0, 1), (1, 4)]
     """
     n_shards = max(1, min(n_shards, n_items))
+    if weights is not None:
+        return _weighted_plan(n_items, n_shards, [float(w) for w in weights])
     base, extra = divmod(n_items, n_shards)
     out, start = [], 0
     for i in range(n_shards):
@@ -58,13 +63,35 @@ def plan_shards(n_items: int, n_shards: int) -> list[tuple[int, int]]:
     return out
 
 
+def _weighted_plan(n_items: int, n_shards: int, weights: list[float]) -> list[tuple[int, int]]:
+    if len(weights) != n_items or any(not w >= 0 for w in weights):
+        raise InputError(f"shard weights must be {n_items} numbers >= 0; got {len(weights)}.")
+    total = sum(weights) or 1.0
+    cuts, acc, k = [0], 0.0, 1
+    for i, w in enumerate(weights):
+        acc += w
+        # cut after item i once the shards so far hold their share, leaving an item for every shard to come
+        if k < n_shards and acc >= total * k / n_shards and n_items - (i + 1) >= n_shards - k:
+            cuts.append(i + 1)
+            k += 1
+    while len(cuts) < n_shards:  # too few cuts (heavy last items): split the largest ranges
+        spans = [(cuts[j + 1] if j + 1 < len(cuts) else n_items) - cuts[j] for j in range(len(cuts))]
+        j = max(range(len(spans)), key=spans.__getitem__)
+        cuts.insert(j + 1, cuts[j] + spans[j] // 2)
+    cuts.append(n_items)
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
 def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, method: str,
                 settings: dict[str, Any], executor: Any = None, out: str | os.PathLike[str] | None = None,
-                shards: int | None = None, progress: bool | None = None) -> tuple[list[Any], dict[str, Any]]:
+                shards: int | None = None, progress: bool | None = None,
+                weights: Sequence[float] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Every item's result (in order) and what ran (see the module docstring).
 
     ``settings`` (JSON-able) are the arguments that decide the results besides the model and the items: with
-    ``out=``, a rerun with the same model, items and settings reuses the finished shards there.
+    ``out=``, a rerun with the same model, items and settings reuses the finished shards there. ``weights`` (an
+    item's expected cost) make shards of equal cost instead of equal size, so that no worker waits on a heavy
+    last shard.
     """
     ex = check_executor(executor)
     items = list(items)
@@ -76,7 +103,7 @@ def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, 
         check_flag(progress, "progress")
     key = "none" if out is None else fingerprint([method, settings, model_fingerprint(model), items])
     store = ShardStore(out, method=method, key=key, settings=settings)
-    plan = [Shard(i, a, items[a:b]) for i, (a, b) in enumerate(plan_shards(len(items), n_shards))]
+    plan = [Shard(i, a, items[a:b]) for i, (a, b) in enumerate(plan_shards(len(items), n_shards, weights))]
     store.name_shards(plan)
     results: list[Any] = [None] * len(items)
     todo = []

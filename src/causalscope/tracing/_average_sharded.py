@@ -5,9 +5,10 @@
 
 A shard traces its facts with the schedule asked for (grouped or per fact) on the worker's model; every fact's
 noise comes from the run's seed alone, so a fact's traces are the same in any shard on any worker (up to float
-rounding of the batches it shares). With the grouped schedule the facts are first ordered by shape (prompt
-length and subject span, looked up on a worker) so that facts of one shape fall in the same shards and share
-their passes there as they do in one process; the results come back in the facts' order. ``noise`` in the
+rounding of the batches it shares). The facts are first ordered by shape (prompt length, longest first, and
+subject span, looked up on a worker) so that facts of one shape fall in the same shards and share their passes
+there as they do in one process, and the shards are cut to equal expected cost (per fact: a fixed cost plus the square of its tokens from the subject on); the
+results come back in the facts' order. ``noise`` in the
 settings is already a number or a tensor (the multiple of the embedding std is resolved over *all* facts before
 sharding).
 """
@@ -33,13 +34,14 @@ def sharded_traces(model: Any, items: list[tuple[str, str, str | None]], setting
     saved = dict(settings)
     if isinstance(saved["noise"], torch.Tensor):  # the run key holds the tensor's data; the manifest its shape
         saved["noise"] = f"tensor{tuple(saved['noise'].shape)}"
-    order = list(range(len(items)))
-    if settings["schedule"] == "grouped":  # facts of one shape in the same shards, so that they share passes
-        order = ex.call(model, _shape_order, items)
+    # facts of one shape in the same shards (so that they share passes there), the costliest first, and shards of
+    # equal cost (a fact's floor schedule runs about T^2 token-layers for a T-token prompt)
+    order, weights = ex.call(model, _shape_order, items)
     results, info = run_sharded(_trace_shard, [items[i] for i in order], model=model, context=settings,
                                 method="trace_average",
                                 settings={**saved, "noise_data": settings["noise"]} if out is not None else saved,
-                                executor=ex, out=out, shards=shards, progress=progress)
+                                executor=ex, out=out, shards=shards, progress=progress,
+                                weights=[weights[i] for i in order])
     results = [results[pos] for pos in sorted(range(len(order)), key=order.__getitem__)]  # back in item order
     by_fact = [r.get("traces") for r in results]
     skipped = [r["skipped"] for r in results if "skipped" in r]
@@ -47,17 +49,20 @@ def sharded_traces(model: Any, items: list[tuple[str, str, str | None]], setting
     return by_fact, skipped, counts, info
 
 
-def _shape_order(m: Model, items: list[tuple[str, str, str | None]]) -> list[int]:
-    """The facts' indices sorted (stably) by prompt length and subject span: the grouped schedule's groups."""
+def _shape_order(m: Model, items: list[tuple[str, str, str | None]]) -> tuple[list[int], list[float]]:
+    """The facts' indices sorted (stably) by prompt length (longest first) and subject span: the grouped schedule's
+    groups; and each fact's expected cost."""
     m, lm = _lm(m)
     keys: list[tuple[int, int, int]] = []
     for prompt, subject, _ in items:
         try:
             b, e = subject_range(m, prompt, subject)
-            keys.append((int(lm.tokenize(prompt).shape[1]), b, e))
+            keys.append((-int(lm.tokenize(prompt).shape[1]), b, e))
         except InputError:  # the shard that holds it raises (or skips it) as trace_average does in process
-            keys.append((1 << 30, 0, 0))
-    return sorted(range(len(items)), key=keys.__getitem__)
+            keys.append((0, 0, 0))
+    # the floor schedule restores cells from the subject's first token b on, each re-running the tokens after it;
+    # plus a fixed cost per fact (its clean and corrupted rows, its answer), measured at about 30 such cells
+    return sorted(range(len(items)), key=keys.__getitem__), [30.0 + max(0, -k[0] - k[1]) ** 2 for k in keys]
 
 
 def _trace_shard(m: Model, items: list[tuple[str, str, str | None]], s: dict[str, Any], first: int) -> list[Any]:
