@@ -47,7 +47,11 @@ def test_every_page_has_examples():
             assert blocks(page, "python"), f"{page} has no ```python block"
 
 
-@pytest.mark.parametrize("page", PAGES)
+# the Ray examples run in the one xdist worker of the Ray tests (group "ray"), never beside another local Ray
+PAGE_PARAMS = [pytest.param(p, marks=pytest.mark.xdist_group("ray")) if p == "distributed.md" else p for p in PAGES]
+
+
+@pytest.mark.parametrize("page", PAGE_PARAMS)
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # tempfile.mkdtemp() in a page lands here too

@@ -12,6 +12,8 @@ import causalscope as cs
 def cluster():
     """A local Ray with room for the tests' workers (4 CPUs: a pool of 2, a spare for a replacement)."""
     ray = pytest.importorskip("ray")  # in the [test] extra; CI installs it
+    if ray.is_initialized():  # left by another test: start this session's own
+        ray.shutdown()
     ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()

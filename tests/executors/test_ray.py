@@ -7,6 +7,7 @@ test_sharding.py) and closed-form values.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,17 @@ def test_out_folder_is_plain_files(ex, tmp_path):
     names = sorted(p.name for p in Path(tmp_path).iterdir())
     assert names[0] == "manifest.json" and len(names) == 4
     assert all(n.startswith("shard-") and n.endswith(".npz") for n in names[1:])
+
+
+def test_the_command_line_spreads_facts_over_workers_and_resumes(ex, tmp_path, capsys):
+    from causalscope.app.cli import main
+
+    args = ["trace-average", "--n", "6", "--samples", "2", "--checkpoint", str(tmp_path / "run"), "--json"]
+    assert main(args) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main([*args, "--workers", "2"]) == 0  # the same run: every shard reused, the same numbers
+    there = json.loads(capsys.readouterr().out)
+    assert there["values"] == here["values"] and there["meta"]["executor"]["reused_shards"] == 4
+    ref = cs.trace_average("facts-gpt", cs.zoo.facts.facts("heldout")[:6], samples=2,
+                           window=1, progress=False)
+    assert torch.allclose(torch.tensor(there["values"]).nan_to_num(), ref.values.nan_to_num(), atol=1e-6)

@@ -166,3 +166,12 @@ def test_bundles_round_trip_exactly_and_refuse_other_files(tmp_path):
     with pytest.raises(cs.InputError, match="not a causalscope bundle"):
         load_bundle(tmp_path / "result.npz")
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written file left behind
+
+
+def test_a_rerun_keeps_the_folders_shards_whatever_the_workers(facts_gpt, unsharded, tmp_path):
+    cs.trace_average(facts_gpt, FACTS, samples=3, shards=5, out=tmp_path, progress=False)
+    again = cs.trace_average(facts_gpt, FACTS, samples=3, out=tmp_path, progress=False)  # no shards= given
+    assert again.meta["executor"]["shards"] == 5 and again.meta["executor"]["reused_shards"] == 5
+    other = cs.trace_average(facts_gpt, FACTS, samples=3, shards=3, out=tmp_path, progress=False)  # asked: 3
+    assert other.meta["executor"]["shards"] == 3 and other.meta["executor"]["computed_shards"] == 3
+    same(other, unsharded)

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..core import tqdm
 from ..errors import ExecutionError, InputError, check_int
 from ..loading import ModelSpec, load
 from ._base import Executor, Job, RunReport, check_results
@@ -213,8 +214,8 @@ class RayExecutor(Executor):
                     note: dict[str, Any] = {"shard": shard.index, "items": [shard.start, shard.stop - 1],
                                             "try": tries[shard.index] + 1, "error": _cause(err)[:200]}
                     report.retries.append(note)
-                    print(f"causalscope: {shard.describe()} lost its worker ({note['error'][:120]}); retrying it "
-                          f"(try {note['try']} of {self.max_retries + 1})", file=sys.stderr)
+                    tqdm.write(f"causalscope: {shard.describe()} lost its worker ({note['error'][:120]}); retrying "
+                               f"it (try {note['try']} of {self.max_retries + 1})", file=sys.stderr)
                     pending.appendleft(shard)
                     idle.append(replacement)
                     continue
@@ -226,8 +227,8 @@ class RayExecutor(Executor):
                 done(shard, check_results(job, shard, results))
         except KeyboardInterrupt:
             self._kill_pool()
-            print("causalscope: interrupted; the workers are stopped and the finished shards kept (with out=, rerun "
-                  "the same call to compute only the rest)", file=sys.stderr)
+            tqdm.write("causalscope: interrupted; the workers are stopped and the finished shards kept (with out=, "
+                       "rerun the same call to compute only the rest)", file=sys.stderr)
             raise
         if failure is not None:
             raise failure

@@ -97,12 +97,15 @@ def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, 
     items = list(items)
     if not items:
         raise InputError(f"{method}: no items to run.")
-    n_shards = default_shards(len(items), ex.workers) if shards is None else check_int(
-        shards, "shards", low=1, hint="It is the number of pieces the items are split into.")
+    if shards is not None:
+        check_int(shards, "shards", low=1, hint="It is the number of pieces the items are split into.")
     if progress is not None:
         check_flag(progress, "progress")
     key = "none" if out is None else fingerprint([method, settings, model_fingerprint(model), items])
     store = ShardStore(out, method=method, key=key, settings=settings)
+    # a rerun into the same folder keeps that run's shards unless asked otherwise, whatever its workers
+    n_shards = shards or store.planned or default_shards(len(items), ex.workers)
+    store.write_manifest(n_shards)
     plan = [Shard(i, a, items[a:b]) for i, (a, b) in enumerate(plan_shards(len(items), n_shards, weights))]
     store.name_shards(plan)
     results: list[Any] = [None] * len(items)
@@ -115,9 +118,9 @@ def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, 
             results[shard.start:shard.stop] = got
     reused = len(plan) - len(todo)
     if reused:
-        print(f"causalscope: {method}: reused {reused} of {len(plan)} finished shards from {str(out)!r} "
-              f"({sum(s.stop - s.start for s in plan) - sum(len(s.items) for s in todo)} of {len(items)} items); "
-              f"computing {len(todo)}", file=sys.stderr)
+        tqdm.write(f"causalscope: {method}: reused {reused} of {len(plan)} finished shards from {str(out)!r} "
+                   f"({len(items) - sum(len(s.items) for s in todo)} of {len(items)} items); computing "
+                   f"{len(todo)}", file=sys.stderr)
     show = progress if progress is not None else len(items) > 5
     bar = tqdm(total=len(items), initial=len(items) - sum(len(s.items) for s in todo), desc=method, unit="item",
                disable=not show)

@@ -6,9 +6,10 @@
 
 A folder belongs to one run: a second run with other settings, another model or other items is refused with
 the settings that differ (use another folder, or delete this one), so a shard is never reused for a run it
-does not belong to. Shards are named by their items' range and a digest of the run key and of their items, so a
-rerun with another number of shards writes new files beside the old (it reuses none of them) instead of
-mixing them up.
+does not belong to. The manifest records the number of shards, and a rerun that does not ask for a number
+takes it (so a rerun with more or fewer workers still finds its shards). Shards are named by their items' range
+and a digest of the run key and of their items, so a rerun that asks for another number of shards writes new
+files beside the old (reusing those that coincide) instead of mixing them up.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class ShardStore:
     def __init__(self, out: str | os.PathLike[str] | None, *, method: str, key: str, settings: dict[str, Any]) -> None:
         self.folder = None if out is None else Path(out).expanduser()
         self.key = key
+        self.planned: int | None = None  # the number of shards of the run that made the folder
         if self.folder is None:
             return
         if self.folder.exists() and not self.folder.is_dir():
@@ -62,23 +64,29 @@ class ShardStore:
                              f"write to.") from None
         if not os.access(self.folder, os.W_OK):
             raise InputError(f"the out= folder {str(out)!r} is not writable; give a folder you can write to.")
-        manifest = self.folder / _MANIFEST
-        mine = {"method": method, "key": key, "settings": settings, "causalscope": __version__}
-        if manifest.is_file():
+        self.manifest = self.folder / _MANIFEST
+        self._mine = {"method": method, "key": key, "settings": settings, "causalscope": __version__}
+        if self.manifest.is_file():
             try:
-                theirs = json.loads(manifest.read_text())
+                theirs = json.loads(self.manifest.read_text())
             except (OSError, ValueError):
                 theirs = None
             if not isinstance(theirs, dict) or "key" not in theirs:
-                raise InputError(f"{str(manifest)!r} is not a causalscope run manifest; give another out= folder.")
+                raise InputError(f"{str(self.manifest)!r} is not a causalscope run manifest; give another out= "
+                                 f"folder.")
             if theirs["key"] != key:
-                raise InputError(f"out={str(out)!r} holds the shards of another run ({_differences(theirs, mine)}); "
-                                 f"its shards cannot be reused for this one. Give another out= folder, or delete "
+                raise InputError(f"out={str(out)!r} holds the shards of another run ({_differences(theirs, self._mine)}"
+                                 f"); its shards cannot be reused for this one. Give another out= folder, or delete "
                                  f"this one to start again.")
-        else:
-            tmp = manifest.with_name(f".{_MANIFEST}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(mine, indent=1, sort_keys=True, default=str))
-            os.replace(tmp, manifest)
+            self.planned = theirs.get("shards") if isinstance(theirs.get("shards"), int) else None
+
+    def write_manifest(self, shards: int) -> None:
+        """Record the run (its key, settings and number of shards) in a new folder; a folder that has one keeps it."""
+        if self.folder is None or self.manifest.is_file():
+            return
+        tmp = self.manifest.with_name(f".{_MANIFEST}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**self._mine, "shards": shards}, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.manifest)
 
     def name_shards(self, shards: list[Shard]) -> None:
         """Give each shard its key: a digest of the run key and of its items, with its range in the name."""

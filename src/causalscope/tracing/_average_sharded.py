@@ -7,8 +7,8 @@ A shard traces its facts with the schedule asked for (grouped or per fact) on th
 noise comes from the run's seed alone, so a fact's traces are the same in any shard on any worker (up to float
 rounding of the batches it shares). The facts are first ordered by shape (prompt length, longest first, and
 subject span, looked up on a worker) so that facts of one shape fall in the same shards and share their passes
-there as they do in one process, and the shards are cut to equal expected cost (per fact: a fixed cost plus the square of its tokens from the subject on); the
-results come back in the facts' order. ``noise`` in the
+there as they do in one process, and the shards are cut to equal expected cost (per fact: a fixed cost plus
+the square of its tokens from the subject on); the results come back in the facts' order. ``noise`` in the
 settings is already a number or a tensor (the multiple of the embedding std is resolved over *all* facts before
 sharding).
 """

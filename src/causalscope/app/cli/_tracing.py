@@ -105,12 +105,23 @@ def cmd_trace_average(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise InputError(f"--n must be a positive number of facts, got {args.n}.")
     facts = facts[: args.n] if args.n else facts
+    if args.workers < 0:
+        raise InputError(f"--workers must be 0 (in this process) or a number of Ray workers, got {args.workers}.")
+    executor = None
+    if args.workers:
+        from ...executors import RayExecutor
+
+        executor = RayExecutor(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address)
     with Steps(args, 2 + bool(args.out)) as step:
         step(f"loading {args.model}")
         model, window = window_for(args.model, args.window)
-        step(f"tracing {len(facts)} facts")
-        avg = trace_average(model, facts, samples=args.samples, noise=_noise_arg(args.noise),
-                            window=window, seed=args.seed, progress=step.progress)
+        step(f"tracing {len(facts)} facts" + (f" on {args.workers} Ray workers" if args.workers else ""))
+        try:
+            avg = trace_average(model, facts, samples=args.samples, noise=_noise_arg(args.noise), window=window,
+                                seed=args.seed, progress=step.progress, executor=executor, out=args.checkpoint)
+        finally:
+            if executor is not None:
+                executor.shutdown()
         if args.out:
             step("writing the figure")
         write_plot(lambda backend: avg.plot(backend=backend), args.out)
@@ -152,5 +163,12 @@ def add_parsers(sub: Any) -> None:
     ta.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     ta.add_argument("--seed", type=int, default=0)
     ta.add_argument("--out", default=None, help="write the plot to this image file")
+    ta.add_argument("--checkpoint", default=None, metavar="DIR",
+                    help="save each finished shard of facts in DIR; the same command again computes only the rest")
+    ta.add_argument("--workers", type=int, default=0,
+                    help="spread the facts over this many Ray workers (pip install 'causalscope[ray]'); 0: here")
+    ta.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs each Ray worker takes")
+    ta.add_argument("--address", default=None,
+                    help="an existing Ray cluster ('auto', or HEAD_IP:6379); default: RAY_ADDRESS, else a local Ray")
     ta.add_argument("--json", action="store_true", help=JSON_HELP)
     ta.set_defaults(fn=cmd_trace_average)
