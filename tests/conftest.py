@@ -45,3 +45,26 @@ def hooked_transformer():
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran by the tree", "the old king saw a river"]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One local Ray for the session's Ray tests (all in one pytest-xdist worker: group "ray"), with room for
+    their workers (4 CPUs: a pool of 2 and spares for replacements)."""
+    import logging
+
+    ray = pytest.importorskip("ray")  # in the [test] extra; CI installs it
+    if ray.is_initialized():  # left by another test: start this session's own
+        ray.shutdown()
+    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ex(cluster):
+    """A RayExecutor with 2 workers (they start on first use and stay for the session)."""
+    executor = cs.RayExecutor(workers=2)
+    yield executor
+    executor.shutdown()
+

@@ -7,6 +7,7 @@ model and a network (:func:`abstraction_iia`), and the search over single-neuron
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import torch
 
 from ..core import Model, Site, callable_setting
 from ..errors import InputError
+from ..executors import check_executor
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 from ._causal_model import CausalModel, Values
@@ -28,6 +30,7 @@ from ._iia_common import (
     output_readout,
     patched_values,
 )
+from ._sharded import callable_key, check_pair_metric, metric_setting, run_pairs
 
 
 # -- results -----------------------------------------------------------------------------------------------------------
@@ -116,8 +119,9 @@ def _data(cm: CausalModel, data: Any, n: int, seed: int) -> tuple[Values, Values
 # -- methods -----------------------------------------------------------------------------------------------------------
 def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[str, Any], data: Any = None, *,
                     n: int = 200, tol: float = 1e-3, metric: Any = None, n_boot: int = 1000, ci: float = 0.95,
-                    seed: int = 0, chunk_size: int | None = None,
-                    align: Literal["end"] | None = None) -> AbstractionResult:
+                    seed: int = 0, chunk_size: int | None = None, align: Literal["end"] | None = None,
+                    executor: Any = None, out: str | os.PathLike[str] | None = None,
+                    shards: int | None = None) -> AbstractionResult:
     """Interchange-intervention accuracy of an alignment between a causal model and a network.
 
     >>> cm = cs.adder_causal_model()
@@ -143,8 +147,15 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     other. Within a pair, a site of every position needs base and source of equal lengths, and a site at
     positions from the end (``positions=-1``) needs equal lengths or ``align="end"`` (each prompt's own
     last token); a ``metric`` that reads positions takes a ``lengths`` parameter (each row's real length).
+
+    ``executor=cs.RayExecutor(workers=N)`` spreads the pairs over Ray workers in ``shards`` pieces (``shards=k``
+    alone: in this process); ``out=folder`` saves each finished shard, and a rerun computes only the missing
+    ones. The pairs (and their high-level labels) are fixed here first, so every shard count uses the same
+    pairs; each shard computes its pairs' hits, and the IIA and its seeded bootstrap are taken here over all
+    of them as without shards. ``meta["executor"]`` says what ran.
     """
-    m = load(model)
+    sharded = executor is not None or out is not None or shards is not None
+    m = None if sharded else load(model)
     if not isinstance(causal_model, CausalModel):
         raise InputError(f"causal_model must be a cs.CausalModel, got {type(causal_model).__name__}.")
     if not isinstance(alignment, Mapping) or not alignment:
@@ -152,24 +163,71 @@ def abstraction_iia(model: Any, causal_model: CausalModel, alignment: Mapping[st
     check_iia_options(tol, n_boot, ci)
     check_align(align)
     variables = [causal_model._check_var(v, "variable in the alignment") for v in alignment]
-    cells = [alignment_sites(m, v, alignment[v]) for v in variables]
+    cells = [] if m is None else [alignment_sites(m, v, alignment[v]) for v in variables]
     base, source, base_in, src_in, varied = _data(causal_model, data, n, seed)
     P = len(base[causal_model.inputs[0]])
     readout, rule = output_readout(causal_model, metric)
-    check_pair_lengths(m, [s for c in cells for s in c], base_in, src_in, align, "abstraction_iia")
-    values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size, align)
-    labels = torch.stack([causal_model.labels(base, source, v) for v in variables])
-    hits = iia_hits(values, labels, causal_model.categorical, tol)
-    out = bootstrap_iia(hits, n_boot, ci, seed)
-    meta = {"method": "abstraction_iia", "model": m.name, "causal_model": causal_model.name,
-            "alignment": {v: [s.name for s in c] for v, c in zip(variables, cells)}, "n_pairs": P, "tol": tol,
+    run_info = None
+    if m is None:  # on an executor: the pairs and their labels fixed here, each shard's hits computed there
+        ex = check_executor(executor)
+        check_pair_metric(metric, P, "abstraction_iia", answers_per_pair=False)
+        name, sites = ex.call(model, _plan_iia, variables, alignment, base_in, src_in, align)
+        labels = torch.stack([causal_model.labels(base, source, v) for v in variables])
+        settings = {"alignment": alignment, "tol": tol, "metric": metric_setting(metric), "align": align,
+                    "categorical": causal_model.categorical, "classes": causal_model.values.get(causal_model.output),
+                    **({"metric_data": callable_key(metric)} if out is not None else {})}
+        hits, _, run_info = run_pairs(shard_hits, (causal_model, metric, variables, alignment, tol, chunk_size, align),
+                                      model=model, base=base_in, source=src_in, extra=labels, ex=ex,
+                                      method="abstraction_iia", settings=settings, out=out, shards=shards)
+    else:
+        check_pair_lengths(m, [s for c in cells for s in c], base_in, src_in, align, "abstraction_iia")
+        values = patched_values(m, cells, base_in, src_in, P, readout, chunk_size, align)
+        labels = torch.stack([causal_model.labels(base, source, v) for v in variables])
+        hits = iia_hits(values, labels, causal_model.categorical, tol)
+        name, sites = m.name, {v: [s.name for s in c] for v, c in zip(variables, cells)}
+    meta = {"method": "abstraction_iia", "model": name, "causal_model": causal_model.name,
+            "alignment": sites, "n_pairs": P, "tol": tol,
             "varied": list(varied), "n_boot": n_boot, "ci": ci, "seed": seed, "metric": callable_setting(metric),
             "data": "given" if data is not None else f"{n} drawn pairs", "n": None if data is not None else n,
             "chunk_size": chunk_size, "align": align,
             "iia_rule": "same class" if causal_model.categorical else f"|y - y_high| <= {tol}",
             "title": "interchange-intervention accuracy per variable"}
+    return iia_result(hits, variables, meta, n_boot, ci, seed, run_info)
+
+
+def iia_result(hits: torch.Tensor, variables: list[str], meta: dict[str, Any], n_boot: int, ci: float, seed: int,
+               run_info: dict[str, Any] | None = None) -> AbstractionResult:
+    """The result from every pair's 0 / 1 hits ``(variables, pairs)`` in pair order: the IIA and its seeded
+    bootstrap interval per variable. The one reduction of the call in one piece and the sharded one.
+
+    >>> iia_result(torch.tensor([[1.0, 0.0, 1.0]]), ["A"], {"method": "abstraction_iia"}, 100, 0.95, 0).iia("A")
+    0.6666...
+    """
+    out = bootstrap_iia(hits, n_boot, ci, seed)
+    if run_info is not None:
+        meta = {**meta, "executor": run_info}
     return AbstractionResult(out, ("variable", "value"), {"variable": variables, "value": ["mean", "lo", "hi"]},
                              meta, name="IIA")
+
+
+def _plan_iia(m: Model, variables: list[str], alignment: Mapping[str, Any], base_in: Any, src_in: Any,
+              align: Literal["end"] | None) -> tuple[str, dict[str, list[str]]]:
+    """Where the model is, before sharding: the alignment's sites and the pairs' lengths checked over all pairs
+    (their errors raise as in the call in one piece); the model's name and each variable's site names."""
+    cells = [alignment_sites(m, v, alignment[v]) for v in variables]
+    check_pair_lengths(m, [s for c in cells for s in c], base_in, src_in, align, "abstraction_iia")
+    return m.name, {v: [s.name for s in c] for v, c in zip(variables, cells)}
+
+
+def shard_hits(m: Model, base_in: Any, src_in: Any, labels: torch.Tensor | None, args: tuple[Any, ...], first: int,
+               k: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One shard's pairs: their (variables, pairs) 0 / 1 hits against their high-level ``labels``."""
+    assert labels is not None  # the sharded call passes every pair's labels
+    causal_model, metric, variables, alignment, tol, chunk_size, align = args
+    cells = [alignment_sites(m, v, alignment[v]) for v in variables]
+    readout, _ = output_readout(causal_model, metric)
+    values = patched_values(m, cells, base_in, src_in, k, readout, chunk_size, align)
+    return iia_hits(values, labels, causal_model.categorical, tol), {}
 
 
 def _hidden_linears(m: Model) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -30,10 +31,12 @@ from ..core import (
     sweep_cells,
     unique_full_sites,
 )
-from ..errors import InputError, check_flag, check_number, check_seed
+from ..errors import ExecutionError, InputError, check_flag, check_number, check_seed
+from ..executors import check_executor
 from ..loading import load
 from ..results import LabelledArray, quantiles, resolve_backend
 from ._counterfactuals import CounterfactualDataset
+from ._sharded import Options, ShardArgs, Summary, callable_key, check_pair_metric, metric_setting, run_pairs
 
 STATS = ("TE", "NIE", "NDE", "IIA")
 
@@ -103,7 +106,8 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
               metric: Any = None, per: str | None = None, positions: Sequence[int] | None = None,
               align: Literal["start", "end"] | None = None, tol: float = 1e-3, n_boot: int = 1000, ci: float = 0.95,
               seed: int = 0, chunk_size: int | None = None, per_example: bool = False,
-              schedule: Literal["auto", "floor", "batched"] = "auto") -> MediationResult:
+              schedule: Literal["auto", "floor", "batched"] = "auto", executor: Any = None,
+              out: str | os.PathLike[str] | None = None, shards: int | None = None) -> MediationResult:
     """Total, natural direct and indirect effects and IIA of every site of a sweep, over base / source pairs.
 
     >>> ds = cs.counterfactuals(vary="A", n=50, seed=42)
@@ -135,8 +139,20 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
 
     >>> r = cs.mediation(m, (["the cat sat on the mat", "a dog ran"], ["the dog sat on the mat", "a cat ran"]),
     ...                  "resid_pre", metric=cs.logit_diff(5, 9), align="end")
+
+    **On many workers**: ``executor=cs.RayExecutor(workers=N)`` spreads the pairs over Ray workers in ``shards``
+    pieces (default: 4 per worker; ``shards=k`` alone splits them in this process); ``out=folder`` saves each
+    finished shard at once, and a rerun of the same call computes only the missing ones (docs/distributed.md).
+    Each shard computes its pairs' TE / NIE / NDE / IIA; this process puts them back in pair order and takes
+    the means and the seeded bootstrap exactly as the call without shards, so the result is the same whatever
+    the workers or shards; ``meta["executor"]`` says what ran. The inputs must split into pairs: a tensor (one
+    row per pair) or lists of prompts or token-id lists.
+
+    >>> r = cs.mediation("facts-gpt", (bases, sources), "resid_pre", metric=cs.logit_diff(5, 9),
+    ...                  executor=cs.RayExecutor(workers=4), out="runs/mediation")
     """
-    m = load(model)
+    sharded = executor is not None or out is not None or shards is not None
+    m = None if sharded else load(model)
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise InputError(f"ci must be in (0, 1), got {ci!r}.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
@@ -159,27 +175,43 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         except (TypeError, ValueError):
             raise InputError("data must be a CounterfactualDataset or a (base, source) pair of inputs.") from None
         varied = ()
-    metric_fn = resolve_metric(metric, m)
-    groups = length_groups(m, base, source, names=("base", "source"))
-    labels = None
-    if groups is None:
-        parts = [_Part(None, *input_pair(m, base, source, "mediation"), positions)]
+    opts = Options(sites, per, positions, align, metric, tol, chunk_size, schedule)
+    run_info = None
+    if m is None:  # on an executor, in shards of pairs
+        ex = check_executor(executor)
+        summary, args = ex.call(model, plan_sharded, base, source, opts)
+        summary.metric = repr(resolve_metric(metric, model))  # this process's repr, as the call in one piece has
+        check_pair_metric(metric, args.n_pairs, "mediation")
+        settings = {"sites": sites, "per": per, "positions": positions_setting(positions), "align": align,
+                    "metric": metric_setting(metric), "tol": tol, "schedule": schedule,
+                    **({"metric_data": callable_key(metric)} if out is not None else {})}
+        per_pair, flags, run_info = run_pairs(shard_effects, args, model=model, base=base, source=source, extra=None,
+                                              ex=ex, method="mediation", settings=settings, out=out, shards=shards)
+        logits = any(bool(f["logits"]) for f in flags)
     else:
-        if per == "position" or (isinstance(sites, str) and sites in POSITION_SWEEPS):
-            labels = aligned_positions(positions, align, sorted(groups))
-        parts = [_Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
-                       positions if labels is None else labels if align == "start" else [T + o for o in labels])
-                 for T, idx in groups.items()]
-    effects = [_effects(m, part, sites, per, for_pairs(metric_fn, part.index), tol, chunk_size, schedule)
-               for part in parts]
-    dims, coords, cells = effects[0].dims, effects[0].coords, effects[0].cells
-    if any(len(e.cells) != len(cells) for e in effects):
-        raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
-                         "sites that every prompt has.")
-    P = sum(e.per_pair.shape[-1] for e in effects)
-    per_pair = torch.zeros(len(cells), len(STATS), P, device=effects[0].per_pair.device)  # (cells, stat, pairs)
-    for part, e in zip(parts, effects):
-        per_pair[..., torch.arange(P) if part.index is None else torch.tensor(part.index)] = e.per_pair
+        setup = mediation_setup(m, base, source, opts)
+        effects = [pair_effects(m, part, sweep, for_pairs(setup.metric, part.index), tol, chunk_size)
+                   for part, sweep in zip(setup.parts, setup.sweeps)]
+        P = sum(e.per_pair.shape[-1] for e in effects)
+        per_pair = torch.zeros(len(setup.sweeps[0].cells), len(STATS), P, device=effects[0].per_pair.device)
+        for part, e in zip(setup.parts, effects):   # (cells, stat, pairs)
+            per_pair[..., torch.arange(P) if part.index is None else torch.tensor(part.index)] = e.per_pair
+        summary, logits = summarize(m, setup), any(e.logits for e in effects)
+    return mediation_result(per_pair, summary, logits, opts, data=data, varied=varied, per_example=per_example,
+                            n_boot=n_boot, ci=ci, seed=seed, run_info=run_info)
+
+
+def mediation_result(per_pair: torch.Tensor, s: Summary, logits: bool, o: Options, *, data: Any,
+                     varied: Sequence[str], per_example: bool, n_boot: int, ci: float, seed: int,
+                     run_info: dict[str, Any] | None) -> MediationResult:
+    """The result from every pair's values ``(cells, stat, pairs)`` (in pair order): the means and the seeded
+    bootstrap (or the values, ``per_example``), placed on the sweep's grid, with the meta. The one reduction of
+    both the call in this process and the sharded one, so they cannot drift apart.
+
+    >>> mediation_result(per_pair, summary, False, opts, data=ds, varied=("A",), per_example=False, n_boot=100,
+    ...                  ci=0.95, seed=0, run_info=None).iia()
+    """
+    P = per_pair.shape[-1]
     last: tuple[str, list[Any]]
     if per_example:
         out, last = per_pair, ("example", list(range(P)))
@@ -192,30 +224,32 @@ def mediation(model: Any, data: CounterfactualDataset | tuple[Any, Any], sites: 
         distinct, which = torch.unique(rows, dim=0, return_inverse=True)
         boot = (distinct @ resample_counts(P, n_boot, seed) / P).float()                    # (distinct, n_boot)
         lo_hi = quantiles(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2], dim=-1).T[which]         # (rows, 2)
-        C = len(cells)
+        C = len(s.cells)
         lo_hi = torch.cat([lo_hi[:1].expand(C, 1, 2), lo_hi[1:].view(C, len(STATS) - 1, 2)], 1)  # (cells, stat, 2)
         out, last = torch.cat([per_pair.mean(-1, keepdim=True), lo_hi], -1), ("value", ["mean", "lo", "hi"])
+    dims, coords = s.dims, s.coords
     shape = [len(coords[k]) for k in dims]
     full = torch.full((*shape, len(STATS), out.shape[-1]), float("nan"))
-    for c, cell in zip(out, cells):  # cells as the first group labels them
-        full[tuple(coords[k].index(v) for k, v in zip(dims, cell.label))] = c
-    logits = any(e.logits for e in effects)
+    for c, label in zip(out, s.cells):  # cells as the first group labels them
+        full[tuple(coords[k].index(v) for k, v in zip(dims, label))] = c
+    fast = all(s.fast)
     meta: dict[str, Any] = {
-        "method": "mediation", "model": m.name, "varied": list(varied), "n_pairs": P, "tol": tol,
+        "method": "mediation", "model": s.model, "varied": list(varied), "n_pairs": P, "tol": o.tol,
         "data": input_setting(data),
-        "sites": sites if isinstance(sites, str) else [str(c.site.name) for c in cells], "per": per,
-        "positions": positions_setting(positions), "align": align,
-        "chunk_size": chunk_size, "requested_schedule": schedule, "per_example": per_example,
-        "n_boot": n_boot, "ci": ci, "seed": seed, "metric": repr(metric_fn), "fast_path": all(e.fast for e in effects),
-        "schedule": "floor" if all(e.fast for e in effects) else "batched" if not any(e.fast for e in effects)
-        else "mixed",
-        "iia_rule": "same top token" if logits else f"|y - y_source| <= {tol}",
+        "sites": o.sites if isinstance(o.sites, str) else list(s.site_names), "per": o.per,
+        "positions": positions_setting(o.positions), "align": o.align,
+        "chunk_size": o.chunk_size, "requested_schedule": o.schedule, "per_example": per_example,
+        "n_boot": n_boot, "ci": ci, "seed": seed, "metric": s.metric, "fast_path": fast,
+        "schedule": "floor" if fast else "batched" if not any(s.fast) else "mixed",
+        "iia_rule": "same top token" if logits else f"|y - y_source| <= {o.tol}",
         "title": f"mediation of {', '.join(varied) or 'the input change'}"}
-    if groups is not None:
-        meta.update(lengths={str(T): len(idx) for T, idx in groups.items()}, align=align)  # tokens: pairs
-    out_coords = {**coords, **({} if labels is None else {"position": list(labels)})}
+    if s.groups is not None:
+        meta.update(lengths={str(T): len(idx) for T, idx in s.groups.items()}, align=o.align)  # tokens: pairs
+    if run_info is not None:
+        meta["executor"] = run_info
+    out_coords = {**coords, **({} if s.labels is None else {"position": list(s.labels)})}
     return MediationResult(full, (*dims, "stat", last[0]), {**out_coords, "stat": list(STATS), last[0]: last[1]},
-                           meta, name="effect").with_tokens(prompt_tokens(m.tokenizer, [part.base for part in parts]))
+                           meta, name="effect").with_tokens(s.tokens)
 
 
 def resample_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:
@@ -247,7 +281,7 @@ def _kept_counts(P: int, n_boot: int, seed: int) -> torch.Tensor:
 
 
 @dataclass
-class _Part:
+class Part:
     """Pairs of one length: their places among all pairs (None: all), inputs and the positions to sweep."""
 
     index: list[int] | None
@@ -257,28 +291,136 @@ class _Part:
 
 
 @dataclass
-class _Effects:
+class Sweep:
+    """A part's cells and its schedule: the segmented floor (``fast``, from position ``d``) or one batched pass."""
+
     dims: tuple[str, ...]
     coords: dict[str, list]
     cells: list[Any]
-    per_pair: torch.Tensor  # (cells, stat, pairs)
     fast: bool
+    d: int
+
+
+@dataclass
+class Setup:
+    """Every part of a call (by length), its sweep, the aligned position labels and the resolved metric."""
+
+    parts: list[Part]
+    sweeps: list[Sweep]
+    labels: list[int] | None
+    groups: dict[int, list[int]] | None
+    metric: Any
+
+
+@dataclass
+class Effects:
+    """A part's values and whether its IIA compared top tokens (an LM's logits)."""
+
+    per_pair: torch.Tensor  # (cells, stat, pairs)
     logits: bool
 
 
-def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, tol: float,
-             chunk_size: int | None, schedule: str = "auto") -> _Effects:
-    """Every cell's TE / NIE / NDE / IIA hit per pair, for pairs of one length."""
-    base_in, src_in = part.base, part.source
-    T = seq_len(base_in)
+def mediation_setup(m: Any, base: Any, source: Any, o: Options) -> Setup:
+    """The parts of a call (pairs of one length each, or all pairs) and their sweeps; raises before any compute."""
+    metric_fn = resolve_metric(o.metric, m)
+    groups = length_groups(m, base, source, names=("base", "source"))
+    labels = None
+    if groups is None:
+        parts = [Part(None, *input_pair(m, base, source, "mediation"), o.positions)]
+    else:
+        if o.per == "position" or (isinstance(o.sites, str) and o.sites in POSITION_SWEEPS):
+            labels = aligned_positions(o.positions, o.align, sorted(groups))
+        parts = [Part(idx, *input_pair(m, [base[i] for i in idx], [source[i] for i in idx], "mediation"),
+                      part_positions(o.positions, labels, o.align, T)) for T, idx in groups.items()]
+    sweeps = [part_sweep(m, part, o.sites, o.per, o.schedule) for part in parts]
+    if any(len(s.cells) != len(sweeps[0].cells) for s in sweeps):
+        raise InputError("The sweep has a different number of cells for prompts of different lengths; give "
+                         "sites that every prompt has.")
+    return Setup(parts, sweeps, labels, groups, metric_fn)
+
+
+def part_positions(positions: Sequence[int] | None, labels: list[int] | None, align: str | None,
+                   T: int) -> Sequence[int] | None:
+    """The positions a part of ``T`` tokens sweeps: the aligned labels from its start or back from its end."""
+    return positions if labels is None else labels if align == "start" else [T + o for o in labels]
+
+
+def part_sweep(m: Any, part: Part, sites: Any, per: str | None, schedule: str) -> Sweep:
+    """A part's cells and the schedule ``schedule`` picks for them (``"auto"``: the cheaper for these pairs)."""
+    T = seq_len(part.base)
     if sites == "neurons" and per is None:
         dims, coords, cells = _neuron_cells(m)
     else:
-        dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, base_in)
-    fast, d, costs = pick_schedule(m, cells, base_in, src_in, T, schedule)
+        dims, coords, cells = sweep_cells(m, sites, per, part.positions, T, part.base)
+    fast, d, _ = pick_schedule(m, cells, part.base, part.source, T, schedule)
+    return Sweep(dims, coords, cells, fast, d)
+
+
+def summarize(m: Any, s: Setup) -> Summary:
+    """The plain data of a setup that the result needs (the cells as the first group labels them, the tokens)."""
+    first = s.sweeps[0]  # cells as the first group labels them
+    return Summary(m.name, repr(s.metric), first.dims, first.coords, [c.label for c in first.cells],
+                   [str(c.site.name) for c in first.cells], [sw.fast for sw in s.sweeps], s.groups, s.labels,
+                   prompt_tokens(m.tokenizer, [part.base for part in s.parts]))
+
+
+def plan_sharded(m: Any, base: Any, source: Any, o: Options) -> tuple[Summary, ShardArgs]:
+    """Before sharding, where the model is: the whole call's setup (its errors raise here, as in one piece), the
+    result's summary and what each shard computes with so that it gives each pair the values of the call in
+    one piece: the pair's length group, the aligned positions and the group's schedule (chosen over all pairs).
+
+    >>> summary, args = plan_sharded(m, ds.base, ds.source, opts)
+    """
+    s = mediation_setup(m, base, source, o)
+    P = sum(int(part.base.size) for part in s.parts)
+    lengths = None
+    if s.groups is not None:
+        lengths = [0] * P
+        for T, idx in s.groups.items():
+            for i in idx:
+                lengths[i] = T
+    keys: list[int | None] = list(s.groups) if s.groups is not None else [None]
+    schedules = {T: "floor" if sw.fast else "batched" for T, sw in zip(keys, s.sweeps)}
+    return summarize(m, s), ShardArgs(o, P, lengths, s.labels, schedules, len(s.sweeps[0].cells))
+
+
+def shard_effects(m: Any, base: Any, source: Any, extra: Any, a: ShardArgs, first: int,
+                  k: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One shard's pairs (``first`` .. ``first + k - 1`` of all): their (cells, stat, pairs) values as the call in
+    one piece computes them (each pair in its length group, with the group's positions and schedule, reading
+    its own answer), and whether the IIA compared top tokens."""
+    o = a.options
+    metric_fn = resolve_metric(o.metric, m)
+    groups: dict[int | None, list[int]] = {None: list(range(k))} if a.lengths is None else {}
+    if a.lengths is not None:
+        for j in range(k):
+            groups.setdefault(a.lengths[first + j], []).append(j)
+    per_pair = torch.zeros(a.n_cells, len(STATS), k)
+    logits = False
+    for T, idx in groups.items():
+        if T is None:
+            part = Part(None, *input_pair(m, base, source, "mediation"), o.positions)
+        else:
+            part = Part(idx, *input_pair(m, [base[j] for j in idx], [source[j] for j in idx], "mediation"),
+                        part_positions(o.positions, a.labels, o.align, T))
+        sweep = part_sweep(m, part, o.sites, o.per, a.schedules[T])
+        if len(sweep.cells) != a.n_cells:
+            raise ExecutionError(f"mediation: the shard from pair {first} sweeps {len(sweep.cells)} cells, the plan "
+                                 f"{a.n_cells}.")
+        e = pair_effects(m, part, sweep, for_pairs(metric_fn, [first + j for j in idx]), o.tol, o.chunk_size)
+        per_pair[..., torch.tensor(idx)] = e.per_pair.cpu()
+        logits = logits or e.logits
+    return per_pair, {"logits": logits}
+
+
+def pair_effects(m: Any, part: Part, sweep: Sweep, metric_fn: Any, tol: float, chunk_size: int | None) -> Effects:
+    """Every cell's TE / NIE / NDE / IIA hit per pair, for pairs of one length."""
+    base_in, src_in = part.base, part.source
+    T = seq_len(base_in)
+    cells, fast, d = sweep.cells, sweep.fast, sweep.d
     both_in = None if fast else base_in.stack(src_in)
     if both_in is not None:  # any model: bases and sources in one run, then both directions in one more
-        return _swapped_effects(m, dims, coords, cells, both_in, metric_fn, tol, chunk_size)
+        return _swapped_effects(m, cells, both_in, metric_fn, tol, chunk_size)
     L = int(m.n_layers or 0)
     extra = [Site(f"layers.{i}", io="input") for i in range(L)] if fast else []
     runs = {k: m.run(x, cache=unique_full_sites(cells) + extra, metric=metric_fn, keep_kv=fast,
@@ -303,12 +445,12 @@ def _effects(m: Any, part: _Part, sites: Any, per: str | None, metric_fn: Any, t
     into_source = patched(runs["source"], src_in, runs["base"], metric_fn)
     per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
                             into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
-    return _Effects(dims, coords, cells, per_pair, fast, bool(logits))
+    return Effects(per_pair, bool(logits))
 
 
-def _swapped_effects(m: Any, dims: tuple[str, ...], coords: dict[str, list], cells: list[Any], both_in: Any,
-                     metric_fn: Any, tol: float, chunk_size: int | None) -> _Effects:
-    """:func:`_effects` for inputs that stack (P bases, then their P sources): two runs in all."""
+def _swapped_effects(m: Any, cells: list[Any], both_in: Any, metric_fn: Any, tol: float,
+                     chunk_size: int | None) -> Effects:
+    """:func:`pair_effects` for inputs that stack (P bases, then their P sources): two runs in all."""
     P = both_in.size // 2
     run = m.run(both_in, cache=unique_full_sites(cells), metric=metric_fn, keep_output=True, chunk_size=chunk_size)
     y = cast(torch.Tensor, run.metric).float()  # a metric was requested
@@ -326,7 +468,7 @@ def _swapped_effects(m: Any, dims: tuple[str, ...], coords: dict[str, list], cel
     into_source = into[:, P:]
     per_pair = torch.stack([(y_src - y_base)[None].expand_as(into_base), into_base - y_base[None],
                             into_source - y_base[None], hit.float()], 1)   # (cells, stat, pairs)
-    return _Effects(dims, coords, cells, per_pair, False, bool(logits))
+    return Effects(per_pair, bool(logits))
 
 
 class _WithTopToken:

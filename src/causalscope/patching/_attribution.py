@@ -1,6 +1,7 @@
 """Attribution patching: the first-order (gradient) approximation of activation patching for every cell."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -23,8 +24,9 @@ from ..core import (
 from ..errors import InputError, check_flag
 from ..loading import load
 from ..results import resolve_backend
-from ._pairs import Part, split_pairs
+from ._pairs import Pairs, Part, split_pairs
 from ._result import PatchingResult
+from ._sharded import is_sharded, per_pair, run_pairs, shard_pairs
 
 
 class AttributionPatchingResult(PatchingResult):
@@ -103,7 +105,8 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
                          direction: Literal["denoise", "noise", "both"] = "denoise", per: str | None = None,
                          positions: Any = None, chunk_size: int | None = None,
                          align: Literal["start", "end"] | None = None,
-                         per_example: bool = False) -> AttributionPatchingResult:
+                         per_example: bool = False, executor: Any = None, out: str | os.PathLike[str] | None = None,
+                         shards: int | None = None) -> AttributionPatchingResult:
     """First-order estimate of :func:`activation_patching` for every cell, from a few passes.
 
     >>> atp = cs.attribution_patching(m, clean, corrupted, "resid_pre", cs.logit_diff(5, 9))
@@ -125,38 +128,86 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
 
     >>> atp = cs.attribution_patching(m, ["the cat sat on the mat", "a dog ran"], ["the dog sat on the mat",
     ...                               "a cat ran"], "resid_pre", cs.logit_diff(5, 9), align="end")
+
+    ``executor=cs.RayExecutor(workers=N)`` / ``out=folder`` / ``shards=k`` spread a data set of pairs over workers
+    in checkpointed shards, as in :func:`activation_patching`: each shard computes its pairs' estimates, and they
+    are combined here by the same reduction as one call on all pairs (``meta["executor"]`` says what ran).
+
+    >>> atp = cs.attribution_patching("facts-gpt", clean_prompts, corrupted_prompts, "resid_pre", metric, shards=4)
     """
-    m = load(model)
+    sharded = is_sharded(executor, out, shards)
+    m = None if sharded else load(model)
     if direction not in ("denoise", "noise", "both"):
         raise InputError(f"direction must be 'denoise', 'noise' or 'both', got {direction!r}.")
     check_align(align)
     check_flag(per_example, "per_example")
-    metric_fn = resolve_metric(metric, m)
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
+    call = {"sites": sites, "per": per, "positions": positions, "align": align, "chunk_size": chunk_size,
+            "per_example": per_example, "direction": direction, "dirs": dirs, "clean": clean,
+            "corrupted": corrupted}
+    if m is None:
+        settings = {"sites": sites, "per": per, "positions": positions, "align": align, "dirs": dirs,
+                    "chunk_size": chunk_size}
+        got = run_pairs("attribution_patching", _shard_estimates, model, clean, corrupted, metric, settings,
+                        executor=executor, out=out, shards=shards, progress=None)
+        first = got.runs[0]  # the sweep as the shard that holds the first pair swept it
+        gathered = _Gathered(tuple(first["dims"]), dict(first["coords"]), got.values, got.clean, got.corrupted)
+        return _result(gathered, call, resolve_metric(metric, None), got.plan["model"], got.plan["dtype"],
+                       got.plan["meta"], got.plan["tokens"], {"executor": got.info})
+    metric_fn = resolve_metric(metric, m)
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "attribution_patching")
+    gathered = _gather(m, pairs, sites, metric_fn, dirs, per, chunk_size)
+    return _result(gathered, call, metric_fn, m.name, model_dtype(m.module), pairs.meta(), pairs.tokens(m))
+
+
+@dataclass
+class _Gathered:
+    """Every pair's estimates in pair order (before any reduction) and the sweep."""
+
+    dims: tuple[str, ...]
+    coords: dict[str, list]
+    est: torch.Tensor  # (dirs, cells, pairs): grad . (a_clean - a_corrupted)
+    clean: torch.Tensor  # (pairs,)
+    corrupted: torch.Tensor
+
+
+def _gather(m: Model, pairs: Pairs, sites: Any, metric_fn: Any, dirs: list[str], per: str | None,
+            chunk_size: int | None) -> _Gathered:
+    """Every pair's estimate per cell (length by length), in the pairs' order."""
     values = [_estimates(m, part, sites, metric_fn, dirs, per, chunk_size) for part in pairs.parts]
     dims, coords = values[0].dims, dict(values[0].coords)
     pairs.check_cells([v.est.shape[1] for v in values])
     if pairs.labels is not None:
         coords["position"] = list(pairs.labels)
     P = sum(v.est.shape[-1] for v in values)
-    est = pairs.gather([v.est for v in values], P)  # (dirs, cells, pairs): grad . (a_clean - a_corrupted)
+    est = pairs.gather([v.est for v in values], P)
     clean_all, corr_all = pairs.gather([v.clean for v in values], P), pairs.gather([v.corrupted for v in values], P)
+    return _Gathered(dims, coords, est, clean_all, corr_all)
+
+
+def _result(g: _Gathered, call: dict[str, Any], metric_fn: Any, model_name: str, dtype: torch.dtype,
+            pairs_meta: dict[str, Any], tokens: Any, extra: dict[str, Any] | None = None) -> AttributionPatchingResult:
+    """The reduction: every pair's estimates -> scores normalised by the averaged span (mean over pairs, or one
+    score per pair with ``per_example``), and the result's meta. One call and its shards both end here."""
+    dirs, dims, coords, est = call["dirs"], g.dims, g.coords, g.est
+    clean_all, corr_all = g.clean, g.corrupted
+    P = est.shape[-1]
     m_clean, m_corr = float(clean_all.mean()), float(corr_all.mean())
     span = m_clean - m_corr
     if abs(span) < 1e-12 * max(1.0, abs(m_clean)):
         raise InputError(f"The metric is the same on the clean and corrupted inputs ({m_clean:.6g}).")
     shape = (len(dirs), *[len(coords[k]) for k in dims])
     meta: dict[str, Any] = {
-        "method": "attribution_patching", "model": m.name, "per": per, "metric": repr(metric_fn),
-        "sites": _site_names(sites, values[0].cells if hasattr(values[0], "cells") else None),
-        "positions": positions_setting(positions), "chunk_size": chunk_size,
-        "per_example": per_example, "align": align,
-        "clean": input_setting(clean), "corrupted": input_setting(corrupted),
-        "direction": direction, "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
-        "title": f"attribution patching ({', '.join(dirs)})", **pairs.meta()}
-    flag_span(meta, span, m_clean, m_corr, model_dtype(m.module), "attribution_patching")
-    if per_example:  # each pair's estimated patched metric, scored against the averaged ends like exact patching
+        "method": "attribution_patching", "model": model_name, "per": call["per"], "metric": repr(metric_fn),
+        "sites": _site_names(call["sites"], None),
+        "positions": positions_setting(call["positions"]), "chunk_size": call["chunk_size"],
+        "per_example": call["per_example"], "align": call["align"],
+        "clean": input_setting(call["clean"]), "corrupted": input_setting(call["corrupted"]),
+        "direction": call["direction"], "clean_metric": m_clean, "corrupted_metric": m_corr, "n_prompts": P,
+        "title": f"attribution patching ({', '.join(dirs)})", **pairs_meta}
+    flag_span(meta, span, m_clean, m_corr, dtype, "attribution_patching")
+    meta.update(extra or {})
+    if call["per_example"]:  # each pair's estimated patched metric, scored against the averaged ends like exact
         raw_all = torch.stack([corr_all + est[k] if n == "denoise" else clean_all - est[k]
                                for k, n in enumerate(dirs)])
         offset = torch.stack([(corr_all.double() - m_corr) if n == "denoise" else (m_clean - clean_all.double())
@@ -165,14 +216,24 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
         meta["raw"] = raw_all.view(*shape, P).tolist()
         return AttributionPatchingResult(scores.reshape(*shape, P), ("direction", *dims, "example"),
                                          {"direction": dirs, **coords, "example": list(range(P))}, meta,
-                                         name="attribution score").with_tokens(pairs.tokens(m))
+                                         name="attribution score").with_tokens(tokens)
     scores = est.mean(-1)  # the metric is averaged over prompts
     scores /= span
     meta["raw"] = (m_corr + scores * span if dirs == ["denoise"] else
                    torch.stack([m_corr + scores[k] * span if n == "denoise" else m_clean - scores[k] * span
                                 for k, n in enumerate(dirs)])).view(shape).tolist()
     return AttributionPatchingResult(scores.view(shape), ("direction", *dims), {"direction": dirs, **coords}, meta,
-                                     name="attribution score").with_tokens(pairs.tokens(m))
+                                     name="attribution score").with_tokens(tokens)
+
+
+def _shard_estimates(m: Model, clean: Any, corrupted: Any, metric_fn: Any,
+                     s: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One shard of pairs (on a worker): every pair's estimates as :func:`_gather` computes them for a call, and the
+    shard's sweep."""
+    pairs = shard_pairs(m, clean, corrupted, s["sites"], s["per"], s["positions"], s["align"],
+                        "attribution_patching", s["labels"])
+    g = _gather(m, pairs, s["sites"], metric_fn, s["dirs"], s["per"], s["chunk_size"])
+    return per_pair(g.est, g.clean, g.corrupted), {"dims": list(g.dims), "coords": g.coords}
 
 
 @dataclass
