@@ -52,11 +52,14 @@ def cluster():
     """One local Ray for the session's Ray tests (all in one pytest-xdist worker: group "ray"), with room for
     their workers (4 CPUs: a pool of 2 and spares for replacements)."""
     import logging
+    import warnings
 
     ray = pytest.importorskip("ray")  # in the [test] extra; CI installs it
     if ray.is_initialized():  # left by another test: start this session's own
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    with warnings.catch_warnings():  # JAX (tracr tests) warns at every fork; Ray forks + execs its services
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -11,6 +11,8 @@ sweep runs as a few large batched passes; the model is never changed and no hook
 """
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -18,11 +20,21 @@ import torch
 
 from ..core import Site, input_setting
 from ..errors import InputError, check_flag, check_seed
-from ._ablation_inputs import ablation_data, check_positions, check_scales, label_pairs, node_sites
+from ._ablation_inputs import (
+    AblationData,
+    ablation_data,
+    check_positions,
+    check_scales,
+    is_case,
+    label_pairs,
+    node_sites,
+    predict,
+)
 from ._ablation_result import NodeEffects
-from ._ablation_rows import Rescale, Rows, effects_result, evaluate, progress_bar, site_view
+from ._ablation_rows import MAX_ROWS_PER_CALL, Rescale, Rows, effects_result, evaluate, progress_bar, site_view
 from ._circuit import Circuit
 from ._pca import check_k, position_pca
+from ._sharded import sharded_node_sums
 
 Ablation = Literal["resample", "mean", "zero"]
 DEFAULT_SCALES = (0.0, 0.1, 0.2, 0.5, 0.7, 0.8, 1.0, 1.2, 1.4, 2.0, 5.0, 10.0)
@@ -39,7 +51,8 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
                  nodes: Sequence[str] | None = None, pairs: int | str = "all", seed: int = 0, labels: Any = None,
                  categorical: bool = True, atol: float = 5e-2, ties: str = "no_prediction",
                  positions: Sequence[int] | None = None,
-                 chunk_size: int | None = None, progress: bool | None = None) -> NodeEffects:
+                 chunk_size: int | None = None, progress: bool | None = None, executor: Any = None,
+                 out: str | os.PathLike[str] | None = None, shards: int | None = None) -> NodeEffects:
     """Causal effect of each node when its activation is replaced by a scaled source (InterpBench's sweep).
 
     >>> case = circuits.load_case("reverse")
@@ -47,6 +60,7 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     >>> r.table()                                                    # node, status, scale 0 .. scale 10
     >>> circuits.node_effects(case, ablation="mean", scales=[0, 1])
     >>> circuits.node_effects(net, tokens, circuit=c, pairs=2000)   # any compiled model, a seeded sample
+    >>> circuits.node_effects(case, executor=cs.RayExecutor(workers=4), out="runs/reverse")   # pairs in shards
 
     Nodes are attention heads ``a{l}.h{h}`` (the head's write into the residual stream,
     ``layers.l.attn.result``) and MLPs ``m{l}`` (the MLP's output), all of them unless ``nodes`` says.
@@ -72,6 +86,12 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     (InterpBench averages per-batch ratios of 256, a different weighting of the same counts). ``circuit``
     (default: the case's) marks each node ``in_circuit`` / ``not_in_circuit``. Every (node, scale, pair) is one
     engine row; the model is not changed.
+
+    ``executor=causalscope.RayExecutor(workers=N)`` (or ``shards=`` / ``out=`` in process) spreads the pairs
+    (mean / zero: the base inputs) over workers in shards, checkpointed in ``out``. The pairs (and the means of
+    a mean ablation, over *all* inputs) are fixed here first, each shard counts its misses, and the counts are
+    added here and divided once, as in one process: the effects are the same for any number of shards or
+    workers. ``meta["executor"]`` says what ran.
     """
     if ablation not in ("resample", "mean", "zero"):
         raise InputError(f"ablation must be 'resample', 'mean' or 'zero', got {ablation!r}.")
@@ -85,7 +105,6 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
     if pos != list(range(T)):
         sites = {n: s.at(pos) for n, s in sites.items()}
     names = list(sites)
-    values = torch.full((len(names), len(scales)), float("nan"), dtype=torch.float64)
     meta: dict[str, Any] = {"method": "node_effects", "ablation": ablation, "positions": pos, "seed": int(seed),
                             "scales": list(scales), "nodes": names, "ties": ties, "chunk_size": chunk_size,
                             "pairs": pairs if ablation == "resample" else None,
@@ -93,38 +112,143 @@ def node_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, circ
                             "labels": "given" if labels is not None else "the case's (or the model's own)",
                             "circuit": "given" if circuit is not None else "the case's",
                             "title": f"{ablation} ablation, scaled"}
-    correct = (d.valid & ~d.wrong(d.predictions, d.labels)).double()
+    means = None
+    if ablation == "mean":  # the mean over *all* inputs, whatever runs the rows
+        clean = d.model.run(d.inputs, cache=list(sites.values()), keep_output=False, progress=False)
+        means = {n: site_view(clean, s).mean(0, keepdim=True) for n, s in sites.items()}
+    if ablation == "resample":
+        pb, ps, differ = label_pairs(d, pairs, seed)
+        items = torch.stack([pb, ps], 1)
+        total = float(differ.double().sum())
+        meta.update(metric=METRIC_PAIRS, pairs=pairs, n_pairs=int(len(pb)), denominator=total)
+    else:
+        items = torch.arange(N)
+        total = float(correct_weights(d).sum())
+        meta.update(metric=METRIC_CORRECT, denominator=total)
+    if executor is not None or out is not None or shards is not None:
+        source = model_or_case.model if is_case(model_or_case) else model_or_case
+        sums, meta["executor"] = sharded_node_sums(d, source, ablation, names, pos, scales, items, means, chunk_size,
+                                                   progress, executor, out, shards, sums=node_sums)
+    else:
+        with progress_bar(node_rows(ablation, len(names), scales, items), progress, "node_effects") as bar:
+            sums = node_sums(d, sites, ablation, scales, items, means, chunk_size, bar)
+    return effects_result(d, names, scales, node_values(ablation, sums, total, len(names), scales), meta)
+
+
+def correct_weights(d: AblationData) -> torch.Tensor:
+    """(N, T) 1.0 at the label positions the unablated model predicts correctly (mean / zero ablation's rows).
+
+    >>> correct_weights(d).sum()          # the denominator of a mean / zero ablation
+    """
+    return (d.valid & ~d.wrong(d.predictions, d.labels)).double()
+
+
+def _zero_scales(scales: Sequence[float]) -> tuple[list[int], list[int]]:
+    """The indices of scale 0 (the source drops out) and of the other scales."""
+    return [j for j, s in enumerate(scales) if s == 0.0], [j for j, s in enumerate(scales) if s != 0.0]
+
+
+def node_rows(ablation: str, n_nodes: int, scales: Sequence[float], items: torch.Tensor) -> int:
+    """How many engine rows :func:`node_sums` runs for ``items`` (a progress bar's total).
+
+    >>> node_rows("zero", 3, [0.0], torch.arange(10))
+    30
+    """
     if ablation == "zero":
-        groups = [{s: Rescale(0.0)} for s in sites.values()]
-        with progress_bar(len(groups) * N, progress, "node_effects") as bar:
-            eff = evaluate(d, Rows(d.inputs, d.labels, correct), groups, chunk_size, bar)
-        values[:] = eff[:, None]
-        meta.update(metric=METRIC_CORRECT, denominator=float(correct.sum()))
-        return effects_result(d, names, scales, values, meta)
-    clean = d.model.run(d.inputs, cache=list(sites.values()), keep_output=False, progress=False)
+        return n_nodes * len(items)
     if ablation == "mean":
-        groups = [{s: Rescale(sc, table=site_view(clean, s).mean(0, keepdim=True))}
-                  for s in sites.values() for sc in scales]
-        with progress_bar(len(groups) * N, progress, "node_effects") as bar:
-            values[:] = evaluate(d, Rows(d.inputs, d.labels, correct), groups, chunk_size, bar).view(len(names), -1)
-        meta.update(metric=METRIC_CORRECT, denominator=float(correct.sum()))
-        return effects_result(d, names, scales, values, meta)
-    pb, ps, differ = label_pairs(d, pairs, seed)
-    zero_j = [j for j, s in enumerate(scales) if s == 0.0]
-    rest = [j for j, s in enumerate(scales) if s != 0.0]
-    per_base = torch.zeros(N, T, dtype=torch.float64).index_add_(0, pb, differ.double())
-    with progress_bar(len(names) * (len(zero_j) * N + len(rest) * len(pb)), progress, "node_effects") as bar:
-        if zero_j:  # scale 0: the source drops out; one row per base, weighted by its sources
-            eff = evaluate(d, Rows(d.inputs, d.labels, per_base), [{s: Rescale(0.0)} for s in sites.values()],
-                            chunk_size, bar)
-            values[:, zero_j] = eff[:, None]
+        return n_nodes * len(scales) * len(items)
+    zero_j, rest = _zero_scales(scales)
+    return n_nodes * (len(zero_j) * len(items[:, 0].unique()) + len(rest) * len(items))
+
+
+def node_sums(d: AblationData, sites: dict[str, Site], ablation: str, scales: Sequence[float], items: torch.Tensor,
+              means: dict[str, torch.Tensor] | None, chunk_size: int | None, bar: Any) -> dict[str, torch.Tensor]:
+    """Per (node[, scale]): the summed weight of the label positions where the ablated prediction misses, over
+    ``items``: base input indices (N',) for mean / zero, (base, source) pairs (P', 2) for resample.
+
+    >>> sums = node_sums(d, sites, "resample", scales, pairs, None, None, bar)     # {"zero": (n,), "rest": (n*k,)}
+
+    A sum over the items: the sums over disjoint sets of items add up to the sum over all of them (exactly:
+    every weight is a count). ``means`` (per node, over *all* inputs) feed a mean ablation. A resample pair reads
+    its source's activation from a clean run over the sources among ``items`` alone; at scale 0 the source drops
+    out, so each base among ``items`` runs once, weighted by its number of differing sources there.
+    """
+    if ablation in ("zero", "mean"):
+        rows = Rows(d.inputs[items], d.labels[items], correct_weights(d)[items])
+        if ablation == "zero":
+            groups = [{s: Rescale(0.0)} for s in sites.values()]
+        else:
+            assert means is not None, "a mean ablation reads the means over all inputs"
+            groups = [{s: Rescale(sc, table=means[n])} for n, s in sites.items() for sc in scales]
+        return {"all": miss_sums(d, rows, groups, chunk_size, bar)}
+    pb, ps = items[:, 0], items[:, 1]
+    differ = (d.labels[pb] != d.labels[ps]) & d.valid[pb] & d.valid[ps]
+    zero_j, rest = _zero_scales(scales)
+    out = {}
+    if zero_j:  # scale 0: one row per base, weighted by its differing sources
+        bases, at = pb.unique(return_inverse=True)
+        per_base = torch.zeros(len(bases), d.inputs.shape[1], dtype=torch.float64).index_add_(0, at, differ.double())
+        out["zero"] = miss_sums(d, Rows(d.inputs[bases], d.labels[bases], per_base),
+                                [{s: Rescale(0.0)} for s in sites.values()], chunk_size, bar)
+    if rest:
+        sources, lookup = ps.unique(return_inverse=True)
+        clean = d.model.run(d.inputs[sources], cache=list(sites.values()), keep_output=False, progress=False)
+        groups = [{s: Rescale(scales[j], table=site_view(clean, s), lookup=lookup)}
+                  for s in sites.values() for j in rest]
+        out["rest"] = miss_sums(d, Rows(d.inputs[pb], d.labels[pb], differ.double()), groups, chunk_size, bar)
+    return out
+
+
+def miss_sums(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | None, bar: Any) -> torch.Tensor:
+    """Per group of edits: the sum of ``rows.weight`` where the ablated prediction misses ``rows.target``.
+
+    >>> miss_sums(d, Rows(inputs, labels, weights), [{site: Rescale(0.0)}], None, bar)   # one sum per group
+    """
+    R = rows.inputs.shape[0]
+
+    def metric(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx].to(y.device))
+        return (miss.double() * rows.weight[idx].to(y.device)).sum(-1)
+
+    metric.takes_input_index = True  # type: ignore[attr-defined]
+    per_call = max(1, MAX_ROWS_PER_CALL // max(1, R))
+    out = []
+    for g0 in range(0, len(groups), per_call):
+        part = groups[g0:g0 + per_call]
+        edits = list(itertools.chain.from_iterable([g] * R for g in part))
+        run = d.model.run(rows.inputs, edits, input_index=list(range(R)) * len(part), metric=metric,
+                          keep_output=False, chunk_size=chunk_size, progress=False)
+        assert run.metric is not None  # a metric was passed, so every run returns its values
+        out.append(run.metric.cpu().view(len(part), R).sum(1))
+        bar.update(len(part) * R)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def node_values(ablation: str, sums: dict[str, torch.Tensor], total: float, n_nodes: int,
+                scales: Sequence[float]) -> torch.Tensor:
+    """The effects (node, scale) from :func:`node_sums` over all items: each sum divided once by ``total`` (the
+    weight of every row: label positions, or differing (base, source, position) triples); NaN when it is 0.
+
+    >>> node_values("zero", {"all": torch.tensor([2.0, 0.0])}, 4.0, 2, [0.0, 1.0])[:, 0]
+    tensor([0.5000, 0.0000], dtype=torch.float64)
+    """
+    values = torch.full((n_nodes, len(scales)), float("nan"), dtype=torch.float64)
+
+    def effect(x: torch.Tensor) -> torch.Tensor:
+        return x.double() / total if total > 0 else torch.full_like(x, float("nan"), dtype=torch.float64)
+
+    if ablation == "zero":
+        values[:] = effect(sums["all"])[:, None]
+    elif ablation == "mean":
+        values[:] = effect(sums["all"]).view(n_nodes, len(scales))
+    else:
+        zero_j, rest = _zero_scales(scales)
+        if zero_j:
+            values[:, zero_j] = effect(sums["zero"])[:, None]
         if rest:
-            groups = [{s: Rescale(scales[j], table=site_view(clean, s), lookup=ps)}
-                      for s in sites.values() for j in rest]
-            eff = evaluate(d, Rows(d.inputs[pb], d.labels[pb], differ.double()), groups, chunk_size, bar)
-            values[:, rest] = eff.view(len(names), len(rest))
-    meta.update(metric=METRIC_PAIRS, pairs=pairs, n_pairs=int(len(pb)), denominator=float(differ.sum()))
-    return effects_result(d, names, scales, values, meta)
+            values[:, rest] = effect(sums["rest"]).view(n_nodes, len(rest))
+    return values
 
 
 # -- PCA-subspace effects ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ imports it back.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError
@@ -22,8 +23,9 @@ def discover(model: Any, clean: Any = None, corrupted: Any = None, *, method: st
 
     >>> r = circuits.discover(case, method="acdc", threshold=1e-4)
     """
-    methods = {"node_patching": node_patching, "edge_patching": edge_patching, "eap": edge_attribution_patching,
-               "edge_attribution_patching": edge_attribution_patching, "eap_ig": eap_ig, "acdc": acdc}
+    methods: dict[str, Callable[..., CircuitScores]] = {
+        "node_patching": node_patching, "edge_patching": edge_patching, "eap": edge_attribution_patching,
+        "edge_attribution_patching": edge_attribution_patching, "eap_ig": eap_ig, "acdc": acdc}
     if method not in methods:
         raise InputError(f"Unknown method {method!r}: use one of {', '.join(methods)}.")
     return methods[method](model, clean, corrupted, **kwargs)

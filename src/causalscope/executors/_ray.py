@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -105,12 +106,15 @@ class RayExecutor(Executor):
         ray = _ray()
         if not ray.is_initialized():
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
-            if self.address:
-                ray.init(address=self.address, **quiet)
-            else:
-                ray.init(num_cpus=max(1, int(self.workers * self.cpus_per_worker + 0.999)), include_dashboard=False,
-                         **quiet)
-                self._started = True
+            with warnings.catch_warnings():
+                # JAX (if imported) warns at every fork; Ray's services start by fork + exec, which is safe
+                warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+                if self.address:
+                    ray.init(address=self.address, **quiet)
+                else:
+                    ray.init(num_cpus=max(1, int(self.workers * self.cpus_per_worker + 0.999)),
+                             include_dashboard=False, **quiet)
+                    self._started = True
         return ray
 
     def _spawn(self, ray: Any) -> Any:
