@@ -175,3 +175,21 @@ def test_a_rerun_keeps_the_folders_shards_whatever_the_workers(facts_gpt, unshar
     other = cs.trace_average(facts_gpt, FACTS, samples=3, shards=3, out=tmp_path, progress=False)  # asked: 3
     assert other.meta["executor"]["shards"] == 3 and other.meta["executor"]["computed_shards"] == 3
     same(other, unsharded)
+
+
+def test_a_bundled_models_fingerprint_follows_its_weights(monkeypatch):
+    from causalscope import zoo
+    from causalscope.executors import model_fingerprint
+
+    before = model_fingerprint("facts-gpt")
+    assert before == model_fingerprint("facts-gpt")
+    build = zoo.REGISTRY["facts-gpt"][0]
+
+    def retrained():  # a later release ships other weights under the same name
+        module, tok = build()
+        with torch.no_grad():
+            module.transformer.wte.weight[0, 0] += 1e-3
+        return module, tok
+
+    monkeypatch.setitem(zoo.REGISTRY, "facts-gpt", (retrained, zoo.REGISTRY["facts-gpt"][1]))
+    assert model_fingerprint("facts-gpt") != before
