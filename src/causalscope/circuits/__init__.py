@@ -15,6 +15,7 @@ from ._discovery import GraphMetric, edge_patching, node_patching, resample
 from ._discovery_result import CircuitScores
 from ._eap import eap_ig, edge_attribution_patching
 from ._graph import ComputeGraph, GraphOutputs
+from ._interpbench import InterpBenchModel, load_interpbench, read_plain_pickle
 from ._pca import PositionPCA, position_pca
 from ._scoring import MIB_FRACTIONS, FaithfulnessCurve, RocCurve, faithfulness_curve, plot_faithfulness, plot_roc, roc
 
@@ -23,4 +24,5 @@ __all__ = ["Circuit", "node_layer", "node_order", "upstream",
            "CircuitScores", "ComputeGraph", "FaithfulnessCurve", "GraphMetric", "GraphOutputs", "MIB_FRACTIONS",
            "RocCurve", "acdc", "discover", "eap_ig", "edge_attribution_patching", "edge_patching",
            "faithfulness_curve", "node_patching", "plot_faithfulness", "plot_roc", "resample", "roc",
-           "Case", "CaseTokenizer", "case_names", "load_case"]
+           "Case", "CaseTokenizer", "case_names", "load_case",
+           "InterpBenchModel", "load_interpbench", "read_plain_pickle"]
