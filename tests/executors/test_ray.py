@@ -100,11 +100,10 @@ def test_a_shard_that_keeps_killing_its_worker_stops_with_its_items(ex):
 
 def test_ctrl_c_keeps_the_finished_shards_and_a_rerun_computes_only_the_rest(ex, in_process, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_wait, calls = ray.wait, {"n": 0}
+    real_wait = ray.wait
 
     def wait_then_interrupt(refs, **kw):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after three shards came back
+        if len(list(out.glob("shard-*.npz"))) >= 3:  # Ctrl-C once three shards came back and were saved
             raise KeyboardInterrupt
         return real_wait(refs, **kw)
 
@@ -183,3 +182,32 @@ def test_the_command_line_spreads_facts_over_workers_and_resumes(ex, tmp_path, c
     ref = cs.trace_average("facts-gpt", cs.zoo.facts.facts("heldout")[:6], samples=2,
                            window=1, progress=False)
     assert torch.allclose(torch.tensor(there["values"]).nan_to_num(), ref.values.nan_to_num(), atol=1e-6)
+
+
+def test_one_bar_moves_with_the_items_finished_inside_the_shards(ex, monkeypatch):
+    import causalscope.executors._run as run
+
+    updates: list[int] = []
+
+    class Bar:  # records what the run's one bar is told
+        def __init__(self, *a, initial=0, **kw):
+            updates.append(initial)
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(run, "tqdm", Bar)
+
+    def slow(m, x):
+        import time
+
+        time.sleep(0.35)
+        return x
+
+    got = cs.sweep(slow, list(range(8)), model="facts-gpt", executor=ex, shards=2, progress=True)
+    assert got.values.tolist() == list(range(8))
+    assert sum(updates) == 8  # every item once, whatever arrived when
+    assert len([u for u in updates if u > 0]) > 2  # items reported from inside the 2 shards, not only at their ends

@@ -193,3 +193,28 @@ def test_a_bundled_models_fingerprint_follows_its_weights(monkeypatch):
 
     monkeypatch.setitem(zoo.REGISTRY, "facts-gpt", (retrained, zoo.REGISTRY["facts-gpt"][1]))
     assert model_fingerprint("facts-gpt") != before
+
+
+def test_in_process_the_bar_moves_item_by_item_and_inner_reports_are_not_items(monkeypatch):
+    import causalscope.executors._run as run
+
+    updates: list[int] = []
+
+    class Bar:
+        def __init__(self, *a, initial=0, **kw):
+            updates.append(initial)
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(run, "tqdm", Bar)
+
+    def fn(m, x):  # an unsharded trace_average inside reports its facts: they must not count as sweep items
+        cs.trace_average(m, FACTS[:2], samples=2, progress=False)
+        return x
+
+    cs.sweep(fn, list(range(4)), model="facts-gpt", shards=2, progress=True)
+    assert updates == [0, 1, 1, 1, 1]

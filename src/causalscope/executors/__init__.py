@@ -7,14 +7,15 @@ dataset on several workers, GPUs or machines, with checkpointed, resumable shard
 
 See docs/distributed.md.
 """
-from ._base import Executor, Job, RunReport
+from ._base import Executor, Job, Progress, RunReport
 from ._fingerprint import fingerprint, model_fingerprint
 from ._local import InProcessExecutor
+from ._progress import report_progress
 from ._ray import RayExecutor
 from ._run import check_executor, default_shards, plan_shards, run_sharded
 from ._store import Shard, ShardStore
 from ._sweep import SweepList, sweep
 
-__all__ = ["Executor", "InProcessExecutor", "Job", "RayExecutor", "RunReport", "Shard", "ShardStore", "SweepList",
-           "check_executor", "default_shards", "fingerprint", "model_fingerprint", "plan_shards", "run_sharded",
-           "sweep"]
+__all__ = ["Executor", "InProcessExecutor", "Job", "Progress", "RayExecutor", "RunReport", "Shard", "ShardStore",
+           "SweepList", "check_executor", "default_shards", "fingerprint", "model_fingerprint", "plan_shards",
+           "report_progress", "run_sharded", "sweep"]

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import InputError
 from ._store import Shard
 
-__all__ = ["Executor", "Job", "RunReport", "ShardFn", "check_results"]
+__all__ = ["Executor", "Job", "Progress", "RunReport", "ShardFn", "check_results"]
 
 ShardFn = Callable[[Any, list[Any], Any, int], list[Any]]
 
@@ -28,6 +28,35 @@ class Job:
     context: Any
     model: Any
     desc: str
+
+
+class Progress:
+    """The driver's view of items finished inside running shards (the bar moves as they are reported)."""
+
+    def __init__(self, bar: Any = None) -> None:
+        self.bar = bar
+        self.partial: dict[int, int] = {}
+
+    def add(self, shard: Shard, n: int) -> None:
+        """``n`` more items of ``shard`` are done (never more than the shard holds)."""
+        got = self.partial.get(shard.index, 0)
+        n = max(0, min(n, len(shard.items) - got))
+        if n:
+            self.partial[shard.index] = got + n
+            if self.bar is not None:
+                self.bar.update(n)
+
+    def reset(self, shard: Shard) -> None:
+        """The shard starts again (its worker was lost): take back what it reported."""
+        n = self.partial.pop(shard.index, 0)
+        if n and self.bar is not None:
+            self.bar.update(-n)
+
+    def finish(self, shard: Shard) -> None:
+        """The shard is done: the bar gets the items it had not reported."""
+        rest = len(shard.items) - self.partial.pop(shard.index, 0)
+        if rest and self.bar is not None:
+            self.bar.update(rest)
 
 
 @dataclass
@@ -45,8 +74,10 @@ class Executor(ABC):
     workers: int = 1
 
     @abstractmethod
-    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None]) -> RunReport:
-        """Compute every shard, calling ``done(shard, results)`` in this process as each one finishes."""
+    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None],
+                   progress: Progress | None = None) -> RunReport:
+        """Compute every shard, calling ``done(shard, results)`` in this process as each one finishes, and
+        ``progress.add(shard, n)`` as the shard function reports items done (:func:`report_progress`)."""
 
     @abstractmethod
     def call(self, model: Any, fn: Callable[..., Any], *args: Any) -> Any:

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..core import Model
 from ..loading import load
-from ._base import Executor, Job, RunReport, check_results
+from ._base import Executor, Job, Progress, RunReport, check_results
+from ._progress import reporting
 from ._store import Shard
 
 __all__ = ["InProcessExecutor"]
@@ -32,11 +33,22 @@ class InProcessExecutor(Executor):
             self._loaded = (model, load(model))
         return self._loaded[1]
 
-    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None]) -> RunReport:
+    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None],
+                   progress: Progress | None = None) -> RunReport:
         m = self._model(job.model)
         for shard in shards:
-            done(shard, check_results(job, shard, job.fn(m, shard.items, job.context, shard.start)))
+            with reporting(_to(progress, shard)):
+                results = job.fn(m, shard.items, job.context, shard.start)
+            done(shard, check_results(job, shard, results))
         return RunReport(workers=1)
 
     def call(self, model: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(self._model(model), *args)
+
+
+def _to(progress: Progress | None, shard: Shard) -> Callable[[int], None]:
+    """Where a shard's :func:`report_progress` calls go."""
+    def add(n: int) -> None:
+        if progress is not None:
+            progress.add(shard, n)
+    return add

@@ -26,7 +26,8 @@ from typing import Any
 from ..core import tqdm
 from ..errors import ExecutionError, InputError, check_int
 from ..loading import ModelSpec, load
-from ._base import Executor, Job, RunReport, check_results
+from ._base import Executor, Job, Progress, RunReport, check_results
+from ._progress import reporting
 from ._store import Shard
 
 __all__ = ["RayExecutor"]
@@ -48,11 +49,33 @@ class _Worker:
 
         return socket.gethostname(), os.getpid()
 
-    def run(self, fn: Callable[..., list[Any]], items: list[Any], context: Any, first: int) -> list[Any]:
-        return fn(self.model, items, context, first)
+    def run(self, fn: Callable[..., list[Any]], items: list[Any], context: Any, first: int, counter: Any = None,
+            shard: int = 0) -> list[Any]:
+        if counter is None:
+            return fn(self.model, items, context, first)
+        with reporting(lambda n: counter.add.remote(shard, n)):  # fire and forget: the driver reads the sums
+            return fn(self.model, items, context, first)
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return fn(self.model, *args)
+
+
+class _Counter:
+    """Items reported done per shard since the driver last looked (a tiny actor, no CPU reserved)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def add(self, shard: int, n: int) -> None:
+        self.counts[shard] = self.counts.get(shard, 0) + n
+
+    def take(self) -> dict[int, int]:
+        out, self.counts = self.counts, {}
+        return out
+
+
+#: how often (seconds) the driver reads the workers' progress while it waits for shards
+POLL_S = 0.5
 
 
 def _ray() -> Any:
@@ -93,6 +116,7 @@ class RayExecutor(Executor):
         self.start_timeout = float(start_timeout)
         self._started = False  # this executor started Ray (so it stops it)
         self._pool: list[Any] = []
+        self._counter: Any = None
         self._pool_model: Any = None
         self._model_ref: Any = None
 
@@ -137,12 +161,15 @@ class RayExecutor(Executor):
         # a model object travels through the object store once; a name / folder / Hub id is loaded on each worker
         self._model_ref = model if isinstance(model, str) else ray.put(model)
         self._pool = [self._spawn(ray) for _ in range(self.workers)]
-        ready = [w.where.remote() for w in self._pool]
+        # the workers' progress reports go to one small actor the driver reads while it waits (started with them)
+        self._counter = ray.remote(_Counter).options(num_cpus=0).remote()
+        ready = [w.where.remote() for w in self._pool] + [self._counter.take.remote()]
         done, waiting = ray.wait(ready, num_returns=len(ready), timeout=self.start_timeout)
         if waiting:
             self._kill_pool()
             raise ExecutionError(
-                f"Ray placed or started only {len(done)} of {self.workers} workers within {self.start_timeout:g} s "
+                f"Ray placed or started only {min(len(done), self.workers)} of {self.workers} workers within "
+                f"{self.start_timeout:g} s "
                 f"(each asks for {self.cpus_per_worker:g} CPUs and {self.gpus_per_worker:g} GPUs; the cluster has "
                 f"{ray.cluster_resources()}). Ask for fewer workers or resources, or raise start_timeout.")
         try:
@@ -155,9 +182,10 @@ class RayExecutor(Executor):
     def _kill_pool(self) -> None:
         if self._pool:
             ray = _ray()
-            for w in self._pool:
-                ray.kill(w)
-        self._pool, self._pool_model, self._model_ref = [], None, None
+            for w in [*self._pool, self._counter]:
+                if w is not None:
+                    ray.kill(w)
+        self._pool, self._pool_model, self._model_ref, self._counter = [], None, None, None
 
     def shutdown(self) -> None:
         """Stop the workers (and the local Ray this executor started)."""
@@ -181,11 +209,16 @@ class RayExecutor(Executor):
         except ray.exceptions.RayTaskError as err:
             raise _user_error(err) from None
 
-    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None]) -> RunReport:
+    def run_shards(self, job: Job, shards: list[Shard], done: Callable[[Shard, list[Any]], None],
+                   progress: Progress | None = None) -> RunReport:
         ray = self._init()
         pool = list(self._workers(job.model))
         context = ray.put(job.context)
         fn = ray.put(job.fn)
+        counter = self._counter if progress is not None else None
+        if counter is not None:
+            ray.get(counter.take.remote())  # counts left by an interrupted run are not this run's
+        by_index = {s.index: s for s in shards}
         report = RunReport(workers=len(pool))
         pending: deque[Shard] = deque(shards)
         running: dict[Any, tuple[Any, Shard]] = {}
@@ -200,13 +233,22 @@ class RayExecutor(Executor):
                     # a retried shard goes to another worker than the one it was lost on, where there is one
                     w = next((x for x in idle if x is not lost_on.get(shard.index)), idle[0])
                     idle.remove(w)
-                    running[w.run.remote(fn, shard.items, context, shard.start)] = (w, shard)
-                (ref,), _ = ray.wait(list(running), num_returns=1)
+                    running[w.run.remote(fn, shard.items, context, shard.start, counter, shard.index)] = (w, shard)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S if counter is not None else None)
+                if counter is not None and progress is not None:
+                    for index, n in ray.get(counter.take.remote()).items():
+                        if any(s.index == index for _, s in running.values()):
+                            progress.add(by_index[index], n)
+                if not ready:
+                    continue
+                ref = ready[0]
                 w, shard = running.pop(ref)
                 try:
                     results = ray.get(ref)
                 except ray.exceptions.RayActorError as err:  # the worker died: retry the shard elsewhere
                     tries[shard.index] = tries.get(shard.index, 0) + 1
+                    if progress is not None:
+                        progress.reset(shard)
                     replacement = self._replace(ray, w, pool)
                     if tries[shard.index] > self.max_retries:
                         failure = ExecutionError(

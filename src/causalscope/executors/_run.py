@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core import tqdm
 from ..errors import InputError, check_flag, check_int
-from ._base import Executor, Job, ShardFn
+from ._base import Executor, Job, Progress, ShardFn
 from ._fingerprint import fingerprint, model_fingerprint
 from ._local import InProcessExecutor
 from ._store import Shard, ShardStore
@@ -125,13 +125,15 @@ def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, 
     bar = tqdm(total=len(items), initial=len(items) - sum(len(s.items) for s in todo), desc=method, unit="item",
                disable=not show)
 
+    progress_ = Progress(bar)
+
     def done(shard: Shard, res: list[Any]) -> None:
         store.save(shard, res)
         results[shard.start:shard.stop] = res
-        bar.update(len(shard.items))
+        progress_.finish(shard)
 
     try:
-        report = ex.run_shards(Job(fn, context, model, method), todo, done) if todo else None
+        report = ex.run_shards(Job(fn, context, model, method), todo, done, progress_) if todo else None
     finally:
         bar.close()
     info = {**ex.describe(), "shards": len(plan), "reused_shards": reused, "computed_shards": len(todo),

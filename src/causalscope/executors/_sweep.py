@@ -20,6 +20,7 @@ from ..core import input_setting
 from ..errors import InputError, check_seed
 from ..results import LabelledArray
 from ._fingerprint import fingerprint
+from ._progress import report_progress, reporting
 from ._run import run_sharded
 
 __all__ = ["SweepList", "sweep"]
@@ -77,9 +78,14 @@ def _sweep_shard(model: Any, items: list[Any], context: tuple[Callable[[Any, Any
     fn, seed = context
     out = []
     for i, item in enumerate(items):
-        with _Seeded(seed, first + i):
+        with _Seeded(seed, first + i), reporting(_ignore):  # fn's own sharded-looking reports are not items
             out.append(fn(model, item))
+        report_progress(1)
     return out
+
+
+def _ignore(n: int) -> None:
+    pass
 
 
 class _Seeded:

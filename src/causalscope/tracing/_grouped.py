@@ -19,6 +19,7 @@ import torch
 
 from ..core import Model, Noise, SegmentedLM, Site, tqdm
 from ..errors import InputError
+from ..executors import report_progress
 from ._floor import FactRows, floor_scores
 from ._trace import TraceResult, _noise_draws, check_settings, subject_range, trace_result
 
@@ -84,6 +85,7 @@ def grouped_traces(m: Model, lm: SegmentedLM, items: Sequence[tuple[str, str, st
                 out[f.index] = traces
             counts["fact_groups"] += int(any(t is not None for t in done))
             bar.update(len(part))
+            report_progress(len(part))  # a sharded run's bar (no-op otherwise)
     bar.close()
     return out, [skipped[i] for i in sorted(skipped)], counts
 
