@@ -11,7 +11,6 @@ sweep runs as a few large batched passes; the model is never changed and no hook
 """
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -28,10 +27,17 @@ from ._ablation_inputs import (
     is_case,
     label_pairs,
     node_sites,
-    predict,
 )
 from ._ablation_result import NodeEffects
-from ._ablation_rows import MAX_ROWS_PER_CALL, Rescale, Rows, effects_result, evaluate, progress_bar, site_view
+from ._ablation_rows import (
+    Rescale,
+    Rows,
+    effects_result,
+    evaluate,
+    miss_sums,
+    progress_bar,
+    site_view,
+)
 from ._circuit import Circuit
 from ._pca import check_k, position_pca
 from ._sharded import sharded_node_sums
@@ -198,31 +204,6 @@ def node_sums(d: AblationData, sites: dict[str, Site], ablation: str, scales: Se
                   for s in sites.values() for j in rest]
         out["rest"] = miss_sums(d, Rows(d.inputs[pb], d.labels[pb], differ.double()), groups, chunk_size, bar)
     return out
-
-
-def miss_sums(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | None, bar: Any) -> torch.Tensor:
-    """Per group of edits: the sum of ``rows.weight`` where the ablated prediction misses ``rows.target``.
-
-    >>> miss_sums(d, Rows(inputs, labels, weights), [{site: Rescale(0.0)}], None, bar)   # one sum per group
-    """
-    R = rows.inputs.shape[0]
-
-    def metric(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx].to(y.device))
-        return (miss.double() * rows.weight[idx].to(y.device)).sum(-1)
-
-    metric.takes_input_index = True  # type: ignore[attr-defined]
-    per_call = max(1, MAX_ROWS_PER_CALL // max(1, R))
-    out = []
-    for g0 in range(0, len(groups), per_call):
-        part = groups[g0:g0 + per_call]
-        edits = list(itertools.chain.from_iterable([g] * R for g in part))
-        run = d.model.run(rows.inputs, edits, input_index=list(range(R)) * len(part), metric=metric,
-                          keep_output=False, chunk_size=chunk_size, progress=False)
-        assert run.metric is not None  # a metric was passed, so every run returns its values
-        out.append(run.metric.cpu().view(len(part), R).sum(1))
-        bar.update(len(part) * R)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def node_values(ablation: str, sums: dict[str, torch.Tensor], total: float, n_nodes: int,

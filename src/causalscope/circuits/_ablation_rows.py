@@ -65,15 +65,24 @@ class Rows:
 
 def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | None, bar: Any) -> torch.Tensor:
     """Effect of each group of edits: sum of weights where the prediction misses, over the total weight."""
-    R = rows.inputs.shape[0]
     total = float(rows.weight.sum())
+    eff = miss_sums(d, rows, groups, chunk_size, bar)
+    return eff / total if total > 0 else torch.full_like(eff, float("nan"))
+
+
+def miss_sums(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | None, bar: Any) -> torch.Tensor:
+    """Per group of edits: the sum of ``rows.weight`` where the ablated prediction misses ``rows.target``.
+
+    >>> miss_sums(d, Rows(inputs, labels, weights), [{site: Rescale(0.0)}], None, bar)   # one sum per group
+    """
+    R = rows.inputs.shape[0]
 
     def metric(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         miss = d.wrong(predict(y, d.categorical, d.ties), rows.target[idx].to(y.device))
         return (miss.double() * rows.weight[idx].to(y.device)).sum(-1)
 
     metric.takes_input_index = True  # type: ignore[attr-defined]
-    per_call = max(1, MAX_ROWS_PER_CALL // R)
+    per_call = max(1, MAX_ROWS_PER_CALL // max(1, R))
     out = []
     for g0 in range(0, len(groups), per_call):
         part = groups[g0:g0 + per_call]
@@ -83,8 +92,7 @@ def evaluate(d: AblationData, rows: Rows, groups: list[dict], chunk_size: int | 
         assert run.metric is not None  # a metric was passed, so every run returns its values
         out.append(run.metric.cpu().view(len(part), R).sum(1))
         bar.update(len(part) * R)
-    eff = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-    return eff / total if total > 0 else torch.full_like(eff, float("nan"))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def progress_bar(n_rows: int, progress: bool | None, desc: str) -> Any:

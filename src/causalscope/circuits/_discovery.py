@@ -209,14 +209,28 @@ def _masked_mean(senders: torch.Tensor, lengths: torch.Tensor | None) -> torch.T
     return total / real.sum(0).clamp_min(1.0)[None, :, None, None]
 
 
-def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
-          positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
-          default_metric: dict[bool, str], higher_is_better: bool | None = None) -> Setup:
-    """Resolve a method's arguments (a case, or a model + inputs) into a :class:`Setup`.
+@dataclass
+class Arguments:
+    """A discovery method's arguments with a case unpacked: its model, inputs, labels, positions and kind."""
 
-    Prompts of different lengths (on graphs with causal attention): each corrupted prompt has its clean
-    prompt's length (a resample pairs prompts of equal length), and the metric reads each row's own positions
-    (default: every real position after the first; negative positions count back from each row's last)."""
+    model: Any
+    clean: Any
+    labels: Any
+    positions: list[int] | None
+    categorical: bool | None
+    seed: int
+    given_case: bool
+    clean_given: Any
+    labels_given: Any
+
+
+def resolve_arguments(model: Any, clean: Any, labels: Any, positions: Any, categorical: Any, seed: Any) -> Arguments:
+    """Unpack a case (its model, inputs, labels, label positions, output kind) and check the plain settings.
+
+    >>> a = resolve_arguments(circuits.load_case("reverse"), None, None, None, None, 0)
+    >>> a.clean.shape == a.labels.shape
+    True
+    """
     given_case, clean_given, labels_given = _is_case(model), clean, labels
     if given_case:
         case = model
@@ -231,6 +245,21 @@ def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any =
         categorical = check_flag(categorical, "categorical")
     if positions is not None:
         positions = position_list(positions)
+    return Arguments(model, clean, labels, positions, categorical, seed, given_case, clean_given, labels_given)
+
+
+def setup(model: Any, clean: Any = None, corrupted: Any = None, *, metric: Any = None, labels: Any = None,
+          positions: Sequence[int] | None = None, categorical: bool | None = None, seed: int = 0,
+          default_metric: dict[bool, str], higher_is_better: bool | None = None) -> Setup:
+    """Resolve a method's arguments (a case, or a model + inputs) into a :class:`Setup`.
+
+    Prompts of different lengths (on graphs with causal attention): each corrupted prompt has its clean
+    prompt's length (a resample pairs prompts of equal length), and the metric reads each row's own positions
+    (default: every real position after the first; negative positions count back from each row's last)."""
+    args = resolve_arguments(model, clean, labels, positions, categorical, seed)
+    model, clean, labels, positions = args.model, args.clean, args.labels, args.positions
+    categorical, seed = args.categorical, args.seed
+    given_case, clean_given, labels_given = args.given_case, args.clean_given, args.labels_given
     graph = model if isinstance(model, ComputeGraph) else ComputeGraph(model)
     if clean is None:
         raise InputError("No clean inputs: pass token ids (rows, positions), or a case from circuits.load_case.")

@@ -27,12 +27,21 @@ from typing import Any
 
 import torch
 
-from ..core import Model, callable_setting, input_setting, position_list, takes_lengths
-from ..errors import InputError, check_flag, check_seed
+from ..core import Model, callable_setting, input_setting, takes_lengths
+from ..errors import InputError
 from ..executors import check_executor, run_sharded
 from ._ablation_inputs import AblationData, node_sites
 from ._ablation_rows import progress_bar
-from ._discovery import ABLATIONS, METRICS, GraphMetric, Setup, _is_case, _label_mask, _masked_mean, resample_rows
+from ._discovery import (
+    ABLATIONS,
+    METRICS,
+    GraphMetric,
+    Setup,
+    _label_mask,
+    _masked_mean,
+    resample_rows,
+    resolve_arguments,
+)
 from ._graph import ComputeGraph, GraphOutputs
 
 #: a shard's sums: ``attribution_sums(setup, steps, endpoints)`` (_eap), ``node_sums(d, sites, ...)`` (_ablation);
@@ -83,20 +92,10 @@ def sharded_attribution(model: Any, clean: Any, corrupted: Any, *, metric: Any, 
     seeded resample (or the mean corruption's means) come from one call where the model is, over all inputs.
     """
     ex = check_executor(executor)
-    given_case, clean_given, labels_given = _is_case(model), clean, labels
-    if given_case:
-        case = model
-        model = case.model
-        if clean is None:
-            clean = case.inputs
-            labels = case.labels if labels is None else labels
-        positions = list(case.label_positions) if positions is None else positions
-        categorical = bool(case.categorical) if categorical is None else categorical
-    seed = check_seed(seed)
-    if categorical is not None:
-        categorical = check_flag(categorical, "categorical")
-    if positions is not None:
-        positions = position_list(positions)
+    args = resolve_arguments(model, clean, labels, positions, categorical, seed)
+    model, clean, labels, positions = args.model, args.clean, args.labels, args.positions
+    categorical, seed = args.categorical, args.seed
+    given_case, clean_given, labels_given = args.given_case, args.clean_given, args.labels_given
     if clean is None:
         raise InputError("No clean inputs: pass token ids (rows, positions), or a case from circuits.load_case.")
     ablation = corrupted if isinstance(corrupted, str) else None
