@@ -30,6 +30,15 @@ def loadavg() -> float | None:
         return None
 
 
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max |a - b| over cells that are not NaN in both; inf where only one of them is NaN."""
+    na, nb = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(na, nb):
+        return float("inf")
+    d = (a - b).abs()[~na]
+    return float(d.max()) if d.numel() else 0.0
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 

@@ -37,18 +37,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import causalscope as cs
-from _common import finish, loadavg, rule, verdict
+from _common import finish, loadavg, max_diff, rule, verdict
 
 SPEEDUP_TARGET = 1.6
 ATOL = 1e-6
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    na, nb = torch.isnan(a), torch.isnan(b)
-    if not torch.equal(na, nb):
-        return float("inf")
-    d = (a - b).abs()[~na]
-    return float(d.max()) if d.numel() else 0.0
 
 
 def timed(fn):  # noqa: ANN001, ANN202

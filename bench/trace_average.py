@@ -39,21 +39,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import causalscope as cs
-from _common import finish, interleaved, start
+from _common import finish, interleaved, max_diff, start
 from _common import rule as _rule
 from _common import verdict as _verdict
 
 SPEEDUP_TARGET = 3.0
 ATOL = 1e-5
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Max |a - b| over cells that are not NaN in both; inf where only one of them is NaN."""
-    na, nb = torch.isnan(a), torch.isnan(b)
-    if not torch.equal(na, nb):
-        return float("inf")
-    d = (a - b).abs()[~na]
-    return float(d.max()) if d.numel() else 0.0
 
 
 def count_runs(m: cs.Model, fn: Any) -> tuple[Any, int]:

@@ -71,3 +71,24 @@ def ex(cluster):
     yield executor
     executor.shutdown()
 
+
+@pytest.fixture
+def bar_updates(monkeypatch) -> list[int]:
+    """What a sharded run's one progress bar is told: its initial count, then every update (tqdm replaced)."""
+    import causalscope.executors._run as run
+
+    updates: list[int] = []
+
+    class Bar:
+        def __init__(self, *a, initial=0, **kw):
+            updates.append(initial)
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(run, "tqdm", Bar)
+    return updates
+

@@ -184,22 +184,8 @@ def test_the_command_line_spreads_facts_over_workers_and_resumes(ex, tmp_path, c
     assert torch.allclose(torch.tensor(there["values"]).nan_to_num(), ref.values.nan_to_num(), atol=1e-6)
 
 
-def test_one_bar_moves_with_the_items_finished_inside_the_shards(ex, monkeypatch):
-    import causalscope.executors._run as run
-
-    updates: list[int] = []
-
-    class Bar:  # records what the run's one bar is told
-        def __init__(self, *a, initial=0, **kw):
-            updates.append(initial)
-
-        def update(self, n):
-            updates.append(n)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(run, "tqdm", Bar)
+def test_one_bar_moves_with_the_items_finished_inside_the_shards(ex, bar_updates):
+    updates = bar_updates
 
     def slow(m, x):
         import time

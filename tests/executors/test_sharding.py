@@ -195,22 +195,8 @@ def test_a_bundled_models_fingerprint_follows_its_weights(monkeypatch):
     assert model_fingerprint("facts-gpt") != before
 
 
-def test_in_process_the_bar_moves_item_by_item_and_inner_reports_are_not_items(monkeypatch):
-    import causalscope.executors._run as run
-
-    updates: list[int] = []
-
-    class Bar:
-        def __init__(self, *a, initial=0, **kw):
-            updates.append(initial)
-
-        def update(self, n):
-            updates.append(n)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(run, "tqdm", Bar)
+def test_in_process_the_bar_moves_item_by_item_and_inner_reports_are_not_items(bar_updates):
+    updates = bar_updates
 
     def fn(m, x):  # an unsharded trace_average inside reports its facts: they must not count as sweep items
         cs.trace_average(m, FACTS[:2], samples=2, progress=False)

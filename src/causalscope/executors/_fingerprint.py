@@ -76,10 +76,11 @@ def model_fingerprint(model: Any) -> str:
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().cpu().contiguous()
-    if t.dtype in (torch.bfloat16,) or t.dtype.is_complex or t.dtype.itemsize == 1 and t.dtype.is_floating_point:
-        t = t.view(torch.uint8) if t.dim() else t.reshape(1).view(torch.uint8)
-    return t.numpy().tobytes()
+    t = t.detach().cpu().contiguous().reshape(-1)
+    try:
+        return t.numpy().tobytes()
+    except TypeError:  # bfloat16, float8: numpy has no such type, so the raw bytes
+        return t.view(torch.uint8).numpy().tobytes()
 
 
 def _feed(h: Any, obj: Any, where: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -77,10 +78,15 @@ def _sweep_shard(model: Any, items: list[Any], context: tuple[Callable[[Any, Any
                  first: int) -> list[Any]:
     fn, seed = context
     out = []
-    for i, item in enumerate(items):
-        with _Seeded(seed, first + i), reporting(_ignore):  # fn's own sharded-looking reports are not items
-            out.append(fn(model, item))
-        report_progress(1)
+    with _generators_restored():
+        for i, item in enumerate(items):
+            value = (seed * 1_000_003 + first + i) % (2**32)  # seeded per item, whatever shard holds it
+            torch.manual_seed(value)
+            np.random.seed(value)
+            random.seed(value)
+            with reporting(_ignore):  # fn's own sharded-looking reports are not items
+                out.append(fn(model, item))
+            report_progress(1)
     return out
 
 
@@ -88,22 +94,16 @@ def _ignore(n: int) -> None:
     pass
 
 
-class _Seeded:
-    """torch's, numpy's and Python's global generators seeded per item, restored on exit."""
-
-    def __init__(self, seed: int, index: int) -> None:
-        self.value = (seed * 1_000_003 + index) % (2**32)
-
-    def __enter__(self) -> None:
-        self.saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
-        torch.manual_seed(self.value)
-        np.random.seed(self.value)
-        random.seed(self.value)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.random.set_rng_state(self.saved[0])
-        np.random.set_state(self.saved[1])
-        random.setstate(self.saved[2])
+@contextmanager
+def _generators_restored() -> Iterator[None]:
+    """torch's, numpy's and Python's global generators as they were before the block."""
+    saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
 
 
 def _stacked(results: list[Any], meta: dict[str, Any]) -> Any:
