@@ -171,9 +171,3 @@ def test_feature_attribution_of_a_transcoder():
 def test_feature_attribution_needs_an_sae_site(m):
     with pytest.raises(cs.InputError, match="give a site with sae="):
         feature_attribution(m, PROMPTS[0], PROMPTS[0], cs.Site("layers.1"), cs.logit(3))
-
-
-def test_attribution_patching_refuses_sae_sites_rather_than_sum_the_wrong_thing(m):
-    site = cs.Site("layers.1", sae=SAE(64, 16, seed=0), features=[1])
-    with pytest.raises(cs.SiteError, match="use causalscope.sae.feature_attribution"):
-        cs.attribution_patching(m, "the cat sat on the mat", "the dog sat on the mat", [site], cs.logit(3))

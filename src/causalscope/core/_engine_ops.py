@@ -463,14 +463,16 @@ def view(full: torch.Tensor, site: Site, res: Resolved, seq_len: int | None = _U
     batch (``lengths``) positions are each row's own. An SAE site's selection is its latents; with ``grad=True``
     ``full`` is the gradient with respect to the activation and the answer that with respect to the latents
     (``g @ W_dec[features].T``). A caller that gives no ``seq_len`` views some other tensor shaped like the
-    activation (attribution patching's gradient x difference products): an SAE site raises there, since the
-    latents of such a tensor mean nothing (``causalscope.sae.feature_attribution`` attributes to latents)."""
+    activation (a gradient x difference product): an SAE site raises there, since the latents of such a tensor
+    mean nothing (attribution patching scores an SAE site's latents itself, from their cached values and
+    gradients)."""
     if seq_len is _UNSET:
         if site.sae is not None and not grad:
-            raise SiteError(f"Site {site.name!r}: this method sums a site's share of activation-space values "
-                            f"(e.g. attribution patching's gradient x difference), which has no meaning for SAE "
-                            f"latents; use causalscope.sae.feature_attribution(model, clean, corrupted, site, "
-                            f"metric) to attribute to features.")
+            raise SiteError(f"Site {site.name!r}: this sums a site's share of an activation-space tensor that is not "
+                            f"an activation (e.g. a gradient x difference product); the SAE's latents of such a "
+                            f"tensor mean nothing. Score latents with cs.attribution_patching(model, clean, "
+                            f"corrupted, [site], metric) or causalscope.sae.feature_attribution, which multiply "
+                            f"the latents' own gradient by their difference.")
         seq_len = None
     if full.numel() == 0 or (site.positions is None and site.heads is None and site.neurons is None
                              and site.basis is None and site.sae is None):

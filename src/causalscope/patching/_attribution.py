@@ -10,6 +10,7 @@ import torch
 from ..core import (
     Engine,
     Model,
+    Site,
     check_align,
     flag_span,
     for_pairs,
@@ -24,6 +25,7 @@ from ..core import (
 from ..errors import InputError, check_flag
 from ..loading import load
 from ..results import resolve_backend
+from ._attribution_latent import LatentSweep, latent_estimates, latent_sweep
 from ._pairs import Pairs, Part, split_pairs
 from ._result import PatchingResult
 from ._sharded import is_sharded, per_pair, run_pairs, shard_pairs
@@ -134,6 +136,20 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     are combined here by the same reduction as one call on all pairs (``meta["executor"]`` says what ran).
 
     >>> atp = cs.attribution_patching("facts-gpt", clean_prompts, corrupted_prompts, "resid_pre", metric, shards=4)
+
+    SAE and transcoder sites (``cs.Site(module, sae=sae, features=[...])``, see docs/sae.md) get a score for every
+    latent at every position they select, on dims ``("direction", "site", "position", "feature")`` (no
+    ``position`` for an activation without one), the ``feature`` coordinate holding the latents' indices: the
+    same first-order estimate, ``grad_f . (f_clean - f_corrupted)`` with ``grad_f = grad_x @ W_dec[features].T``
+    (``grad_x`` where the SAE writes its edit ``x + (f' - f) @ W_dec``: a transcoder's module output), from the same
+    passes and backward. A site's scores summed over its positions and features estimate patching the whole site,
+    as ``cs.activation_patching`` over the same site does exactly. Every SAE site of a call selects the same
+    features and positions; pairs of different lengths need listed positions (e.g. ``positions=[-2, -1]``), which
+    then label the ``position`` dim as given.
+
+    >>> site = cs.Site("layers.2", sae=sae, features=[3, 7, 11], positions=[-1])
+    >>> atp = cs.attribution_patching(m, clean, corrupted, [site], cs.logit_diff(5, 9), direction="both")
+    >>> atp.sel(direction="denoise", site=site.name).dims                   # ('position', 'feature')
     """
     sharded = is_sharded(executor, out, shards)
     m = None if sharded else load(model)
@@ -142,20 +158,30 @@ def attribution_patching(model: Any, clean: Any, corrupted: Any, sites: Any = "r
     check_align(align)
     check_flag(per_example, "per_example")
     dirs: list[str] = ["denoise", "noise"] if direction == "both" else [str(direction)]
+    latent = latent_sweep(sites, per)
     call = {"sites": sites, "per": per, "positions": positions, "align": align, "chunk_size": chunk_size,
             "per_example": per_example, "direction": direction, "dirs": dirs, "clean": clean,
-            "corrupted": corrupted}
+            "corrupted": corrupted, "latent": latent}
     if m is None:
         settings = {"sites": sites, "per": per, "positions": positions, "align": align, "dirs": dirs,
                     "chunk_size": chunk_size}
-        got = run_pairs("attribution_patching", _shard_estimates, model, clean, corrupted, metric, settings,
-                        executor=executor, out=out, shards=shards, progress=None)
+        try:
+            got = run_pairs("attribution_patching", _shard_estimates, model, clean, corrupted, metric, settings,
+                            executor=executor, out=out, shards=shards, progress=None)
+        except InputError as err:  # shards of one length each, but lengths that differ: the open positions differ
+            if latent is not None and str(err).startswith("The sweep has a different number of cells"):
+                latent.check_lengths(True)
+            raise
+        if latent is not None:
+            latent.check_lengths("lengths" in got.plan["meta"])
         first = got.runs[0]  # the sweep as the shard that holds the first pair swept it
         gathered = _Gathered(tuple(first["dims"]), dict(first["coords"]), got.values, got.clean, got.corrupted)
         return _result(gathered, call, resolve_metric(metric, None), got.plan["model"], got.plan["dtype"],
                        got.plan["meta"], got.plan["tokens"], {"executor": got.info})
     metric_fn = resolve_metric(metric, m)
     pairs = split_pairs(m, clean, corrupted, sites, per, positions, align, "attribution_patching")
+    if latent is not None:
+        latent.check_lengths(pairs.groups is not None)
     gathered = _gather(m, pairs, sites, metric_fn, dirs, per, chunk_size)
     return _result(gathered, call, metric_fn, m.name, model_dtype(m.module), pairs.meta(), pairs.tokens(m))
 
@@ -190,6 +216,9 @@ def _result(g: _Gathered, call: dict[str, Any], metric_fn: Any, model_name: str,
     """The reduction: every pair's estimates -> scores normalised by the averaged span (mean over pairs, or one
     score per pair with ``per_example``), and the result's meta. One call and its shards both end here."""
     dirs, dims, coords, est = call["dirs"], g.dims, g.coords, g.est
+    latent: LatentSweep | None = call.get("latent")
+    if latent is not None and "position" in coords and "lengths" in pairs_meta:  # one label for every length
+        coords = {**coords, "position": latent.position_labels()}
     clean_all, corr_all = g.clean, g.corrupted
     P = est.shape[-1]
     m_clean, m_corr = float(clean_all.mean()), float(corr_all.mean())
@@ -232,6 +261,9 @@ def _shard_estimates(m: Model, clean: Any, corrupted: Any, metric_fn: Any,
     shard's sweep."""
     pairs = shard_pairs(m, clean, corrupted, s["sites"], s["per"], s["positions"], s["align"],
                         "attribution_patching", s["labels"])
+    latent = latent_sweep(s["sites"], s["per"])
+    if latent is not None:
+        latent.check_lengths(pairs.groups is not None)
     g = _gather(m, pairs, s["sites"], metric_fn, s["dirs"], s["per"], s["chunk_size"])
     return per_pair(g.est, g.clean, g.corrupted), {"dims": list(g.dims), "coords": g.coords}
 
@@ -251,6 +283,8 @@ def _estimates(m: Model, part: Part, sites: Any, metric_fn: Any, dirs: list[str]
     metric_fn = for_pairs(metric_fn, part.index)  # one answer per pair: each row reads its own pair's
     clean_in, corr_in = part.clean, part.corrupted
     dims, coords, cells = sweep_cells(m, sites, per, part.positions, seq_len(clean_in), clean_in)
+    if any(c.site.sae is not None for c in cells):  # SAE latents: a score per site, position and feature
+        return _Estimates(*latent_estimates(m, clean_in, corr_in, cells, metric_fn, dirs, chunk_size))
     full = unique_full_sites(cells)
     runs = {}
     for name, inp, grads in (("clean", clean_in, "noise" in dirs), ("corrupted", corr_in, "denoise" in dirs)):
@@ -280,6 +314,8 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 def _site_names(sites: Any, cells: Any) -> Any:
     """The sweep as the call named it: a sweep's name, else each cell's site name."""
+    if isinstance(sites, Site):
+        sites = [sites]
     if isinstance(sites, str) or cells is None:
         return sites if isinstance(sites, str) else [str(getattr(s, "name", s)) for s in sites]
     return [str(c.site.name) for c in cells]
