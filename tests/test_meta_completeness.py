@@ -18,6 +18,8 @@ from causalscope import circuits
 #: parameters that name the model (recorded as meta["model"]) or only change what is shown while running
 # where a method runs does not change its numbers (tests/executors); a sharded run records it in meta["executor"]
 NOT_SETTINGS = {"model", "model_or_case", "progress", "executor", "out", "shards"}
+#: the object a method is called on (Model.generate, TunedLens.apply): its identity is meta["model"] / meta["training"]
+NOT_SETTINGS |= {"self"}
 #: parameters recorded by the method they pass through to (discover's keyword arguments)
 PASSED_ON = {"kwargs"}
 FACT, SUBJECT = "Thumtre Lesdurn , as we know , was born in the city of", "Thumtre Lesdurn"   # a held-out fact
@@ -110,6 +112,40 @@ def _calls(case: circuits.Case) -> dict[str, tuple[Callable[..., Any], Callable[
                              lambda: cs.steer_generation("facts-gpt", [FACT], "layers.2", torch.ones(128), [0.0, 1.0],
                                                          target="Lunmark", max_new_tokens=2),
                              {"strengths": [0.0, 1.0], "target": "Lunmark", "max_new_tokens": 2}),
+        "generate": (cs.Model.generate,
+                     lambda: cs.load("tiny-gpt2").generate(["the cat sat", "a dog"], {"layers.1": cs.Scale(0.5)},
+                                                           max_new_tokens=2, do_sample=True, temperature=0.7,
+                                                           top_p=0.9, seed=5, positions="new",
+                                                           metric=lambda lg: lg[:, 3]),
+                     {"prompts": ["the cat sat", "a dog"], "max_new_tokens": 2, "do_sample": True,
+                      "temperature": 0.7, "top_p": 0.9, "seed": 5, "positions": "new", "metric": "<lambda>"}),
+        "tuned_lens": (cs.tuned_lens,
+                       lambda: cs.tuned_lens("tiny-gpt2", LM_PROMPTS, layers=[0, 1], steps=2, lr=0.01, batch_size=8,
+                                             seed=3, chunk_size=1, progress=False),
+                       {"prompts": LM_PROMPTS, "layers": [0, 1], "steps": 2, "lr": 0.01, "batch_size": 8, "seed": 3,
+                        "chunk_size": 1}),
+        "tuned_lens.apply": (cs.TunedLens.apply,
+                             lambda: _lens().apply("the cat sat on the mat", layers=[0, 3], answer="mat", k=2,
+                                                   chunk_size=1),
+                             {"prompts": "the cat sat on the mat", "layers": [0, 3], "answer": "mat", "k": 2,
+                              "chunk_size": 1}),
+        "tuned_lens.compare": (cs.TunedLens.compare, lambda: _lens().compare(LM_PROMPTS, layers=[1], chunk_size=1),
+                               {"prompts": LM_PROMPTS, "layers": [1], "chunk_size": 1}),
+        "feature_attribution": (cs.feature_attribution,
+                                lambda: cs.feature_attribution("tiny-gpt2", "the cat sat", "the dog sat",
+                                                               cs.Site("layers.1", sae=cs.SAE(64, 16, name="s")),
+                                                               cs.logit(3)),
+                                {"clean": "the cat sat", "corrupted": "the dog sat", "site": "layers.1[sae=s]"}),
+        "sweep": (cs.sweep, lambda: cs.sweep(_double, [1, 2, 3], model="tiny-gpt2", seed=4),
+                  {"items": [1, 2, 3], "seed": 4, "fn": f"{__name__}._double"}),
+        "latent_circuits": (cs.latent_circuits, lambda: cs.latent_circuits(steps=5), {"steps": 5}),
+        "subspace_effects": (cs.subspace_effects, lambda: cs.subspace_effects(case, case.inputs[:20], k=1),
+                             {"k": 1}),
+        "roc": (circuits.roc, lambda: circuits.roc(circuits.edge_attribution_patching(case), case.circuit), {}),
+        "faithfulness_curve": (circuits.faithfulness_curve,
+                               lambda: circuits.faithfulness_curve(case, circuits.edge_attribution_patching(case),
+                                                                   sizes=[0.1, 1.0]),
+                               {"sizes": [0.1, 1.0]}),
         "steering_matrix_generation": (cs.steering_matrix_generation,
                                        lambda: cs.steering_matrix_generation("facts-gpt", [FACT], "layers.2",
                                                                              {"Lunmark": torch.ones(128)}, 2.0,
@@ -118,13 +154,31 @@ def _calls(case: circuits.Case) -> dict[str, tuple[Callable[..., Any], Callable[
     }
 
 
-NAMES = ["steer_generation", "steering_matrix_generation", "logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
+NAMES = ["generate", "tuned_lens", "tuned_lens.apply", "tuned_lens.compare", "feature_attribution", "sweep",
+         "latent_circuits", "steer_generation", "steering_matrix_generation", "logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
          "mediation", "class_directions", "corrupt_and_restore", "probe", "probe_steering", "steer",
          "steering_matrix", "edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
          "node_effects", "abstraction_iia", "alignment_search", "das"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+#: methods whose meta still lacks arguments, in files this test's author may not edit: name -> the gap and the file
+GAPS = {"subspace_effects": "meta lacks inputs, circuit, scales, nodes, labels, ties, chunk_size "
+                            "(src/causalscope/circuits/_ablation.py)",
+        "roc": "meta lacks scores, truth, names (src/causalscope/circuits/_scoring.py)",
+        "faithfulness_curve": "meta lacks scores, sizes, atol (src/causalscope/circuits/_scoring.py)"}
+LM_PROMPTS = ["the cat sat on the mat", "a dog ran by the tree"]
+
+
+def _double(m: Any, x: int) -> int:
+    return 2 * x
+
+
+def _lens() -> cs.TunedLens:
+    return cs.tuned_lens("tiny-gpt2", LM_PROMPTS, steps=2, progress=False)
+
+
+@pytest.mark.parametrize("name", NAMES + [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why))
+                                          for n, why in GAPS.items()])
 def test_meta_records_every_argument(case, name):
     fn, call, given = _calls(case)[name]
     r = call()

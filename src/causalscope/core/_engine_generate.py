@@ -18,7 +18,9 @@ from ..errors import InputError, InterventionError, SiteError, check_flag, check
 from ._engine_ops import select, write
 from ._guard import preserved
 from ._interventions import ApplyContext, Intervention, Noise, as_intervention
-from ._sites import Site, as_site
+from ._sae_sites import check_width, known_width
+from ._settings import callable_setting, input_setting
+from ._sites import Site, as_site, check_shape
 from .adapters import Adapter, Resolved, primary
 from .adapters._hf_calls import cache_kw
 
@@ -107,7 +109,7 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
             forwards += 1
             logits = primary(out)[:, -1].float()
             if metric is not None:
-                values.append(torch.as_tensor(metric(logits)).reshape(B).float().cpu())
+                values.append(_step_metric(metric, logits, B, step))
             nxt = _choose(logits, do_sample, temperature, top_p, g)
             new_tokens.append(nxt)
             if tl:  # the cache object fills itself; the new token's mask is appended to the cached one
@@ -128,7 +130,8 @@ def generate(adapter: Adapter, prompts: Any, edits: Mapping[Any, Any] | None = N
     text = [tok.decode(r.tolist()) if tok is not None else " ".join(map(str, r.tolist())) for r in new]
     full = [tok.decode(list(p) + r.tolist()) if tok is not None else " ".join(map(str, list(p) + r.tolist()))
             for p, r in zip(rows, new)]
-    meta = {"method": "generate", "model": model_name, "max_new_tokens": max_new_tokens, "do_sample": do_sample,
+    meta = {"method": "generate", "model": model_name, "prompts": input_setting(prompts),
+            "metric": callable_setting(metric), "max_new_tokens": max_new_tokens, "do_sample": do_sample,
             "temperature": temperature, "top_p": top_p, "seed": seed, "positions": positions,
             "edits": [f"{site.name}: {type(iv).__name__}" for _, site, iv in ops], "forwards": forwards,
             "padding": "left", "full_text": full}
@@ -149,6 +152,23 @@ def _check_settings(max_new_tokens: Any, do_sample: Any, temperature: Any, top_p
                          f"{type(metric).__name__}.")
 
 
+def _step_metric(metric: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor, B: int,
+                 step: int) -> torch.Tensor:
+    """``metric(logits)`` as a (B,) float tensor on the CPU; InputError when it is not one number per prompt."""
+    value = metric(logits)
+    t: torch.Tensor | None = None
+    if not isinstance(value, (str, bytes)):
+        try:  # a tensor, a number (one prompt), a list or a numpy array of numbers
+            t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+    if t is None or t.numel() != B or t.is_complex():
+        got = tuple(t.shape) if t is not None else f"a {type(value).__name__}"
+        raise InputError(f"metric must map a step's logits ({B}, vocab) to one number per prompt, shape ({B},); at "
+                         f"step {step} it returned {got}. Reduce it, e.g. metric=lambda logits: logits[:, 5].")
+    return t.detach().reshape(B).float().cpu()
+
+
 def _tl_cache(module: nn.Module, B: int, dev: torch.device) -> Any:
     """An empty TransformerLens key/value cache for ``B`` rows."""
     try:
@@ -167,15 +187,28 @@ def _is_causal_lm(module: nn.Module) -> bool:
 
 
 def _prompt_ids(adapter: Adapter, prompts: Any) -> list[list[int]]:
-    """Each prompt's token ids (no padding), from text, lists of ids or an ids tensor."""
-    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+    """Each prompt's token ids (no padding), from text, lists of ids or an ids tensor (checked: integer ids of the
+    vocabulary, one or two dims, at least one token)."""
+    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+                                    and not isinstance(prompts[0], bool)):
         prompts = [prompts]
     if isinstance(prompts, torch.Tensor):
+        if prompts.is_floating_point() or prompts.is_complex() or prompts.dtype == torch.bool:
+            raise InputError(f"Token ids must be an integer tensor (torch.long); got dtype {prompts.dtype}. Convert "
+                             f"them with ids.long(), or give the prompts as text.")
+        if prompts.ndim not in (1, 2) or prompts.shape[-1] == 0 or prompts.numel() == 0:
+            raise InputError(f"Token ids must be shaped (tokens,) or (prompts, tokens) with at least one token; got "
+                             f"{tuple(prompts.shape)}.")
+        adapter.prepare(prompts)  # the model's own checks: ids inside the vocabulary, length within its positions
         prompts = prompts[None] if prompts.ndim == 1 else prompts
-        return [[int(t) for t in r] for r in prompts]
+        return [[int(t) for t in r] for r in prompts.tolist()]
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise InputError(f"prompts must be a string, a list of strings or token ids; got {type(prompts).__name__} "
                          f"{prompts!r:.60}.")
+    blank = [p for p in prompts if isinstance(p, str) and not p.strip()]
+    if blank:
+        raise InputError(f"prompts holds an empty prompt {blank[0]!r}: each prompt needs at least one token to "
+                         f"continue from. Drop it, or give it some text.")
     batch = adapter.prepare(list(prompts))
     ids = batch.kwargs.get("input_ids") if batch.kwargs else (batch.args[0] if batch.args else None)
     if not isinstance(ids, torch.Tensor):
@@ -233,7 +266,11 @@ def _edits(adapter: Adapter, edits: Mapping[Any, Any] | None) -> list[tuple[Reso
             raise InterventionError("Noise draws one sample per prompt for a whole run; generation runs one step at "
                                     "a time, so each new token would get the same draw. Use Add with a seeded "
                                     "tensor of your own, or run the noised forward with Model.run.")
-        out.append((adapter.resolve(site), site, iv))
+        res = adapter.resolve(site)
+        width = known_width(adapter, res) if site.sae is not None else None
+        if width is not None:  # an SAE of another width: refused before the model runs
+            check_width(site, width)
+        out.append((res, site, iv))
     return out
 
 
@@ -250,6 +287,7 @@ def _register(res: Resolved, site: Site, iv: Intervention, state: dict[str, int]
         if act.ndim == 0 or act.shape[0] != B:
             raise SiteError(f"The activation at {res.path!r} ({res.io}) is {tuple(act.shape)}, whose dim 0 is not "
                             f"the batch of {B} prompts.")
+        check_shape(act, site, res.n_heads, None)  # neurons / heads out of range, an SAE of another width
         act = act.clone()
         r = rows.to(act.device)
         x = select(act, r, None, site, res.n_heads)

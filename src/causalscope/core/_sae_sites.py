@@ -117,6 +117,24 @@ def check_width(site: Any, width: int, writing: bool = False) -> None:
                         f"Use the SAE trained on this site (its cfg names the hook), or another site.")
 
 
+def known_width(adapter: Any, res: Any) -> int | None:
+    """The last dimension of a resolved site's activation where the model says it without running: a transformer
+    block's input or output (the residual stream, ``adapter.d_model``), an ``nn.Linear`` / ``nn.Embedding`` /
+    ``nn.LayerNorm``; None elsewhere (the width is then checked when the activation is there)."""
+    mod, out = res.module, res.io == "output"
+    blocks = getattr(adapter, "layers", None)
+    d = getattr(adapter, "d_model", None)
+    if isinstance(blocks, torch.nn.ModuleList) and isinstance(d, int) and any(mod is b for b in blocks):
+        return d
+    if isinstance(mod, torch.nn.Linear):
+        return int(mod.out_features if out else mod.in_features)
+    if isinstance(mod, torch.nn.Embedding) and out:
+        return int(mod.embedding_dim)
+    if isinstance(mod, torch.nn.LayerNorm) and mod.normalized_shape:
+        return int(mod.normalized_shape[-1])
+    return None
+
+
 def latents(sae: Any, x: torch.Tensor, site_name: str) -> torch.Tensor:
     """``sae.encode(x)``, checked: on ``x``'s device, shaped ``(*x.shape[:-1], n_latents)``."""
     W = sae.W_dec

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import tqdm
-from ..errors import ExecutionError, InputError, check_int
+from ..errors import ExecutionError, InputError, check_int, check_number
 from ..loading import ModelSpec, load
 from ._base import Executor, Job, Progress, RunReport, check_results
 from ._progress import reporting
@@ -103,17 +103,22 @@ class RayExecutor(Executor):
     def __init__(self, workers: int = 2, *, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
                  threads_per_worker: int | None = None, address: str | None = None, max_retries: int = 2,
                  start_timeout: float = 600.0) -> None:
-        self.workers = check_int(workers, "workers", low=1)
-        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
-            raise InputError(f"cpus_per_worker must be a positive number, got {cpus_per_worker!r}.")
-        if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or gpus_per_worker < 0:
-            raise InputError(f"gpus_per_worker must be a number >= 0, got {gpus_per_worker!r}.")
-        self.cpus_per_worker, self.gpus_per_worker = float(cpus_per_worker), float(gpus_per_worker)
+        self.workers = check_int(workers, "workers", low=1, hint="It is the number of Ray actors (e.g. workers=2).")
+        cpus = check_number(cpus_per_worker, "cpus_per_worker", low=0, open_low=True,
+                            hint="It is the CPUs Ray reserves for each worker (e.g. 1).")
+        gpus = check_number(gpus_per_worker, "gpus_per_worker", low=0,
+                            hint="It is the GPUs Ray reserves for each worker (0: none, 1: one each).")
+        self.cpus_per_worker, self.gpus_per_worker = cpus, gpus
         self.threads = check_int(threads_per_worker if threads_per_worker is not None
-                                 else max(1, int(cpus_per_worker)), "threads_per_worker", low=1)
+                                 else max(1, int(cpus)), "threads_per_worker", low=1)
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise InputError(f"address must be a Ray cluster address such as 'auto' or 'ray://head:10001' (or None: a "
+                             f"local Ray), got {address!r}.")
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS") or None
-        self.max_retries = check_int(max_retries, "max_retries", low=0)
-        self.start_timeout = float(start_timeout)
+        self.max_retries = check_int(max_retries, "max_retries", low=0,
+                                     hint="It is how often a shard that lost its worker is tried again (0: never).")
+        self.start_timeout = check_number(start_timeout, "start_timeout", low=0, open_low=True,
+                                          hint="It is the seconds to wait for the workers to start (e.g. 600).")
         self._started = False  # this executor started Ray (so it stops it)
         self._pool: list[Any] = []
         self._counter: Any = None

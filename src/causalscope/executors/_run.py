@@ -14,14 +14,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..core import tqdm
+from torch import nn
+
+from ..core import Model, tqdm
 from ..errors import InputError, check_flag, check_int
+from ..loading import ModelSpec
 from ._base import Executor, Job, Progress, ShardFn
 from ._fingerprint import fingerprint, model_fingerprint
 from ._local import InProcessExecutor
-from ._store import Shard, ShardStore
+from ._store import Shard, ShardStore, check_out
 
-__all__ = ["check_executor", "default_shards", "plan_shards", "run_sharded"]
+__all__ = ["check_executor", "check_model", "default_shards", "plan_shards", "run_sharded"]
 
 #: a shard is at most this many items by default (a checkpoint at least every so many items)
 MAX_SHARD_ITEMS = 256
@@ -35,6 +38,23 @@ def check_executor(executor: Any) -> Executor:
         raise InputError(f"executor must be None (in process), causalscope.RayExecutor(...) or "
                          f"causalscope.InProcessExecutor(); got {type(executor).__name__}.")
     return executor
+
+
+def check_model(model: Any) -> None:
+    """``model`` is something :func:`causalscope.load` takes (checked here, before any worker starts): a
+    :class:`~causalscope.Model`, an ``nn.Module``, a non-empty name / folder / Hub id, or a
+    :class:`~causalscope.ModelSpec` of one of these."""
+    source = model.source if isinstance(model, ModelSpec) else model
+    what = "ModelSpec's source" if isinstance(model, ModelSpec) else "model"
+    ok = isinstance(source, (Model, nn.Module)) or (isinstance(source, (str, os.PathLike)) and str(source).strip())
+    if not ok:
+        raise InputError(f"{what} must be a bundled model name, a local Hugging Face folder, a Hub id, an nn.Module "
+                         f"or a causalscope.Model (a ModelSpec wraps one of these); got {type(source).__name__} "
+                         f"{source!r:.60}.")
+    if isinstance(model, ModelSpec):
+        if model.name is not None and not isinstance(model.name, str):
+            raise InputError(f"ModelSpec's name must be a string (or None), got {model.name!r:.40}.")
+        check_flag(model.generic, "ModelSpec's generic")
 
 
 def default_shards(n_items: int, workers: int) -> int:
@@ -96,11 +116,13 @@ def run_sharded(fn: ShardFn, items: Sequence[Any], *, model: Any, context: Any, 
     ex = check_executor(executor)
     items = list(items)
     if not items:
-        raise InputError(f"{method}: no items to run.")
+        raise InputError(f"{method}: no items to run; give at least one.")
     if shards is not None:
         check_int(shards, "shards", low=1, hint="It is the number of pieces the items are split into.")
     if progress is not None:
         check_flag(progress, "progress")
+    check_out(out)
+    check_model(model)
     key = "none" if out is None else fingerprint([method, settings, model_fingerprint(model), items])
     store = ShardStore(out, method=method, key=key, settings=settings)
     # a rerun into the same folder keeps that run's shards unless asked otherwise, whatever its workers

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..results import load_bundle, save_bundle
 from ._fingerprint import fingerprint
 
-__all__ = ["Shard", "ShardStore"]
+__all__ = ["Shard", "ShardStore", "check_out"]
 
 _MANIFEST = "manifest.json"
 
@@ -46,10 +46,18 @@ class Shard:
         return f"shard {self.index} (items {self.start}..{self.stop - 1})"
 
 
+def check_out(out: Any) -> None:
+    """``out`` is None or a folder path (a non-empty str or a path); else InputError."""
+    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip()):
+        raise InputError(f"out must be a folder path (a str or pathlib.Path) for the run's shards, or None (no "
+                         f"checkpoints); got {out!r:.60}.")
+
+
 class ShardStore:
     """Finished shards on disk (``out`` given) or nowhere (``out=None``: every shard is computed)."""
 
     def __init__(self, out: str | os.PathLike[str] | None, *, method: str, key: str, settings: dict[str, Any]) -> None:
+        check_out(out)
         self.folder = None if out is None else Path(out).expanduser()
         self.key = key
         self.planned: int | None = None  # the number of shards of the run that made the folder

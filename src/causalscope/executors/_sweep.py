@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,14 @@ def sweep(fn: Callable[[Any, Any], Any], items: Sequence[Any], *, model: Any, ex
     """
     if not callable(fn):
         raise InputError(f"sweep's fn must be a function fn(model, item); got {type(fn).__name__}.")
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise InputError(f"sweep calls fn(model, item) with two arguments, but {getattr(fn, '__qualname__', fn)!r} "
+                         f"takes {inspect.signature(fn)}: give a function of (model, item), e.g. lambda m, x: ...") \
+            from None
+    except ValueError:  # a builtin without a signature: it is called as it is
+        pass
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise InputError(f"sweep's items must be a list of items; got {type(items).__name__} {items!r:.60}.")
     seed = check_seed(seed)

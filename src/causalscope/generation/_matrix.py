@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from ..core import ApplyContext, Intervention, Site, as_site, input_setting
-from ..errors import InputError, check_int, check_number
+from ..errors import InputError, InterventionError, check_flag, check_int, check_number
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
 
@@ -58,8 +58,27 @@ class RowVector(Intervention):
         return ("RowVector", id(self.vectors), float(self.strength))
 
     def __call__(self, x: torch.Tensor, src: torch.Tensor | None, ctx: ApplyContext) -> torch.Tensor:
+        if x.shape[-1] != self.vectors.shape[-1]:
+            raise InterventionError(f"The direction has {self.vectors.shape[-1]} dims, but the site "
+                                    f"{ctx.site_name!r} is {x.shape[-1]} wide (its selection is {tuple(x.shape)}): "
+                                    f"give a vector of width {x.shape[-1]}, or steer at the site it was made for.")
         v = self.vectors[ctx.input_index.cpu()].to(device=x.device, dtype=x.dtype)
         return x + self.strength * v.view(v.shape[0], *([1] * (x.ndim - 2)), v.shape[-1])
+
+
+def check_writable(m: Any, words: Sequence[str], what: str) -> None:
+    """Raise when a word to look for in the continuations holds a token the model's tokenizer does not know (it
+    would decode as the unknown token, so no continuation could ever contain it)."""
+    tok = m.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    if tok is None or unk is None:
+        return
+    for w in words:
+        ids = list(tok(w.strip(), add_special_tokens=False)["input_ids"])
+        if unk in ids and w.strip() != str(getattr(tok, "unk_token", "")):
+            raise InputError(f"{what} holds {w!r}, which {m.name}'s tokenizer does not know (it becomes "
+                             f"{tok.unk_token!r}): no continuation can contain it. Give words of the model's "
+                             f"vocabulary.")
 
 
 def steering_matrix_generation(model: Any, prompts: Sequence[str], site: Site | str,
@@ -90,12 +109,26 @@ def steering_matrix_generation(model: Any, prompts: Sequence[str], site: Site | 
         if not isinstance(name, str) or not isinstance(v, torch.Tensor) or v.ndim != 1 or not v.is_floating_point():
             raise InputError(f"directions maps names to 1-D float vectors; got {name!r}: "
                              f"{type(v).__name__} {tuple(getattr(v, 'shape', ()))}.")
+        if not bool(torch.isfinite(v).all()):
+            raise InputError(f"The direction {name!r} holds NaN or inf values; give finite vectors.")
         vecs.append(v.detach().float())
     if len({v.shape[0] for v in vecs}) != 1:
         raise InputError(f"The direction vectors differ in width: {[v.shape[0] for v in vecs]}.")
+    check_flag(baseline, "baseline")
+    if baseline and "none" in directions:
+        raise InputError("A direction is named 'none', the name of the unsteered row baseline=True adds: rename "
+                         "it, or pass baseline=False.")
+    if isinstance(words, str):
+        raise InputError(f"words must be a list of words to count, got the string {words!r} (it would be read as "
+                         f"its characters): write words=[{words!r}].")
+    if words is not None and not isinstance(words, (list, tuple)):
+        raise InputError(f"words must be a non-empty list of words to count, got {type(words).__name__}.")
     counted = list(directions) if words is None else list(words)
     if not counted or not all(isinstance(w, str) and w.strip() for w in counted):
         raise InputError(f"words must be a non-empty list of words to count, got {words!r}.")
+    if len(set(counted)) != len(counted):
+        raise InputError(f"words lists a word twice: {counted}; list each word once.")
+    check_writable(m, counted, "words")
     check_number(strength, "strength")
     check_int(max_new_tokens, "max_new_tokens", low=1)
     st = as_site(site)

@@ -15,7 +15,7 @@ from ..core import Site, as_site, input_setting
 from ..errors import InputError, check_int, check_number
 from ..loading import load
 from ..results import LabelledArray, resolve_backend
-from ._matrix import RowVector
+from ._matrix import RowVector, check_writable
 
 
 class SteeringGeneration(LabelledArray):
@@ -94,11 +94,16 @@ def steer_generation(model: Any, prompts: Sequence[str] | str, site: Site | str,
     if isinstance(strengths, (str, bytes)) or not isinstance(strengths, (list, tuple)) or not strengths:
         raise InputError(f"strengths must be a non-empty list of numbers, got {strengths!r}.")
     ks = [check_number(k, "each strength") for k in strengths]
+    if len(set(ks)) != len(ks):
+        raise InputError(f"strengths repeat a value: {ks}; list each strength once.")
     check_int(max_new_tokens, "max_new_tokens", low=1)
     st = as_site(site)
     if not isinstance(direction, torch.Tensor) or not direction.is_floating_point() or direction.ndim != 1:
         raise InputError(f"direction must be a 1-D float tensor (the site's width), got "
                          f"{type(direction).__name__} {tuple(getattr(direction, 'shape', ()))}.")
+    if not bool(torch.isfinite(direction).all()):
+        raise InputError("direction holds NaN or inf values; give a finite vector.")
+    check_writable(m, words, "target")
     P = len(items)
     rows = [p for _ in ks for p in items]
     k = torch.tensor([k for k in ks for _ in items], dtype=direction.dtype)

@@ -256,7 +256,7 @@ def attention_patterns(model: Any, prompts: Any, *, layers: Any = None, heads: A
     if run is None:
         run = m.run(batch, cache=sites, chunk_size=chunk, keep_output=False, progress=False)
     else:
-        _check_run(run, sites, int(ids.shape[0]))
+        _check_run(run, sites, int(ids.shape[0]), m, batch, int(ids.shape[1]))
     B, T = int(ids.shape[0]), int(ids.shape[1])
     lengths = run.lengths.cpu().long() if run.lengths is not None else torch.full((B,), T, dtype=torch.long)
     index = torch.tensor(head_list)
@@ -282,9 +282,14 @@ def attention_patterns(model: Any, prompts: Any, *, layers: Any = None, heads: A
     return out.with_tokens(tokens, dim="query", name="query_token").with_tokens(tokens, dim="key", name="key_token")
 
 
-def _check_run(run: Any, sites: list[str], n: int) -> None:
+def _check_run(run: Any, sites: list[str], n: int, m: Model, batch: Any, T: int) -> None:
+    """``run`` cached these sites for these prompts with this model (same rows, lengths and model)."""
     if not isinstance(run, Run):
         raise InputError(f"run must be a causalscope Run (what m.run returns), got {type(run).__name__}.")
+    maker = run.made_by() if run.made_by is not None else None
+    if maker is not None and maker is not m.module:
+        raise InputError(f"The run was made by another model than {m.name}: pass a run of this model on these "
+                         f"prompts (m.run(prompts, cache=cs.attention_sites(m))).")
     missing = [s for s in sites if s not in run.cache]
     if missing:
         raise InputError(f"The run did not cache {missing[:3]}{' ...' if len(missing) > 3 else ''}: run it with "
@@ -292,3 +297,11 @@ def _check_run(run: Any, sites: list[str], n: int) -> None:
     if run.n_rows != n:
         raise InputError(f"The run has {run.n_rows} rows but {n} prompts were given: pass the prompts the run ran on "
                          f"(one row each).")
+    theirs = run.lengths.tolist() if run.lengths is not None else None
+    ours = batch.lengths.tolist() if getattr(batch, "lengths", None) is not None else None
+    # tokens per cached activation: dim 1 of a projection (B, T, ...), the last dim of a pattern (B, H, T, T)
+    widths = {int(run.cache[s].shape[-1 if s.endswith("hook_pattern") else 1]) for s in sites
+              if run.cache[s].ndim >= 3}
+    if theirs != ours or (widths and widths != {T}):
+        raise InputError(f"The run's prompts have other lengths than these ({theirs or sorted(widths)} tokens, these "
+                         f"{ours or T}): pass the prompts the run ran on.")

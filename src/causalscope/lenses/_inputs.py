@@ -102,6 +102,11 @@ def prepared(m: Model, prompts: Any) -> tuple[Batch, torch.Tensor, bool]:
     """The model's batch for ``prompts``, their token ids (B, T) and whether one prompt was given."""
     if prompts is None or (isinstance(prompts, (list, tuple)) and not prompts):
         raise InputError("prompts is empty: give a prompt, a list of prompts or token ids.")
+    texts = [prompts] if isinstance(prompts, str) else prompts if isinstance(prompts, (list, tuple)) else []
+    blank = [p for p in texts if isinstance(p, str) and not p.strip()]
+    if blank:
+        raise InputError(f"prompts holds an empty prompt {blank[0]!r}: a lens reads the prompt's tokens, so each "
+                         f"prompt needs at least one. Drop it, or give it some text.")
     batch = m.adapter.prepare(prompts)
     ids = m.adapter.token_ids(batch)
     if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
@@ -127,9 +132,11 @@ def decode(m: Model, token: int) -> str:
         return str(token)
 
 
-def stream(m: Model, prompts: Any, layers: Sequence[int], chunk_size: int | None) -> Stream:
-    """One cached pass over ``prompts``: the residual stream after each of ``layers`` and after the last block."""
-    batch, ids, single = prepared(m, prompts)
+def stream(m: Model, prompts: Any, layers: Sequence[int], chunk_size: int | None,
+           prep: tuple[Batch, torch.Tensor, bool] | None = None) -> Stream:
+    """One cached pass over ``prompts``: the residual stream after each of ``layers`` and after the last block
+    (``prep``: what :func:`prepared` returned for them, when the caller has it)."""
+    batch, ids, single = prep if prep is not None else prepared(m, prompts)
     L = n_layers_of(m)
     sites = [f"layers.{i}" for i in sorted({*layers, L - 1})]
     run = m.run(batch, cache=sites, chunk_size=chunk_size, keep_output=False, progress=False)

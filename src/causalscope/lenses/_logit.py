@@ -24,6 +24,7 @@ from ._inputs import (
     lens_model,
     n_layers_of,
     nested,
+    prepared,
     rows_per_chunk,
     stream,
     tensor_of,
@@ -222,8 +223,9 @@ def logit_lens(model: Any, prompts: Any, *, layers: Any = None, answer: Any = No
     vocab = vocab_size(m)
     k = check_k(k, vocab)
     chunk = check_chunk(chunk_size)
-    s = stream(m, prompts, chosen, chunk)
-    answers = answer_ids(m, answer, len(s.tokens))
+    prep = prepared(m, prompts)
+    answers = answer_ids(m, answer, int(prep[1].shape[0]))  # checked before the model runs
+    s = stream(m, prompts, chosen, chunk, prep)
     cells = lens_cells(head, None, s, chosen, k, answers, rows_per_chunk(chunk, int(s.ids.shape[1]), vocab,
                                                                           len(s.tokens)))
     meta = {"method": "logit_lens", "lens": "logit lens", "model": m.name, "prompts": input_setting(prompts),

@@ -31,6 +31,7 @@ from ._inputs import (
     check_layers,
     lens_model,
     n_layers_of,
+    prepared,
     rows_per_chunk,
     stream,
     vocab_size,
@@ -62,6 +63,9 @@ class TunedLens:
         self.model, self.head = lens_model(model)
         self.n_layers = n_layers_of(self.model)
         self.translators = _checked(translators, self.n_layers, _model_width(self.model))
+        if not isinstance(meta, dict):
+            raise InputError(f"meta must be a dict of the lens's settings (what tuned_lens records; {{}} for none), "
+                             f"got {type(meta).__name__}.")
         self.meta = meta
 
     def __repr__(self) -> str:
@@ -76,11 +80,19 @@ class TunedLens:
     def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Layer ``layer``'s residual ``h`` (..., d) translated (``h + W h + b``), in ``h``'s dtype; the last block's
         as it is."""
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise InputError(f"layer must be an int (a block index, one of {self.layers}), got {layer!r}.")
+        if not isinstance(h, torch.Tensor) or not h.is_floating_point():
+            raise InputError(f"h must be a float tensor (..., d) of layer {layer}'s residual stream, got "
+                             f"{type(h).__name__}.")
         if layer == self.n_layers - 1 and layer not in self.translators:
             return h
         if layer not in self.translators:
             raise InputError(f"This tuned lens has no translator for layer {layer}; it has layers {self.layers}.")
         w, b = self.translators[layer]
+        if h.shape[-1] != w.shape[0]:
+            raise InputError(f"h is {tuple(h.shape)}, but the translators read the model's width {w.shape[0]} on "
+                             f"the last dim: give the residual stream after block {layer}.")
         x = h.to(w.dtype)
         return (x + x @ w.T + b).to(h.dtype)
 
@@ -106,8 +118,9 @@ class TunedLens:
         vocab = vocab_size(m)
         k = check_k(k, vocab)
         chunk = check_chunk(chunk_size)
-        s = stream(m, prompts, chosen, chunk)
-        answers = answer_ids(m, answer, len(s.tokens))
+        prep = prepared(m, prompts)
+        answers = answer_ids(m, answer, int(prep[1].shape[0]))  # checked before the model runs
+        s = stream(m, prompts, chosen, chunk, prep)
         with preserved(m.module):
             cells = lens_cells(self.head, self.translate, s, chosen, k, answers,
                                rows_per_chunk(chunk, int(s.ids.shape[1]), vocab, len(s.tokens)))
@@ -159,7 +172,10 @@ class TunedLens:
         """
         from safetensors.torch import save_file
 
-        p = Path(path)
+        p = _path(path, "save")
+        if p.is_dir():
+            raise InputError(f"{str(p)!r} is a folder; give a file path such as "
+                             f"{str(p / 'lens.safetensors')!r}.")
         if p.suffix != ".safetensors":
             p = p.with_name(p.name + ".safetensors")
         tensors: dict[str, torch.Tensor] = {}
@@ -181,7 +197,7 @@ class TunedLens:
         """
         from safetensors import SafetensorError, safe_open
 
-        p = Path(path)
+        p = _path(path, "load")
         if not p.is_file() and p.with_name(p.name + ".safetensors").is_file():
             p = p.with_name(p.name + ".safetensors")
         if not p.is_file():
@@ -195,15 +211,27 @@ class TunedLens:
                              f"TunedLens.save): {exc}") from exc
         if header.get("format") != _FORMAT:
             raise InputError(f"{str(p)!r} is a safetensors file but not a causalscope tuned lens.")
-        if int(header.get("format_version", "0")) > _FORMAT_VERSION:
+        if _header_int(header, "format_version", p) > _FORMAT_VERSION:
             raise InputError(f"{str(p)!r} uses tuned-lens format version {header['format_version']}; this "
                              f"causalscope ({__version__}) reads up to {_FORMAT_VERSION}. Upgrade causalscope.")
         m, _ = lens_model(model)
-        L, d = n_layers_of(m), int(header["d_model"])
+        n_file, d = _header_int(header, "n_layers", p), _header_int(header, "d_model", p)
+        try:
+            meta = json.loads(header.get("meta", "{}"))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise InputError(f"{str(p)!r}: its header's settings ('meta') are not a JSON object: the file is damaged; "
+                             f"save the lens again.")
+        L = n_layers_of(m)
         model_d = _model_width(m)
-        if int(header["n_layers"]) != L or (model_d is not None and model_d != d):
-            raise InputError(f"This tuned lens was trained on a model with {header['n_layers']} layers of width {d}; "
+        if n_file != L or (model_d is not None and model_d != d):
+            raise InputError(f"This tuned lens was trained on a model with {n_file} layers of width {d}; "
                              f"{m.name} has {L} layers of width {model_d}. Load it with the model it was trained on.")
+        bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise InputError(f"{str(p)!r} holds NaN or inf values in {bad[:3]}: the lens is damaged (or its training "
+                             f"diverged); train it again, e.g. with a lower lr.")
         device = _device(m)
         translators = {}
         for name in tensors:
@@ -215,7 +243,7 @@ class TunedLens:
             if parts[2] == "weight":
                 layer = int(parts[1])
                 translators[layer] = (tensors[name].to(device), tensors[f"layers.{layer}.bias"].to(device))
-        return cls(m, translators, json.loads(header.get("meta", "{}")))
+        return cls(m, translators, meta)
 
 
 def _checked(translators: Any, n_layers: int, width: int | None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -231,9 +259,28 @@ def _checked(translators: Any, n_layers: int, width: int | None) -> dict[int, tu
             d = width if width is not None else int(w.shape[-1])
             ok = w.is_floating_point() and tuple(w.shape) == (d, d) and tuple(b.shape) == (d,)
         if not ok:
+            got = (tuple(f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)}" for t in pair)
+                   if isinstance(pair, tuple) and all(isinstance(t, torch.Tensor) for t in pair)
+                   else f"{type(pair).__name__} {tuple(getattr(pair, 'shape', ()))}")
             raise InputError(f"translators[{layer}] must be (W, b): float tensors shaped (d, d) and (d,) with d the "
-                             f"model's width {width}; got {pair!r:.80}.")
+                             f"model's width {width}; got {got}.")
     return dict(translators)
+
+
+def _path(path: Any, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"TunedLens.{what} takes a file path (a str or pathlib.Path), e.g. 'facts.lens.safetensors'; "
+                         f"got {path!r:.60}.")
+    return Path(path).expanduser()
+
+
+def _header_int(header: dict[str, str], key: str, p: Path) -> int:
+    """An int field of a lens file's header; InputError naming the file when it is missing or not a number."""
+    value = header.get(key)
+    if value is None or not str(value).strip().isdigit():
+        raise InputError(f"{str(p)!r}: its header's {key!r} is {'missing' if value is None else repr(value)}, not a "
+                         f"number: the file is damaged or was not written by TunedLens.save; save the lens again.")
+    return int(value)
 
 
 def _d_model(translators: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> int:
@@ -272,6 +319,9 @@ def tuned_lens(model: Any, prompts: Any, *, layers: Any = None, steps: int = 250
     m, head = lens_model(model)
     L = n_layers_of(m)
     chosen = [i for i in check_layers(layers, L) if i != L - 1]
+    if layers is not None and not chosen:
+        raise InputError(f"layers={layers!r} names only the last block ({L - 1}), whose read-out is the model's "
+                         f"output and needs no translator: give earlier layers (0 to {L - 2}), or leave layers out.")
     steps = check_int(steps, "steps", low=1)
     lr = check_number(lr, "lr", low=0.0, open_low=True)
     batch_size = check_int(batch_size, "batch_size", low=1)

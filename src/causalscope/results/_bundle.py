@@ -36,7 +36,13 @@ _FORMAT_VERSION = 1
 
 def save_bundle(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` (see the module docstring for what it may hold) to ``path`` atomically; returns the path."""
-    path = Path(path)
+    path = _path(path, "save_bundle")
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a folder; save_bundle writes one file: give a file path such as "
+                         f"{str(path / 'bundle.npz')!r}.")
+    if not path.parent.is_dir():
+        raise InputError(f"the folder {str(path.parent)!r} does not exist; create it first (or give a path in a "
+                         f"folder that exists).")
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(obj, arrays, "obj")
     header = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "tree": tree}
@@ -55,8 +61,11 @@ def save_bundle(path: str | os.PathLike[str], obj: Any) -> Path:
 
 def load_bundle(path: str | os.PathLike[str]) -> Any:
     """Read a bundle :func:`save_bundle` wrote (exact round trip of values, dims, coords, meta and tokens)."""
-    path = Path(path)
-    not_ours = f"{str(path)!r} is not a causalscope bundle (a .npz written by save_bundle)"
+    path = _path(path, "load_bundle")
+    if not path.is_file():
+        raise InputError(f"no bundle at {str(path)!r} ({'a folder' if path.is_dir() else 'no such file'}): give the "
+                         f"path save_bundle returned.")
+    not_ours = f"{str(path)!r} is not a causalscope bundle (a .npz written by save_bundle); give a file it wrote"
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive["header"][()]))
@@ -72,6 +81,12 @@ def load_bundle(path: str | os.PathLike[str]) -> Any:
         return _decode(header["tree"], arrays)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"{not_ours}: {exc}") from exc
+
+
+def _path(path: Any, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"{what} takes a file path (a str or pathlib.Path), got {path!r:.60}.")
+    return Path(path).expanduser()
 
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray], where: str) -> Any:

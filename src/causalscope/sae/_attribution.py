@@ -31,6 +31,10 @@ def feature_attribution(model: Any, clean: Any, corrupted: Any, site: Site, metr
     positions), the metric on both inputs in ``meta``.
     """
     m = load(model)
+    for what, x in (("clean", clean), ("corrupted", corrupted)):
+        if x is None or (isinstance(x, (list, tuple)) and not x):
+            raise InputError(f"{what} is empty: give a prompt, a list of prompts or token ids (one corrupted input "
+                             f"per clean one, of the same length).")
     site = as_site(site)
     sae = site.sae
     if sae is None:

@@ -7,6 +7,7 @@ and the SAEs that ship with causalscope.
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,15 @@ def load_sae(path: str | Path, *, name: str | None = None, device: str | torch.d
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(path)
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"load_sae takes a folder path (a str or pathlib.Path) holding {CFG_FILE} and {WEIGHTS_FILE}; "
+                         f"got {path!r:.60}.")
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"name must be a string (or None: the folder's name), got {type(name).__name__} {name!r:.40}.")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise InputError(f"dtype must be a float torch dtype such as torch.float16 (not a string), got {dtype!r}.")
+    target = _device(device)
+    folder = Path(path).expanduser()
     if not folder.is_dir():
         raise InputError(f"load_sae takes a folder holding {CFG_FILE} and {WEIGHTS_FILE} (SAELens's format); "
                          f"{str(folder)!r} is {'a file' if folder.exists() else 'not there'}.")
@@ -80,13 +89,46 @@ def load_sae(path: str | Path, *, name: str | None = None, device: str | torch.d
                         apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), hook_name=hook,
                         dtype=dtype or DTYPES[cfg_dtype])
     for key, got in (("d_in", sae.d_in), ("d_sae", sae.n_latents), ("d_out", sae.d_out)):
-        if key in cfg and cfg[key] is not None and int(cfg[key]) != got:
+        if key in cfg and cfg[key] is not None and _cfg_int(cfg, key) != got:
             raise InputError(f"cfg.json says {key}={cfg[key]}, but the weights have {got}.")
     sae.config = cfg
     training = folder / "training.json"
     if training.is_file():
-        sae.info = json.loads(training.read_text(encoding="utf-8"))
-    return sae.to(device) if device is not None else sae
+        try:
+            sae.info = json.loads(training.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{str(training)!r} is not JSON ({e}): delete it (it only records how the SAE was "
+                             f"trained) or write it again.") from None
+    if target is None:
+        return sae
+    try:
+        return sae.to(target)
+    except (RuntimeError, AssertionError) as e:  # e.g. a CUDA device on a machine without one
+        raise InputError(f"cannot move the SAE to {str(target)!r} ({e}); give a device this machine has, e.g. "
+                         f"'cpu'.") from None
+
+
+def _device(device: Any) -> torch.device | None:
+    """``device`` as a torch.device (None: stay on the CPU); InputError for a name torch does not know."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, (str, int)) or isinstance(device, bool):
+        raise InputError(f"device must be a torch device or its name ('cpu', 'cuda:0'), got {device!r}.")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"device={device!r} is not a device torch knows: give 'cpu', 'cuda', 'cuda:0', 'mps', ... "
+                         f"(or leave it out: the CPU).") from None
+
+
+def _cfg_int(cfg: dict[str, Any], key: str, value: Any = None) -> int:
+    """An int of cfg.json (``value`` if given, else ``cfg[key]``); InputError when it is not one."""
+    v = cfg.get(key) if value is None else value
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InputError(f"cfg.json's {key} must be an int, got {v!r}: the cfg is damaged or not SAELens's format.")
+    return v
 
 
 def _architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
@@ -104,7 +146,7 @@ def _architecture(cfg: dict[str, Any]) -> tuple[str, int | None]:
         return arch, None
     if k is None:
         raise InputError("cfg.json describes a TopK SAE but gives no k (neither 'k' nor activation_fn_kwargs.k).")
-    return arch, int(k)
+    return arch, _cfg_int(cfg, "k", k)
 
 
 def _refuse_unsupported(cfg: dict[str, Any]) -> None:
@@ -139,7 +181,7 @@ def load_bundled(name: str = "facts-gpt-layers.2") -> SAE:
     """
     if name not in BUNDLED:
         near = close_names(str(name), BUNDLED)
-        raise InputError(f"No bundled SAE {name!r}" + (f"; did you mean {near[0]!r}?" if near else "") +
+        raise InputError(f"No bundled SAE {name!r}" + (f"; did you mean {near[0]!r}?" if near else ".") +
                          f" Bundled: {bundled()}.")
     folder, sub = BUNDLED[name]
     root = resources.files("causalscope.zoo").joinpath("data", folder, sub)

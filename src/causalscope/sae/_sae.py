@@ -13,6 +13,7 @@ threshold)`` (``"jumprelu"``). ``decode``: ``f @ W_dec + b_dec``. These are SAEL
 from __future__ import annotations
 
 import json
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..errors import InputError, check_int, check_seed
+from ..errors import InputError, check_flag, check_int, check_seed
 
 #: our architecture names -> SAELens's (cfg.json ``architecture``) for an SAE / a transcoder
 SAELENS_NAMES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
@@ -71,6 +72,14 @@ class SAE(nn.Module):
         d_in = check_int(d_in, "d_in", low=1)
         n_latents = check_int(n_latents, "n_latents", low=1)
         d_out = d_in if d_out is None else check_int(d_out, "d_out", low=1)
+        if not self.is_transcoder and d_out != d_in:
+            raise InputError(f"d_out={d_out} differs from d_in={d_in}: an SAE decodes into the activation it encodes. "
+                             f"Leave d_out out, or build a Transcoder(d_in, n_latents, d_out=...) to predict another "
+                             f"module's output.")
+        check_flag(apply_b_dec_to_input, "apply_b_dec_to_input")
+        for what, text in (("name", name), ("hook_name", hook_name)):
+            if text is not None and not isinstance(text, str):
+                raise InputError(f"{what} must be a string (or None), got {type(text).__name__} {text!r:.40}.")
         if arch == "topk":
             if k is None:
                 raise InputError("A TopK SAE needs k= (the number of latents kept per token).")
@@ -128,12 +137,17 @@ class SAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents ``(..., n_latents)`` of activations ``(..., d_in)``."""
-        if x.shape[-1] != self.d_in:
-            raise InputError(f"The SAE reads {self.d_in} dimensions; got an activation of shape {tuple(x.shape)}.")
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != self.d_in:
+            raise InputError(f"The SAE reads {self.d_in} dimensions; got an activation of shape "
+                             f"{tuple(getattr(x, 'shape', ()))}: give activations (..., {self.d_in}) of the site it "
+                             f"was trained on.")
         return self.activation(self.pre_activation(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """``f @ W_dec + b_dec``: the reconstruction (for a transcoder, the predicted output)."""
+        if not isinstance(f, torch.Tensor) or f.ndim == 0 or f.shape[-1] != self.n_latents:
+            raise InputError(f"decode takes latents (..., {self.n_latents}) (what encode returns); got "
+                             f"{type(f).__name__} {tuple(getattr(f, 'shape', ()))}.")
         return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,8 +178,19 @@ class SAE(nn.Module):
         """
         from safetensors.torch import save_file
 
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        if not isinstance(path, (str, PathLike)) or not str(path).strip():
+            raise InputError(f"save takes a folder path (a str or pathlib.Path), got {path!r:.60}.")
+        if store_dtype is not None and (not isinstance(store_dtype, torch.dtype) or not store_dtype.is_floating_point):
+            raise InputError(f"store_dtype must be a float torch dtype such as torch.float16, got {store_dtype!r}.")
+        folder = Path(path).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{str(folder)!r} is a file; SAE.save writes a folder (cfg.json and "
+                             f"sae_weights.safetensors): give a folder path.")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create the folder {str(folder)!r} ({err.strerror}); give a folder you can write "
+                             f"to.") from None
         dtype = str(self.W_enc.dtype).removeprefix("torch.")
         cfg: dict[str, Any] = {
             "architecture": self.saelens_architecture(), "d_in": self.d_in, "d_sae": self.n_latents, "dtype": dtype,
@@ -213,6 +238,18 @@ class SAE(nn.Module):
         if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise InputError(f"from_dict takes a dict of tensors under SAELens's names ({', '.join(KEYS)}, ...); "
                              f"got {type(tensors).__name__}.")
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise InputError(f"dtype must be a float torch dtype such as torch.float32 (not a string), got {dtype!r}.")
+        ints = sorted(k for k, v in tensors.items() if not v.is_floating_point())
+        if ints and dtype is None:
+            raise InputError(f"The SAE's tensors {ints} are not floats ({tensors[ints[0]].dtype}); give float tensors, "
+                             f"or dtype=torch.float32 to cast them.")
+        # NaN / inf anywhere (a log threshold of -inf is a threshold of 0: only NaN is damage there)
+        bad_values = sorted(k for k, v in tensors.items() if v.is_floating_point() and
+                            bool((v.isnan() if k == "log_threshold" else ~v.isfinite()).any()))
+        if bad_values:
+            raise InputError(f"The SAE's tensors {bad_values} hold NaN or inf values: the weights are damaged (or "
+                             f"training diverged); an SAE with them would give NaN latents.")
         t = dict(tensors)
         if "log_threshold" in t and "threshold" not in t:
             t["threshold"] = t.pop("log_threshold").exp()

@@ -39,6 +39,8 @@ def train_sae(model: Any, prompts: Any, site: Site | str, n_latents: int, *, k: 
     ``1 - sum (x - x_hat)^2 / sum (x - mean)^2`` and L0 (latents active per token). The model is left unchanged.
     """
     m = load(model)
+    if prompts is None or (isinstance(prompts, (list, tuple)) and not prompts):
+        raise InputError("prompts is empty: give the prompts (or inputs) whose activations train the SAE.")
     site = as_site(site)
     if site.sae is not None or site.neurons is not None or site.heads is not None or site.basis is not None:
         raise InputError(f"train_sae reads a whole activation (optionally at some positions); {site.name!r} selects "
@@ -46,6 +48,12 @@ def train_sae(model: Any, prompts: Any, site: Site | str, n_latents: int, *, k: 
     if (k is None) == (l1 is None):
         raise InputError("train_sae needs exactly one of k= (a TopK SAE: latents kept per token) and l1= (a ReLU SAE: "
                          "the L1 penalty's coefficient).")
+    n_latents = check_int(n_latents, "n_latents", low=1, hint="It is the SAE's number of latents (e.g. 512).")
+    if k is not None:
+        k = check_int(k, "k", low=1, high=n_latents, hint="It is the number of latents kept per token (at most "
+                                                           "n_latents).")
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"name must be a string (or None), got {type(name).__name__} {name!r:.40}.")
     steps = check_int(steps, "steps", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
     eval_tokens = check_int(eval_tokens, "eval_tokens", low=1)
