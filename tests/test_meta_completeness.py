@@ -158,14 +158,10 @@ NAMES = ["generate", "tuned_lens", "tuned_lens.apply", "tuned_lens.compare", "fe
          "latent_circuits", "steer_generation", "steering_matrix_generation", "logit_lens", "attention_patterns", "causal_trace", "trace_average", "activation_patching", "attribution_patching", "integrated_gradients",
          "mediation", "class_directions", "corrupt_and_restore", "probe", "probe_steering", "steer",
          "steering_matrix", "edge_patching", "node_patching", "edge_attribution_patching", "eap_ig", "acdc", "discover",
-         "node_effects", "abstraction_iia", "alignment_search", "das"]
+         "node_effects", "abstraction_iia", "alignment_search", "das", "subspace_effects", "roc", "faithfulness_curve"]
 
 
-#: methods whose meta still lacks arguments, in files this test's author may not edit: name -> the gap and the file
-GAPS = {"subspace_effects": "meta lacks inputs, circuit, scales, nodes, labels, ties, chunk_size "
-                            "(src/causalscope/circuits/_ablation.py)",
-        "roc": "meta lacks scores, truth, names (src/causalscope/circuits/_scoring.py)",
-        "faithfulness_curve": "meta lacks scores, sizes, atol (src/causalscope/circuits/_scoring.py)"}
+GAPS: dict[str, str] = {}  # methods whose meta still lacks arguments: name -> the gap and the file
 LM_PROMPTS = ["the cat sat on the mat", "a dog ran by the tree"]
 
 

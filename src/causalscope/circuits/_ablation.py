@@ -316,5 +316,10 @@ def subspace_effects(model_or_case: Any, inputs: torch.Tensor | None = None, *, 
     meta = {"method": "subspace_effects", "ablation": "self_patch" if self_patch else "resample", "k": k,
             "self_patch": self_patch, "ablate_high_variance": ablate_high_variance, "center": center,
             "positions": pos, "seed": int(seed), "metric": METRIC_PAIRS, "pairs": pairs, "n_pairs": int(len(pb)),
-            "denominator": float(differ.sum()), "title": f"subspace ablation ({variant})"}
+            "denominator": float(differ.sum()), "title": f"subspace ablation ({variant})",
+            "scales": list(scales), "nodes": names, "ties": ties, "chunk_size": chunk_size, "atol": atol,
+            "categorical": categorical,
+            "inputs": "the case's inputs" if inputs is None else input_setting(inputs),
+            "labels": "given" if labels is not None else "the case's (or the model's own)",
+            "circuit": "given" if circuit is not None else "the case's"}
     return effects_result(d, names, scales, values, meta)

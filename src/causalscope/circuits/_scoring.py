@@ -157,6 +157,11 @@ def roc(scores: CircuitScores | torch.Tensor | Mapping[str, float], truth: Circu
         raise InputError(f"ROC needs both positives and negatives; got {P} in the circuit and {Nn} outside it.")
     tol = _tie_atol(values, atol)
     meta["atol"] = tol
+    meta["atol_given"] = atol
+    meta["scores"] = (f"{type(scores).__name__} of {len(item_names)} {lvl}s" +
+                      (f" ({meta['method']})" if meta.get("method") else ""))
+    meta["truth"] = {"nodes": len(truth.nodes), "edges": len(truth.edges)}
+    meta["names"] = "given" if names is not None else None
     inv, thr = _tie_groups(values, tol)
     pos_at = torch.zeros(len(thr), dtype=torch.float64).index_add_(0, inv, label.double())
     neg_at = torch.zeros(len(thr), dtype=torch.float64).index_add_(0, inv, (~label).double())
@@ -245,7 +250,9 @@ def faithfulness_curve(model: Any, scores: CircuitScores, sizes: Sequence[float]
     xs = [math.log(max(c, 1)) if log_scale else c / E for c in counts]
     cpr = sum((xs[i + 1] - xs[i]) * (faith[i] + faith[i + 1]) / 2 for i in range(len(xs) - 1))
     cmd = sum((xs[i + 1] - xs[i]) * (abs(1 - faith[i]) + abs(1 - faith[i + 1])) / 2 for i in range(len(xs) - 1))
-    meta = {**s.meta, "method": scores.meta.get("method"), "log_scale": log_scale, "requested": ks}
+    meta = {**s.meta, "method": scores.meta.get("method"), "log_scale": log_scale, "requested": ks,
+            "scores": f"CircuitScores of {E} edges ({scores.meta.get('method')})",
+            "sizes": [float(x) if isinstance(x, float) else int(x) for x in sizes], "atol": atol}
     return FaithfulnessCurve(counts, [c / E for c in counts], faith, values, float(cpr), float(cmd), meta)
 
 
