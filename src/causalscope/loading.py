@@ -13,7 +13,7 @@ from torch import nn
 from . import zoo
 from .core import Model
 from .core.adapters import adapter_for
-from .errors import InputError, close_names
+from .errors import InputError, check_flag, close_names
 
 #: ``from_pretrained`` arguments that also locate the tokenizer (same repo, same snapshot, same trust)
 _TOKENIZER_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies",
@@ -44,6 +44,13 @@ class ModelSpec:
         if isinstance(source, ModelSpec):
             raise InputError("ModelSpec(ModelSpec(...)): give the model itself (a name, a folder, a Hub id or a "
                              "module), not another spec.")
+        ok = isinstance(source, (Model, nn.Module)) or (isinstance(source, (str, os.PathLike)) and str(source).strip())
+        if not ok:
+            raise InputError(f"ModelSpec's source must be a bundled model name, a local Hugging Face folder, a Hub id, "
+                             f"an nn.Module or a causalscope.Model; got {type(source).__name__} {source!r:.60}.")
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"ModelSpec's name must be a string (or None), got {name!r:.40}.")
+        check_flag(generic, "ModelSpec's generic")
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "tokenizer", tokenizer)
         object.__setattr__(self, "name", name)

@@ -69,7 +69,8 @@ class TransformerLensAdapter(Adapter):
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             ids = [self.module.to_tokens(t, prepend_bos=False)[0].tolist() for t in texts]
             if any(not i for i in ids):
-                raise InputError(f"Prompt {texts[[bool(i) for i in ids].index(False)]!r} tokenizes to no tokens.")
+                raise InputError(f"Prompt {texts[[bool(i) for i in ids].index(False)]!r} tokenizes to no tokens: give "
+                                 f"each prompt at least one word (or token ids).")
             inputs = ids
         lengths = None
         if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, (list, tuple)) for x in inputs):

@@ -29,7 +29,8 @@ def token_lists(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     empty = [t for t, i in zip(texts, ids) if not i]
     if empty:
-        raise InputError(f"Prompt {empty[0]!r} tokenizes to no tokens.")
+        raise InputError(f"Prompt {empty[0]!r} tokenizes to no tokens: give each prompt at least one word "
+                         f"(or token ids).")
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None:
         for text, row in zip(texts, ids):
