@@ -63,8 +63,22 @@ def tracr_description(case: str, desc: str) -> str:
     return f"tracr-compiled RASP program, exact weights and ground-truth circuit: {desc}"
 
 
+SIIT_DATA = Path(__file__).resolve().parent / "zoo" / "data" / "siit"
+
+
+def siit_cases() -> list[str]:
+    """The tracr cases with a shipped SIIT-trained model."""
+    return sorted(p.name for p in SIIT_DATA.iterdir() if (p / "siit.json").is_file()) if SIIT_DATA.is_dir() else []
+
+
+def siit_description(case: str) -> str:
+    return (f"transformer TRAINED with SIIT (InterpBench's method) so that the circuit of tracr case {case!r} "
+            f"implements its program: circuits.load_case({case!r}, trained=True)")
+
+
 def describe() -> dict[str, str]:
     """Every bundled model's name -> description, sorted by name."""
     out = dict(MODELS)
     out.update({f"tracr-{case}": tracr_description(case, d) for case, d in tracr_cases().items()})
+    out.update({f"siit-{case}": siit_description(case) for case in siit_cases()})
     return dict(sorted(out.items()))

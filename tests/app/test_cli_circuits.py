@@ -82,6 +82,16 @@ def test_score_json_equals_roc(capsys, tmp_path):
     assert "AUROC" in capsys.readouterr().out
 
 
+def test_trained_flag_runs_on_the_siit_trained_model(capsys):
+    d = _json(capsys, ["circuits", "score", "--case", "frac-prevs", "--trained", "--methods", "eap,edge", "--json"])
+    case = circuits.load_case("frac-prevs", trained=True)
+    for label, lib in [("eap", "eap"), ("edge", "edge_patching")]:
+        c = circuits.roc(circuits.discover(case, method=lib), case.circuit)
+        assert d["methods"][label]["auroc"] == pytest.approx(c.auroc)
+    compiled = circuits.roc(circuits.discover(circuits.load_case("frac-prevs"), method="eap"), case.circuit)
+    assert d["methods"]["eap"]["tpr"] != pytest.approx(compiled.tpr.tolist())  # another model's scores
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["circuits", "ablate", "--case", "nope"], "No tracr case 'nope'"),
     (["circuits", "discover", "--case", "nope", "--method", "eap"], "No tracr case 'nope'"),

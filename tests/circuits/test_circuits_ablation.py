@@ -333,8 +333,13 @@ SHORT_AT_ZERO = {
     "majority": "m0, a1.h0, m1 at 0.50: zeroed, the output is 0, the right answer for half the triples",
     "pair-balance": "m0, m1 at 0.71; a1.h0, a1.h1 at 0.61: the zeroed output 0 (or -closes, +opens) is right on "
                     "balanced prefixes",
+    "ib3-frac-prevs": "m0, a1.h0 at 0.48 (the seed's own case): zeroed, the output is 0, the right answer wherever "
+                      "no 'x' came yet",
     "reverse": "a0.h0 at 0.21: a zeroed SelectorWidth head reads as length max_seq_len, right for full-length inputs",
 }
+#: the numerical cases' shortfall is tested in closed form below; on the SIIT-trained models of the same cases the
+#: threshold is asserted instead (tests/circuits/test_siit.py); only the categorical cases keep the literal test here
+NUMERICAL_CASES = {"frac-prevs", "ib3-frac-prevs", "majority", "pair-balance"}
 
 
 def _effects_at_zero(name: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -366,7 +371,7 @@ def test_shipped_case_categorical_in_circuit_nodes_at_scale_zero(name):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SHORT_AT_ZERO[n]))
-                                  if n in SHORT_AT_ZERO else n for n in _case_names()])
+                                  if n in SHORT_AT_ZERO else n for n in _case_names() if n not in NUMERICAL_CASES])
 def test_shipped_case_in_circuit_nodes_at_scale_zero(name):
     """The issue's acceptance, first half, literally: every in-circuit node >= 0.9 at scale 0 (strict xfail where it
     does not hold, with the reason: a change in the cases or the metric that makes it hold shows up as an XPASS)."""
@@ -374,7 +379,8 @@ def test_shipped_case_in_circuit_nodes_at_scale_zero(name):
     assert min(inside.values()) >= 0.9, inside
 
 
-@pytest.mark.parametrize("name,nodes", [("frac-prevs", ["m0", "a1.h0"]), ("majority", ["m0", "a1.h0", "m1"]),
+@pytest.mark.parametrize("name,nodes", [("frac-prevs", ["m0", "a1.h0"]), ("ib3-frac-prevs", ["m0", "a1.h0"]),
+                                        ("majority", ["m0", "a1.h0", "m1"]),
                                         ("pair-balance", ["m0", "m1"])])
 def test_numerical_shortfall_is_the_zero_label_fraction(name, nodes):
     """Why the numerical cases fall short, in closed form: zeroing any of these nodes makes the output exactly 0

@@ -18,6 +18,8 @@ from ._graph import ComputeGraph, GraphOutputs
 from ._interpbench import InterpBenchModel, load_interpbench, read_plain_pickle
 from ._pca import PositionPCA, position_pca
 from ._scoring import MIB_FRACTIONS, FaithfulnessCurve, RocCurve, faithfulness_curve, plot_faithfulness, plot_roc, roc
+from ._siit import SIITModel, load_siit, read_siit, siit
+from ._siit_eval import evaluate_siit, siit_accuracy, siit_iia
 
 __all__ = ["Circuit", "node_layer", "node_order", "upstream",
            "DEFAULT_SCALES", "NodeEffects", "PositionPCA", "node_effects", "position_pca", "subspace_effects",
@@ -25,4 +27,5 @@ __all__ = ["Circuit", "node_layer", "node_order", "upstream",
            "RocCurve", "acdc", "discover", "eap_ig", "edge_attribution_patching", "edge_patching",
            "faithfulness_curve", "node_patching", "plot_faithfulness", "plot_roc", "resample", "roc",
            "Case", "CaseTokenizer", "case_names", "load_case",
-           "InterpBenchModel", "load_interpbench", "read_plain_pickle"]
+           "InterpBenchModel", "load_interpbench", "read_plain_pickle",
+           "SIITModel", "evaluate_siit", "load_siit", "read_siit", "siit", "siit_accuracy", "siit_iia"]

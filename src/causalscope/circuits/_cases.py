@@ -16,10 +16,14 @@ tensor([[0, 2, 3, 4, 4],
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..errors import InputError, check_flag
 from ..zoo.compiled import CompiledTransformer
+from ..zoo.siit import DATA as SIIT_DATA
+from ..zoo.siit import read_siit_folder, siit_names
 from ..zoo.tracr import CaseTokenizer, load_tracr_model, tracr_index, tracr_names, tracr_record
 from ._circuit import Circuit
 
@@ -44,6 +48,10 @@ class Case:
     categorical: bool
     label_positions: list[int]
     circuit: Circuit
+    #: for a SIIT-trained model (``load_case(name, trained=True)``): HL circuit node -> LL node, and the training
+    #: record (seed, steps, losses, held-out accuracy, IIA, node effects); None for the compiled model
+    correspondence: dict[str, str] | None = None
+    training: dict[str, Any] | None = None
 
     @property
     def has_label(self) -> torch.Tensor:
@@ -68,6 +76,18 @@ class Case:
             pred = pred.masked_fill(tokens.to(pred.device) == pad, none)
         return pred
 
+    @property
+    def held_out(self) -> torch.Tensor | None:
+        """A SIIT-trained case's held-out inputs (indices into ``inputs``, never trained on); None when compiled.
+
+        >>> case = load_case("reverse", trained=True)
+        >>> circuits.node_effects(case.model, case.inputs[case.held_out], circuit=case.circuit,
+        ...                       labels=case.labels[case.held_out])
+        """
+        if self.training is None:
+            return None
+        return split_inputs(len(self.inputs), float(self.training["holdout"]), int(self.training["split_seed"]))[1]
+
     def effective_circuit(self) -> Circuit:
         """The circuit without nodes whose output is constant on ``inputs`` (``meta['constant_on_inputs']``).
 
@@ -76,6 +96,16 @@ class Case:
         drop = set(self.circuit.meta.get("constant_on_inputs", []))
         return Circuit([n for n in self.circuit.nodes if n not in drop],
                        [e for e in self.circuit.edges if not drop & set(e)], dict(self.circuit.meta))
+
+
+def split_inputs(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices of ``n`` inputs: a seeded ``holdout`` fraction is held out (sorted indices).
+
+    >>> split_inputs(10, 0.2, 1234)[1]
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = int(round(holdout * n))
+    return perm[k:].sort().values, perm[:k].sort().values
 
 
 def labelled(labels: torch.Tensor) -> torch.Tensor:
@@ -91,7 +121,7 @@ def case_names() -> list[str]:
     """The shipped cases, sorted.
 
     >>> case_names()
-    ['frac-prevs', 'hist', 'majority', 'pair-balance', 'reverse', 'sort']
+    ['frac-prevs', 'hist', 'ib3-frac-prevs', 'majority', 'pair-balance', 'reverse', 'sort']
     """
     return tracr_names()
 
@@ -100,9 +130,24 @@ def describe_cases() -> dict[str, str]:
     return tracr_index()
 
 
-def load_case(name: str) -> Case:
-    """One shipped case, freshly built (its model is a new module each call; float32, eval mode)."""
+def load_case(name: str, trained: bool = False) -> Case:
+    """One shipped case, freshly built (its model is a new module each call; float32, eval mode).
+
+    >>> load_case("reverse").model                    # the tracr-compiled model: exact
+    >>> load_case("reverse", trained=True).model      # a transformer trained with SIIT to implement the same circuit
+
+    ``trained=True``: the model is the shipped SIIT-trained one (``circuits.siit``), with ``correspondence``
+    (HL circuit node -> LL node) and ``training`` (its record) set; inputs, labels and circuit are the case's.
+    """
+    check_flag(trained, "trained")
     model, tok = load_tracr_model(name)
+    correspondence, training = None, None
+    if trained:
+        if name not in siit_names():
+            raise InputError(f"No shipped SIIT-trained model for {name!r}; the shipped ones are "
+                             f"{', '.join(siit_names())} (train one with circuits.siit({name!r})).")
+        model, head = read_siit_folder(SIIT_DATA / name)
+        correspondence, training = dict(head["correspondence"]), dict(head.get("record", {}))
     rec = tracr_record(name)
     inputs = torch.tensor(rec["inputs"], dtype=torch.long)
     T = inputs.shape[1]
@@ -116,4 +161,5 @@ def load_case(name: str) -> Case:
                               dtype=torch.float32)
     return Case(name=name, description=rec["description"], program=rec["program"], model=model, tokenizer=tok,
                 inputs=inputs, labels=labels, categorical=bool(rec["categorical"]),
-                label_positions=list(rec["label_positions"]), circuit=Circuit.from_dict(rec["circuit"]))
+                label_positions=list(rec["label_positions"]), circuit=Circuit.from_dict(rec["circuit"]),
+                correspondence=correspondence, training=training)

@@ -45,7 +45,7 @@ from ._circuit import Circuit, upstream
 
 BOS = "BOS"
 PAD = "PAD"
-MAX_INPUTS = 2000
+MAX_INPUTS = 8000
 
 RULE = ("Nodes: embed, each attention head and each MLP layer that holds a compiled RASP block, logits. "
         "Edge s -> r when r reads (query, key or value space of a head; input space of an MLP; the output "
@@ -88,6 +88,9 @@ CASES: dict[str, CaseSpec] = {c.name: c for c in [
              'frac = lib.make_frac_prevs(rasp.tokens == "x")\n'
              'program = rasp.numerical(rasp.Map(lambda f: 1.0 if f > 0.5 else 0.0, frac)).named("majority")',
              ("x", "y", "z"), 5, ("make_frac_prevs",)),
+    CaseSpec("ib3-frac-prevs", "InterpBench case 3, the ground-truth-circuits seed's model: numerical fraction of "
+             "the tokens so far that are 'x', over {a, b, c, x}, up to 5 tokens (lib.make_frac_prevs)",
+             'program = lib.make_frac_prevs(rasp.tokens == "x")', ("a", "b", "c", "x"), 5, ("make_frac_prevs",)),
 ]}
 
 

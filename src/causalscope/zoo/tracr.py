@@ -6,7 +6,7 @@ data (no JAX). Their ground-truth circuits and the ``Case`` wrapper live in ``ca
 tensor([[0, 2, 3, 4, 4],
         [0, 3, 2, 1, 1]])
 >>> tracr_names()
-['frac-prevs', 'hist', 'majority', 'pair-balance', 'reverse', 'sort']
+['frac-prevs', 'hist', 'ib3-frac-prevs', 'majority', 'pair-balance', 'reverse', 'sort']
 """
 from __future__ import annotations
 

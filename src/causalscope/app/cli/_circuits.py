@@ -27,10 +27,10 @@ def _method(name: str) -> str:
     return METHODS[key]
 
 
-def _case(name: str) -> Any:
+def _case(name: str, trained: bool = False) -> Any:
     from ...circuits import load_case
 
-    return load_case(name)
+    return load_case(name, trained=trained)
 
 
 def _scales(text: str) -> list[float]:
@@ -108,7 +108,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     scales, pairs = _scales(args.scales), _pairs(args.pairs)
     with Steps(args, 2 + bool(args.out)) as step:
         step(f"loading {args.case}")
-        case = _case(args.case)
+        case = _case(args.case, args.trained)
         step(f"{args.ablation} ablation of every node")
         r = node_effects(case, ablation=args.ablation, scales=scales, pairs=pairs, seed=args.seed,
                          progress=step.progress)
@@ -148,7 +148,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     method = _method(args.method)
     with Steps(args, 2 + bool(args.out)) as step:
         step(f"loading {args.case}")
-        case = _case(args.case)
+        case = _case(args.case, args.trained)
         step(method)
         r = _discover(case, method, args, step.progress)
         if method == "acdc":
@@ -200,7 +200,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     out: dict[str, dict[str, Any]] = {}
     with Steps(args, 1 + len(methods) + bool(args.out)) as step:
         step(f"loading {args.case}")
-        case = _case(args.case)
+        case = _case(args.case, args.trained)
         for label, method in methods.items():
             step(method)
             r = _discover(case, method, args, step.progress)
@@ -243,6 +243,8 @@ def add_parsers(sub: Any) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--case", required=True, help=f"a shipped case: {', '.join(case_names())}")
+    common.add_argument("--trained", action="store_true",
+                        help="use the case's SIIT-trained model instead of the compiled one (docs/siit.md)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--json", action="store_true", help=JSON_HELP)
     common.add_argument("--out", "--plot", dest="out", default=None,
