@@ -12,8 +12,9 @@ from causalscope.app.demo import build_report, patching_map
 from causalscope.app.report import check_layout, check_report, find_chromium
 
 #: the demo's figures: 3 engine, 3 traces + average, 4 patching / IG, 3 IIA grids, 2 graphs, DAS, 5 directions,
-#: 4 circuits (2 node-effect sweeps, ROC, faithfulness), 4 language-model workflows (steering, SAE latents, lens, attention)
-N = 30
+#: 5 circuits (2 node-effect sweeps, the SIIT-trained vs compiled sweep, ROC, faithfulness), 4 language-model workflows
+#: (steering, SAE latents, lens, attention)
+N = 31
 #: a plotly figure fixed at 2000 px, written straight into the page (a Report drops fixed widths)
 WIDE_FIGURE = (f'<div class="cs-figure" id="figure-{N + 1}" data-figure-index="{N}">'
                '<div id="cs-wide" class="plotly-graph-div" style="height:300px; width:2000px;"></div>'

@@ -3,6 +3,7 @@ methods scored against the true circuits (ROC, faithfulness)."""
 from __future__ import annotations
 
 from ..report import Report
+from ._siit_figure import siit_part
 
 #: report label -> circuits.discover method
 DEMO_METHODS = {"EAP": "eap", "EAP-IG": "eap_ig", "ACDC": "acdc", "edge patching": "edge_patching"}
@@ -10,7 +11,7 @@ DEMO_METHODS = {"EAP": "eap", "EAP-IG": "eap_ig", "ACDC": "acdc", "edge patching
 
 def circuits_section(rep: Report, ablation_cases: tuple[str, ...] = ("reverse", "hist"), pairs: int = 300,
                      scales: tuple[float, ...] = (0, 0.5, 1, 2, 5, 10), roc_case: str = "reverse",
-                     corrupted: str = "zero") -> None:
+                     corrupted: str = "zero", siit_case: str = "ib3-frac-prevs", siit_pairs: int = 1000) -> None:
     import pandas as pd
 
     from ...circuits import (
@@ -26,12 +27,12 @@ def circuits_section(rep: Report, ablation_cases: tuple[str, ...] = ("reverse", 
     from ..cli._circuits import case_info
 
     rep.section("Ground-truth circuits: tracr-compiled transformers",
-                "Six RASP programs compiled by tracr ship as PyTorch models with tracr's exact weights, evaluation "
-                "inputs of every length up to the compiled maximum (padded at the end with PAD, which attention "
-                "masks as tracr does), tracr's outputs and the circuit each program uses (nodes: embed, the attention "
-                "heads, named a<layer>.h<head> as in a0.h0, the MLPs, named m<layer> as in m1, and logits; edges: "
-                "which residual subspaces each node reads). Because the "
-                "circuit is known, ablation and discovery methods can be checked against it.")
+                f"{len(case_names())} RASP programs compiled by tracr ship as PyTorch models with tracr's exact "
+                "weights, evaluation inputs of every length up to the compiled maximum (padded at the end with PAD, "
+                "which attention masks as tracr does), tracr's outputs and the circuit each program uses (nodes: "
+                "embed, the attention heads, named a<layer>.h<head> as in a0.h0, the MLPs, named m<layer> as in m1, "
+                "and logits; edges: which residual subspaces each node reads). Because the circuit is known, "
+                "ablation and discovery methods can be checked against it.")
     rows = [case_info(n) for n in case_names()]
     table = pd.DataFrame([{"case": r["name"], "output": r["kind"], "inputs": r["n_inputs"],
                            "max length": r["seq_len"], "layers": r["n_layers"], "d_model": r["d_model"],
@@ -60,6 +61,8 @@ def circuits_section(rep: Report, ablation_cases: tuple[str, ...] = ("reverse", 
         rep.figure(r.plot(backend="plotly"),
                    caption=f"{name}: causal effect vs scale ({len(r.nodes)} nodes); the largest effect of a node "
                            f"outside the circuit is {top_out:.3f}.{note}")
+
+    siit_part(rep, siit_case, siit_pairs)
 
     case = load_case(roc_case)
     results = {label: discover(case, corrupted=corrupted, method=m) for label, m in DEMO_METHODS.items()}
