@@ -339,7 +339,7 @@ CASES: list[Case] = [
     c("tuned-load-other-safetensors", G_, lambda e: lens_load(e, "lens_other"), InputError,
       r"is a safetensors file but not a causalscope tuned lens"),
     c("tuned-load-lens-of-another-model", G_, lambda e: lens_load(e, "lens_facts"), InputError,
-      r"trained on a model with 4 layers of width 128; tiny-gpt2 has 4 layers of width 64\. Load it with the model"),
+      r"trained on a model with 8 layers of width 128; tiny-gpt2 has 4 layers of width 64\. Load it with the model"),
     c("tuned-load-header-missing", G_, lambda e: lens_load(e, "lens_no_header"), InputError,
       r"its header's 'n_layers' is missing, not a number: the file is damaged"),
     c("tuned-load-header-not-a-number", G_, lambda e: lens_load(e, "lens_bad_header"), InputError,

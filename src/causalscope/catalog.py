@@ -43,7 +43,7 @@ MODELS: dict[str, str] = {
         '(cs.data.digits): 97.2% test accuracy (360 held-out images)'
     ),
     'facts-gpt': (
-        'GPT-2, 4 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus (200 invented people x 5 '
+        'GPT-2, 8 layers, d=128, 4 heads, TRAINED on a synthetic knowledge corpus (200 invented people x 5 '
         'relations; docs/facts-model.md): for causal tracing'
     ),
 }

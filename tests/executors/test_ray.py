@@ -180,7 +180,7 @@ def test_the_command_line_spreads_facts_over_workers_and_resumes(ex, tmp_path, c
     there = json.loads(capsys.readouterr().out)
     assert there["values"] == here["values"] and there["meta"]["executor"]["reused_shards"] == 4
     ref = cs.trace_average("facts-gpt", cs.zoo.facts.facts("heldout")[:6], samples=2,
-                           window=1, progress=False)
+                           window=cs.rome_window(cs.load("facts-gpt").n_layers), progress=False)  # the CLI's default
     assert torch.allclose(torch.tensor(there["values"]).nan_to_num(), ref.values.nan_to_num(), atol=1e-6)
 
 

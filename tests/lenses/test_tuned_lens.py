@@ -25,8 +25,9 @@ def test_beats_the_logit_lens_on_heldout_facts(lens):
     heldout = [f.prompt for f in facts("heldout")[::10]]            # 100 prompts, a template never trained on
     c = lens.compare(heldout)
     logit, tuned = c.sel(lens="logit lens").values, c.sel(lens="tuned lens").values
-    assert c.dims == ("lens", "layer") and c.coords["layer"] == [0, 1, 2, 3]
-    assert c.better == [True, True, True, False]
+    L = lens.model.n_layers
+    assert c.dims == ("lens", "layer") and c.coords["layer"] == list(range(L))
+    assert c.better == [True] * (L - 1) + [False]
     assert (tuned[:-1] < 0.8 * logit[:-1]).all(), (logit, tuned)
     assert logit[-1] == 0 and tuned[-1] == 0                        # the last block is the model's output
 
@@ -36,16 +37,17 @@ def test_compare_equals_a_hand_written_kl(lens, facts_gpt):
     c = lens.compare(prompts)
     tok = facts_gpt.tokenizer
     head_norm, unembed = facts_gpt.module.transformer.ln_f, facts_gpt.module.lm_head
-    sums = torch.zeros(2, 4, dtype=torch.float64)
+    L = facts_gpt.n_layers
+    sums = torch.zeros(2, L, dtype=torch.float64)
     count = 0
     for p in prompts:
         ids = torch.tensor(tok(p, add_special_tokens=False)["input_ids"])[None]
         with torch.no_grad():
             out = facts_gpt.module(ids, output_hidden_states=True)
             final = out.logits[0].log_softmax(-1)
-            for layer in range(4):
+            for layer in range(L):
                 h = out.hidden_states[layer + 1][0]
-                if layer < 3:
+                if layer < L - 1:
                     w, b = lens.translators[layer]
                     tuned = unembed(head_norm(h + h @ w.T + b)).log_softmax(-1)
                     plain = unembed(head_norm(h)).log_softmax(-1)
@@ -61,10 +63,11 @@ def test_apply_is_a_lens_result_and_zero_translators_give_the_logit_lens(lens, f
     prompt = "Stailu Heilpes , as we know , was born in the city of"
     r = lens.apply(prompt, answer="Arvena")
     assert isinstance(r, cs.LensResult) and r.meta["method"] == "tuned_lens" and r.lens == "tuned lens"
-    assert r.dims == ("layer", "position") and r.coords["layer"] == [0, 1, 2, 3]
+    L = facts_gpt.n_layers
+    assert r.dims == ("layer", "position") and r.coords["layer"] == list(range(L))
     logit = cs.logit_lens(facts_gpt, prompt, answer="Arvena")
     torch.testing.assert_close(r.values[-1], logit.values[-1], atol=0, rtol=0)
-    zero = cs.TunedLens(facts_gpt, {i: (torch.zeros(128, 128), torch.zeros(128)) for i in range(3)}, {})
+    zero = cs.TunedLens(facts_gpt, {i: (torch.zeros(128, 128), torch.zeros(128)) for i in range(L - 1)}, {})
     same = zero.apply(prompt, answer="Arvena")
     torch.testing.assert_close(same.values, logit.values, atol=1e-6, rtol=0)
     assert torch.equal(same.top_ids, logit.top_ids)
@@ -78,7 +81,7 @@ def test_seeded_and_the_model_is_left_alone(facts_gpt):
     assert all(p.grad is None for p in facts_gpt.module.parameters())
     b = cs.tuned_lens(facts_gpt, prompts, layers=[1, 2], steps=3, batch_size=64, seed=5, progress=False)
     c = cs.tuned_lens(facts_gpt, prompts, layers=[1, 2], steps=3, batch_size=64, seed=6, progress=False)
-    assert sorted(a.translators) == [1, 2] and a.layers == [1, 2, 3]
+    assert sorted(a.translators) == [1, 2] and a.layers == [1, 2, facts_gpt.n_layers - 1]
     assert all(torch.equal(a.translators[i][0], b.translators[i][0]) for i in (1, 2))
     assert not torch.equal(a.translators[1][0], c.translators[1][0])
     assert a.meta["seed"] == 5 and a.meta["steps"] == 3 and len(a.meta["final_kl"]) == 2
@@ -96,7 +99,7 @@ def test_save_and_load(lens, facts_gpt, tmp_path):
     prompt = "Stailu Heilpes works as a"
     assert torch.equal(back.apply(prompt).values, lens.apply(prompt).values)
     other = cs.load("tiny-gpt2")
-    with pytest.raises(cs.InputError, match="trained on a model with 4 layers of width 128"):
+    with pytest.raises(cs.InputError, match=f"trained on a model with {facts_gpt.n_layers} layers of width 128"):
         cs.TunedLens.load(path, other)
     (tmp_path / "junk.safetensors").write_bytes(b"not a lens")
     with pytest.raises(cs.InputError, match="not a tuned lens file"):

@@ -30,11 +30,11 @@ class TrainConfig:
     """Model and optimisation settings. The defaults are what the shipped model was trained with."""
 
     seed: int = 0
-    n_layer: int = 4
+    n_layer: int = 8
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 32
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 100
@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--layers", type=int, default=TrainConfig.n_layer, help="transformer blocks")
     args = p.parse_args(argv)
-    cfg = TrainConfig(seed=args.seed, steps=args.steps, threads=args.threads)
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, threads=args.threads, n_layer=args.layers)
     corpus = make_corpus(args.seed)
     model, tok, history = train(corpus, cfg)
     folder = args.out / "facts-gpt"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -18,7 +17,7 @@ from ._progress import JSON_HELP, Steps
 Kind = Literal["hidden", "mlp", "attn"]
 
 WINDOW_HELP = ("layers restored around each one for --kind mlp / attn (default: ROME's 10 of 48 layers, scaled to "
-               "the model's depth and rounded up: 1 for 4 layers, 3 for 12, 10 for 48)")
+               "the model's depth and rounded up: 1 for 4 layers, 2 for 8, 3 for 12, 10 for 48)")
 
 
 def window_for(model: Any, window: int | None) -> tuple[Any, int]:
@@ -28,7 +27,9 @@ def window_for(model: Any, window: int | None) -> tuple[Any, int]:
     m = load(model)
     if window is not None:
         return m, window
-    return m, max(1, math.ceil(int(m.n_layers or 1) * 10 / 48))
+    from ...tracing import rome_window
+
+    return m, rome_window(int(m.n_layers or 1))
 
 
 def _noise_arg(text: str) -> float | str:

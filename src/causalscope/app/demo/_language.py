@@ -87,7 +87,8 @@ def sae_features(m: Any, fact: Any, top: int = 8) -> tuple[Any, str]:
     fig.update_layout(title={"text": f"SAE latents at {fact.subject.split()[-1]!r} (layers.2): zeroing each alone"},
                       xaxis={"title": {"text": "latent (activation)"}, "type": "category"},
                       yaxis={"title": {"text": "change of the answer's logit"}}, height=380)
-    caption = (f"The bundled sparse autoencoder (TopK, {sae.n_latents} latents, k={sae.k}; 97.7% of the variance "
+    ev = float(sae.info.get("heldout", {}).get("explained_variance", float("nan")))
+    caption = (f"The bundled sparse autoencoder (TopK, {sae.n_latents} latents, k={sae.k}; {ev:.1%} of the variance "
                f"explained on held-out prompts) at the last subject token of {fact.prompt!r}: its {top} most "
                f"active latents and the change of the logit of {fact.answer!r} ({base:.2f}) when each alone is "
                f"zeroed "
