@@ -24,7 +24,7 @@ WIDE_FIGURE = (f'<div class="cs-figure" id="figure-{N + 1}" data-figure-index="{
 
 @pytest.mark.slow
 def test_demo_report_draws_every_figure_offline_and_fits_both_widths(tmp_path, capsys):
-    path = build_report(tmp_path / "report.html")
+    path = build_report(tmp_path / "report.html", trace_facts=100)  # make demo traces all 1,000 (test_rome_sites)
     line = capsys.readouterr().out
     size = path.stat().st_size
     assert f"{path}: {N} figures, {size / 1e6:.2f} MB (plotly.js " in line  # the demo prints its size

@@ -6,6 +6,7 @@ PosixPath('report/causalscope-report.html')
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -29,24 +30,28 @@ SECTIONS = (engine_section, tracing_section, patching_section, mediation_section
 
 
 def build_report(out: str | Path = "report/causalscope-report.html",
-                 echo: Callable[[str], object] | None = print, progress: bool | None = None) -> Path:
+                 echo: Callable[[str], object] | None = print, progress: bool | None = None,
+                 trace_facts: int | None = None) -> Path:
     """Run the demo and write the report; returns its path.
 
     ``echo`` (``print`` by default; ``None`` for silence) gets one line on the written report: its figure
     count and file size, split into plotly.js (inlined once), the figures and the rest. ``progress``: a bar
-    over the report's sections on stderr (``None``: when ``echo`` is set and stderr is a terminal). The demo's
+    over the report's sections on stderr (``None``: when ``echo`` is set and stderr is a terminal).
+    ``trace_facts``: trace only the first that many held-out facts in ROME's Fig. 2 average (default: all
+    1,000, a few minutes; the tests that check the report's layout use fewer). The demo's
     models are tiny, so it runs on one intra-op thread (on a busy 2-core machine two threads stall every small
     op); the previous thread count is restored afterwards.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build_report(out, echo, progress)
+        return _build_report(out, echo, progress, trace_facts)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build_report(out: str | Path, echo: Callable[[str], object] | None, progress: bool | None) -> Path:
+def _build_report(out: str | Path, echo: Callable[[str], object] | None, progress: bool | None,
+                  trace_facts: int | None = None) -> Path:
     t0 = time.perf_counter()
     rep = Report("causalscope demo report",
                  meta={"causalscope": __version__, "models": "tiny-gpt2, mlp, facts-gpt, and-gate, or-gate, adder, "
@@ -55,7 +60,9 @@ def _build_report(out: str | Path, echo: Callable[[str], object] | None, progres
 
     # a bar on stderr over the sections when someone watches (the demo takes tens of seconds)
     show = progress if progress is not None else echo is not None and sys.stderr.isatty()
-    for section in tqdm(SECTIONS, desc="causalscope demo", unit="section", disable=not show, file=sys.stderr):
+    sections = [functools.partial(tracing_section, n_facts=trace_facts) if s is tracing_section else s
+                for s in SECTIONS]
+    for section in tqdm(sections, desc="causalscope demo", unit="section", disable=not show, file=sys.stderr):
         section(rep)
     rep.text(f"Generated in {time.perf_counter() - t0:.1f} s.")
     path = rep.save(out)
