@@ -106,3 +106,20 @@ def assert_same(module: nn.Module, snap: dict[str, Any]) -> None:
     assert now["global"]["inference_mode"] == snap["global"]["inference_mode"], "inference mode leaked"
 
 
+
+
+def assert_refused(call: Any, modules: list[nn.Module], err: type, pattern: str) -> None:
+    """``call()`` raises exactly ``err`` (a causalscope error, also a ValueError) with a message matching
+    ``pattern``, and every module in ``modules`` is as it was before: the check of both bad-input tables."""
+    import pytest
+
+    from causalscope import CausalScopeError
+
+    snaps = [snapshot(mod) for mod in modules]
+    with pytest.raises(CausalScopeError) as info:
+        call()
+    assert type(info.value) is err, f"{type(info.value).__name__}: {info.value}"
+    assert isinstance(info.value, ValueError)
+    info.match(pattern)
+    for mod, snap in zip(modules, snaps):
+        assert_same(mod, snap)

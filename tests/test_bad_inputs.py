@@ -24,11 +24,11 @@ import pytest
 import torch
 
 import causalscope as cs
-from causalscope import CausalScopeError, InputError, InterventionError, PlanError, SiteError, circuits
+from causalscope import InputError, InterventionError, PlanError, SiteError, circuits
 from causalscope.abstraction import AlignmentSiteError
 from causalscope.zoo import build_mlp, build_tiny_lm
 from conftest import hooked_transformer
-from model_state import assert_same, snapshot
+from model_state import assert_refused
 
 P6 = "the cat sat on the mat"          # 6 tokens of the tiny models' word vocabulary
 P6B = "a dog ran by the tree"
@@ -568,14 +568,7 @@ def test_bad_input(env, models, call, err, pattern):
     was before."""
     modules = [getattr(env, name) for name in models]
     modules = [getattr(m, "module", None) or m.model for m in modules]
-    snaps = [snapshot(mod) for mod in modules]
-    with pytest.raises(CausalScopeError) as info:
-        call(env)
-    assert type(info.value) is err, f"{type(info.value).__name__}: {info.value}"
-    assert isinstance(info.value, ValueError)
-    info.match(pattern)
-    for mod, snap in zip(modules, snaps):
-        assert_same(mod, snap)
+    assert_refused(lambda: call(env), modules, err, pattern)
 
 
 def test_the_table_is_large_and_spread():

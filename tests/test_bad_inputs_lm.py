@@ -28,7 +28,7 @@ from causalscope import CausalScopeError, InputError, InterventionError, SiteErr
 from causalscope.results import load_bundle, save_bundle
 from causalscope.sae import load_bundled
 from conftest import hooked_transformer
-from model_state import assert_same, snapshot
+from model_state import assert_refused
 
 P = "the cat sat on the mat"            # 6 tokens of the tiny models' word vocabulary
 PS = [P, "a dog ran by the tree"]
@@ -522,14 +522,7 @@ def test_bad_input(env, models, call, err, pattern):
     """The call raises exactly ``err`` (a causalscope error), its message matches, and every model it read is as it
     was before."""
     modules = [getattr(env, name).module for name in models]
-    snaps = [snapshot(mod) for mod in modules]
-    with pytest.raises(CausalScopeError) as info:
-        call(env)
-    assert type(info.value) is err, f"{type(info.value).__name__}: {info.value}"
-    assert isinstance(info.value, ValueError)
-    info.match(pattern)
-    for mod, snap in zip(modules, snaps):
-        assert_same(mod, snap)
+    assert_refused(lambda: call(env), modules, err, pattern)
 
 
 def test_the_table_is_large_spread_and_new():

@@ -52,7 +52,7 @@ from ..zoo.compiled import Block, CompiledConfig, CompiledTransformer
 from ..zoo.siit import DATA as SIIT_DATA
 from ..zoo.siit import FORMAT, read_siit_folder, siit_names
 from ._ablation_inputs import NO_PREDICTION, predict
-from ._cases import Case, load_case, split_inputs
+from ._cases import Case, case_names, load_case, split_inputs
 from ._siit_eval import evaluate_siit, label_mask
 
 
@@ -224,7 +224,7 @@ def siit(case: str | Case, *, d_model: int = 32, d_head: int = 8, d_mlp: int = 3
     """
     hl_case = load_case(case) if isinstance(case, str) else case
     if not isinstance(hl_case, Case):
-        raise InputError(f"siit trains against a shipped case: give its name ({', '.join(_names())}) or a "
+        raise InputError(f"siit trains against a shipped case: give its name ({', '.join(case_names())}) or a "
                          f"circuits.Case; got {type(case).__name__}.")
     steps = check_int(steps, "steps", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
@@ -310,11 +310,6 @@ def siit(case: str | Case, *, d_model: int = 32, d_head: int = 8, d_mlp: int = 3
     if evaluate and len(test_idx):
         record.update(evaluate_siit(out, hl_case, test_idx))
     return out
-
-
-def _names() -> list[str]:
-    from ._cases import case_names
-    return case_names()
 
 
 def _correspondence(case: Case, given: Mapping[str, str] | None, nodes: list[str]) -> dict[str, str]:

@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from ..zoo.compiled import Block, CompiledTransformer
+from ..zoo.compiled import CompiledTransformer
+from ._siit import node_forward
 from ._tracr_compile import BOS, CASES, PAD, compile_case, evaluation_inputs, tracr_outputs
 
 DATA = Path(__file__).resolve().parent.parent / "zoo" / "data" / "tracr"
@@ -37,17 +37,9 @@ def node_outputs(model: CompiledTransformer, tokens: torch.Tensor) -> dict[str, 
     >>> outs = node_outputs(model, tokens); outs["a0.h0"].shape       # doctest: +SKIP
     torch.Size([81, 5, 35])
     """
-    x = model.embed(tokens)
-    mask = model.key_mask(tokens)
-    out = {"embed": x}
-    for layer, block in enumerate(cast(Iterable[Block], model.blocks)):
-        heads = block.attn.heads(x, mask)
-        for h in range(heads.shape[2]):
-            out[f"a{layer}.h{h}"] = heads[:, :, h]
-        x = x + heads.sum(2) + block.attn.b_O
-        out[f"m{layer}"] = block.mlp(x)
-        x = x + out[f"m{layer}"]
-    return out
+    nodes = [f"a{layer}.h{h}" for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)] + \
+        [f"m{layer}" for layer in range(model.cfg.n_layers)]
+    return {"embed": model.embed(tokens), **node_forward(model, tokens, grab=nodes)[1]}
 
 
 def constant_nodes(model: CompiledTransformer, tokens: torch.Tensor, nodes: list[str]) -> list[str]:
