@@ -14,7 +14,7 @@ import causalscope as cs
 from causalscope.zoo import facts as F
 from causalscope.zoo.train_facts import TrainConfig, train
 
-HELDOUT_FLOOR = 0.95  # the shipped model scores 0.990 on the 1000 held-out-template prompts (docs/facts-model.md)
+HELDOUT_FLOOR = 0.95  # the shipped model scores 0.998 on the 1000 held-out-template prompts (docs/facts-model.md)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,27 @@ def test_training_step_is_deterministic():
     for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
         assert torch.equal(a, b), k
     assert other[2]["loss"] != h1["loss"]
+
+
+def test_the_fused_gelu_is_the_function_the_weights_were_trained_with(loaded):
+    """The shipped config computes GPT-2's tanh GELU with torch's fused kernel ("gelu_pytorch_tanh"); the weights
+    were trained with the same function written out ("gelu_new"). Reference: the same weights in a model built
+    with "gelu_new" give the same logits on every held-out prompt, and the same answers."""
+    from transformers import GPT2LMHeadModel
+
+    hf = loaded.module
+    assert hf.config.activation_function == "gelu_pytorch_tanh"
+    config = hf.config.to_dict() | {"activation_function": "gelu_new"}
+    written_out = GPT2LMHeadModel(type(hf.config).from_dict(config)).eval()
+    written_out.load_state_dict(hf.state_dict())
+    by_length: dict[int, list[torch.Tensor]] = {}
+    for f in F.facts("heldout")[:300]:
+        one = loaded.adapter.tokenize(f.prompt)
+        by_length.setdefault(one.shape[-1], []).append(one.reshape(-1))
+    assert len(by_length) > 1
+    for rows in by_length.values():
+        ids = torch.stack(rows)
+        with torch.no_grad():
+            fused, plain = hf(ids).logits, written_out(ids).logits
+        assert (fused - plain).abs().max() < 1e-4
+        assert torch.equal(fused[:, -1].argmax(-1), plain[:, -1].argmax(-1))
