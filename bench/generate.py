@@ -127,7 +127,7 @@ def main() -> int:
 
     held = [f.prompt for f in fact_list("heldout")[:4]]
     res = {"gpt2-small-body": bench("GPT-2-small body (L=12, d=768)", big, n, args.reps, device, PROMPTS),
-           "facts-gpt": bench("facts-gpt (L=4, d=128)", facts, n, args.reps, device, held)}
+           "facts-gpt": bench(f"facts-gpt (L={facts.n_layers}, d=128)", facts, n, args.reps, device, held)}
     rule("Summary")
     ok = all(r["exact"] for r in res.values())
     b = res["gpt2-small-body"]

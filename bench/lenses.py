@@ -5,7 +5,7 @@
     .venv/bin/python bench/lenses.py --json out.json --steps 400 --seed 1
 
 The acceptance test of issue 17 (Belrose et al. 2023's headline result): a tuned lens trained on facts-gpt beats
-the logit lens on KL to the final layer at every layer but the last. Model: the bundled ``facts-gpt`` (4 layers,
+the logit lens on KL to the final layer at every layer but the last. Model: the bundled ``facts-gpt`` (8 layers,
 d_model 128). Train: ``cs.tuned_lens`` on the prompts of the train templates (``facts("train")``: 8000; ``--quick``:
 every tenth), ``--steps`` Adam steps (default 250) of 2048 tokens at ``--lr`` (default 3e-3), seed ``--seed``.
 Held out: the 1000 prompts of ``facts("heldout")``, asked with a template no training prompt uses. Measure:

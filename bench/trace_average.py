@@ -1,10 +1,10 @@
 """trace_average benchmark: facts traced together (schedule="grouped") vs one fact at a time, in one process.
 
     .venv/bin/python bench/trace_average.py                 # 200 held-out facts of facts-gpt, 3 reps each
-    .venv/bin/python bench/trace_average.py --quick         # 40 facts, 1 rep (< 30 s)
+    .venv/bin/python bench/trace_average.py --quick         # 40 facts, 1 rep (~45 s)
     .venv/bin/python bench/trace_average.py --n 100 --threads 1 --json out.json
 
-Model: the bundled ``facts-gpt`` (GPT-2, 4 layers, d_model 128, trained on a synthetic knowledge corpus).
+Model: the bundled ``facts-gpt`` (GPT-2, 8 layers, d_model 128, trained on a synthetic knowledge corpus).
 Facts: the first ``--n`` of ``causalscope.zoo.facts.facts("heldout")`` (asked with templates held out from
 training; 200 of them tokenize to 6 lengths and 10 (length, subject tokens) shapes). Settings: ROME's
 defaults, ``kinds=("hidden", "mlp", "attn")``, ``samples=10``, ``window=10``, ``noise="3x"`` (3 x the
