@@ -90,3 +90,27 @@ def test_demo_patching_map_equals_a_naive_loop():
                 h.remove()
     torch.testing.assert_close(pm.values, naive, rtol=0, atol=1e-4)
     assert pm.dims == ("layer", "token") and pm.meta["passes"] == 1
+
+
+def test_trace_facts_reaches_the_tracing_section_and_bad_counts_are_refused_before_any_section(monkeypatch, tmp_path,
+                                                                                                capsys):
+    from causalscope.app.cli import main
+    from causalscope.app.demo import _build
+
+    seen: list = []
+
+    def tracing(rep, n_facts=None):
+        seen.append(n_facts)
+        rep.section("tracing", "text")
+    monkeypatch.setattr(_build, "tracing_section", tracing)
+    monkeypatch.setattr(_build, "SECTIONS", (tracing,))  # the real sections take minutes
+    assert main(["demo", "--out", str(tmp_path / "a.html"), "--trace-facts", "7"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "b.html")]) == 0
+    assert seen == [7, None]
+    for bad in ("0", "-3"):
+        assert main(["demo", "--out", str(tmp_path / "c.html"), "--trace-facts", bad]) == 2
+        assert f"trace_facts must be an int >= 1, got {bad}" in capsys.readouterr().err
+    for bad in (0, 2.5, True, "100"):
+        with pytest.raises(cs.InputError, match="trace_facts must be an int >= 1"):
+            build_report(tmp_path / "d.html", trace_facts=bad)
+    assert seen == [7, None] and not (tmp_path / "c.html").exists() and not (tmp_path / "d.html").exists()
