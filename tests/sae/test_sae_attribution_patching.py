@@ -289,3 +289,37 @@ def test_plain_sites_as_before(m):
     torch.testing.assert_close(one.values[:, 0], r.values[:, 0])  # one site alone, as in the list
     grid = cs.attribution_patching(m, CLEAN, CORRUPT, "resid_pre", cs.logit(ANSWER))
     assert grid.dims == ("direction", "layer", "position") and grid.shape == (1, 4, 6)
+
+
+class _SAELensStyleTranscoder:
+    """What a SAELens transcoder shows causalscope: encode, W_dec and a config with d_in and hook_name_out, but no
+    is_transcoder flag."""
+
+    def __init__(self, tc: Transcoder) -> None:
+        from types import SimpleNamespace
+
+        self._tc, self.W_dec = tc, tc.W_dec
+        self.cfg = SimpleNamespace(d_in=tc.d_in, d_sae=tc.W_dec.shape[0], hook_name="blocks.0.ln2.hook_normalized",
+                                   hook_name_out="blocks.0.hook_mlp_out")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._tc.encode(x)
+
+
+def test_a_transcoder_known_only_by_its_config_is_attributed_where_it_writes(m, tc):
+    """A SAELens transcoder (no is_transcoder flag) takes the gradient at the MLP's output, where it writes, in both
+    feature_attribution and attribution_patching; reference: the naive plain-hook loop (read the MLP input, write
+    its output). Taking it at the input, as for an SAE, would give other numbers silently."""
+    lens_style = _SAELensStyleTranscoder(tc)
+    assert not hasattr(lens_style, "is_transcoder")
+    feats = [1, 4, 9, 33]
+    site = cs.Site("layers.0.mlp", sae=lens_style, features=feats, positions=[2, -1])
+    r = cs.attribution_patching(m, CLEAN, CORRUPT, [site], cs.logit(ANSWER), direction="denoise")
+    fa = feature_attribution(m, CLEAN, CORRUPT, site, cs.logit(ANSWER))
+    want = naive(m, m.module.transformer.h[0].mlp, "input", "output", tc, feats, CLEAN, CORRUPT)["denoise"]
+    w = want[r.coords["position"]]
+    assert w.abs().max() > 1e-4
+    s = span(m, CLEAN, CORRUPT)
+    torch.testing.assert_close(r.sel(direction="denoise", site=site.name).values.double() * s, w, rtol=1e-5,
+                               atol=1e-7 * float(w.abs().max()))
+    torch.testing.assert_close(fa.values.double(), w, rtol=1e-5, atol=1e-7 * float(w.abs().max()))

@@ -62,7 +62,7 @@ from ._pairs import (
 from ._precision import SPAN_ULPS, check_span, flag_span, model_dtype
 from ._progress import tqdm
 from ._rows import Rows
-from ._sae_sites import SparseCoder
+from ._sae_sites import SparseCoder, is_transcoder
 from ._segments import (
     STEP_OVER_TOKEN_LAYER,
     TOKEN_LAYER_EXPONENT,
@@ -96,5 +96,5 @@ __all__ = [
     "adapter_for", "as_intervention", "as_site", "call_metric", "is_last_only", "logit", "logit_diff", "output_value",
     "takes_lengths", "preserved", "tqdm", "SPAN_ULPS", "check_span", "flag_span", "model_dtype",
     "primary", "prob", "resolve_metric", "unembed_fn",
-    "SparseCoder",
+    "SparseCoder", "is_transcoder",
 ]

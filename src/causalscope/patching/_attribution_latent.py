@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..core import Cell, Model, Site
+from ..core import Cell, Model, Site, is_transcoder
 from ..errors import InputError
 
 
@@ -84,19 +84,10 @@ def _features(site: Site) -> list[int]:
     return every[f] if isinstance(f, slice) else [int(j) for j in f]
 
 
-def _is_transcoder(sae: Any) -> bool:
-    """A transcoder writes into its module's output: its ``is_transcoder`` flag (a SAELens transcoder: its config's
-    ``hook_name_out``), as the engine decides it."""
-    flag = getattr(sae, "is_transcoder", None)
-    if flag is not None:
-        return bool(flag)
-    return bool(getattr(getattr(sae, "cfg", None), "hook_name_out", None))
-
-
 def _written(site: Site) -> Site:
     """The plain site whose gradient gives the latents' one: where the SAE writes its change, at the same
     positions (a transcoder's module output; an SAE's own activation)."""
-    return Site(site.module, io="output" if _is_transcoder(site.sae) else site.io, positions=site.positions)
+    return Site(site.module, io="output" if is_transcoder(site.sae) else site.io, positions=site.positions)
 
 
 def latent_estimates(m: Model, clean_in: Any, corr_in: Any, cells: Sequence[Cell], metric_fn: Any, dirs: list[str],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core import Site, as_site, input_pair, input_setting, resolve_metric
+from ..core import Site, as_site, input_pair, input_setting, is_transcoder, resolve_metric
 from ..errors import InputError
 from ..loading import load
 from ..results import LabelledArray
@@ -42,7 +42,7 @@ def feature_attribution(model: Any, clean: Any, corrupted: Any, site: Site, metr
                          f"cs.Site({site.module!r}, sae=sae); for plain activations use cs.attribution_patching.")
     metric_fn = resolve_metric(metric, m)
     clean_in, corr_in = input_pair(m, clean, corrupted, "feature_attribution")
-    coder = bool(getattr(sae, "is_transcoder", False))
+    coder = is_transcoder(sae)  # a SAELens transcoder has no flag, only its config's hook_name_out
     written = Site(site.module, io="output" if coder else site.io, positions=site.positions)
     c_run = m.run(clean_in, cache=[site], metric=metric_fn)
     k_run = m.run(corr_in, cache=[site], grads=[written], metric=metric_fn)
