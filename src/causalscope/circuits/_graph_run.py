@@ -154,8 +154,12 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
             leave = _equal_ones(delta[rows], ids, la, joined, n, stage, same)
             if leave:
                 keep_pos = [k for k in range(len(ids)) if k not in leave]
-                index = torch.tensor(keep_pos, dtype=torch.long, device=delta.device)
-                delta, A = delta.index_select(1, index), A.index_select(0, index)
+                # only the configurations that joined at this stage can leave, and they have written this stage's
+                # rows alone (later ones nothing yet): shift those columns left instead of copying all of delta
+                moved = [k for k in range(joined, n) if k not in leave]
+                if moved:
+                    delta[rows, joined:joined + len(moved)] = delta[rows, moved]
+                A = A.index_select(0, torch.tensor(keep_pos, dtype=torch.long, device=A.device))
                 ids, st, la = [ids[k] for k in keep_pos], [st[k] for k in keep_pos], [la[k] for k in keep_pos]
                 n -= len(leave)
         joined = n
@@ -165,7 +169,7 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
     if not keep:
         return logits, None
     place = {j: (k, g._first_written(s)) for k, (j, s) in enumerate(zip(ids, st))}
-    return logits, Chunk(base.senders, delta, place, same, p0)
+    return logits, Chunk(base.senders, delta[:, :len(ids)], place, same, p0)
 
 
 def _equal_ones(wrote: torch.Tensor, ids: list[int], la: list[int], joined: int, n: int, stage: int,
