@@ -56,6 +56,17 @@ class GraphOutputs:
             self.__dict__["_by_sender"] = cached
         return cached[1]
 
+    def minus(self, base: GraphOutputs) -> torch.Tensor:
+        """``by_sender() - base.by_sender()``, made once per base (ACDC's passes share a base until it removes).
+
+        >>> XB = corrupted.minus(clean)      # (senders, rows*T*d): what patching each sender adds
+        """
+        cached = self.__dict__.get("_minus")
+        if cached is None or cached[0] is not base.senders or cached[1] is not self.senders:
+            cached = (base.senders, self.senders, self.by_sender() - base.by_sender())
+            self.__dict__["_minus"] = cached
+        return cached[2]
+
 
 class ComputeGraph:
     """Nodes and edges of a model's computational graph, run with any set of edges patched.
@@ -299,7 +310,7 @@ class ComputeGraph:
         end = 2 * self.n_layers
         starts = torch.where(patch != base_patch[None], self.edge_stage.to(patch.device)[None], end + 1).amin(1)
         out = torch.zeros(patch.shape[0], dtype=torch.float64)
-        B, XB = base.by_sender(), corrupted.by_sender() - base.by_sender()
+        B, XB = base.by_sender(), corrupted.minus(base)
         with preserved(self.model.module), torch.inference_mode():
             for stage in sorted(set(starts.tolist()) - {end + 1}):
                 idx = (starts == stage).nonzero().ravel()

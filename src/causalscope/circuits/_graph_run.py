@@ -115,7 +115,7 @@ def run_configurations(g: Any, patch: torch.Tensor, corrupted: Any, base: Any, b
     A[:, g.edge_receiver, g.edge_sender] = patch[order[:n_run]]
     delta = torch.empty(S - p0, n_run, NTd, dtype=base.senders.dtype, device=base.senders.device)
     B = base.by_sender()
-    XB = corrupted.by_sender() - B
+    XB = corrupted.minus(base)
     sum_B, summed = B.new_zeros(NTd), 0  # the sum of the first `summed` base sender outputs
     joined = 0
     for stage in range(first, end + 1):
