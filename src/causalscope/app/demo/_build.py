@@ -44,7 +44,7 @@ def build_report(out: str | Path = "report/causalscope-report.html",
     op); the previous thread count is restored afterwards.
     """
     if trace_facts is not None:
-        check_int(trace_facts, "trace_facts", low=1, hint="Leave it out (None) to trace all 1,000 held-out facts.")
+        check_int(trace_facts, "trace_facts", low=1, hint="Leave it out to trace all 1,000 held-out facts.")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
