@@ -8,6 +8,7 @@ computation in test_trace_average.py); here the test asserts where the effects p
 from __future__ import annotations
 
 import pytest
+import torch
 
 import causalscope as cs
 from causalscope.zoo.facts import facts
@@ -37,3 +38,43 @@ def test_rome_window_scales_romes_10_of_48_layers():
     assert [cs.rome_window(n) for n in (1, 4, 8, 12, 24, 48)] == [1, 1, 2, 3, 5, 10]
     with pytest.raises(cs.InputError, match="n_layers"):
         cs.rome_window(0)
+
+
+def _average(mlp_last: list[float], attn_last: list[float], first_hi: float, further_hi: float) -> cs.TraceAverage:
+    """A TraceAverage with chosen numbers: every cell 0 with a +-0.01 interval, except the rows given."""
+    kinds, classes, L = ["mlp", "attn"], list(cs.TOKEN_CLASSES), len(mlp_last)
+    v = torch.zeros(len(kinds), len(classes), L, 3)
+    v[..., 1], v[..., 2] = -0.01, 0.01
+    last_s, last, first, further = (classes.index(c) for c in ("last subject token", "last token",
+                                                               "first subject token", "further tokens"))
+    for row, (k, c) in ((mlp_last, (0, last_s)), (attn_last, (1, last))):
+        t = torch.tensor(row)
+        v[k, c, :, 0], v[k, c, :, 1], v[k, c, :, 2] = t, t - 0.02, t + 0.02
+    v[0, first, :, 2], v[0, further, :, 2] = first_hi, further_hi
+    return cs.TraceAverage(v, ("kind", "token_class", "layer", "stat"),
+                           {"kind": kinds, "token_class": classes, "layer": list(range(L)),
+                            "stat": ["mean", "ci_low", "ci_high"]}, {})
+
+
+def test_rome_sites_reads_the_peaks_and_intervals_as_a_hand_computation():
+    mlp = [0.05, 0.20, 0.10, 0.02, 0.01, 0.0, 0.0, 0.0]
+    attn = [0.0, 0.01, 0.02, 0.05, 0.08, 0.12, 0.30, 0.22]
+    s = cs.rome_sites(_average(mlp, attn, first_hi=0.15, further_hi=0.05))
+    assert s["layers"] == 8 and s["mlp_peak"] == 1 and s["attn_peak"] == 6   # argmax by hand
+    assert s["mlp_mean"] == pytest.approx(0.20) and s["attn_mean"] == pytest.approx(0.30)
+    assert s["mlp_ci"] == (pytest.approx(0.18), pytest.approx(0.22))
+    assert s["others"]["first subject token"][1] == pytest.approx(0.15)
+    assert s["mlp_early"] and s["mlp_above"] and s["attn_late"]              # 0.18 > 0.15 and 0.05; 6 >= 4
+    late = cs.rome_sites(_average(mlp[::-1], attn[::-1], first_hi=0.19, further_hi=0.05))
+    assert late["mlp_peak"] == 6 and not late["mlp_early"]                   # 6 >= 2 * 8 / 3
+    assert not late["mlp_above"]                                             # 0.18 < 0.19
+    assert late["attn_peak"] == 1 and not late["attn_late"]
+
+
+def test_rome_sites_refuses_what_it_cannot_read():
+    avg = _average([0.1] * 4, [0.1] * 4, 0.0, 0.0)
+    with pytest.raises(cs.InputError, match="kinds 'mlp' and 'attn'"):
+        cs.rome_sites(avg.sel(kind=["mlp"]))
+    nan = _average([0.1, float("nan"), 0.2, 0.0], [0.1] * 4, 0.0, 0.0)
+    with pytest.raises(cs.InputError, match="finite means"):
+        cs.rome_sites(nan)

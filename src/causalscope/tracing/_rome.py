@@ -27,7 +27,7 @@ def rome_sites(avg: Any) -> dict[str, Any]:
     interval there, the first subject token's and further tokens' intervals at that layer (``others``),
     ``mlp_early`` (the peak lies below the last third) and ``mlp_above`` (its interval lies above both others').
     Late site: the attention effect at the last token: ``attn_peak``, ``attn_mean``, ``attn_late`` (the peak lies
-    in the last half).
+    in the last half). A class no fact has (no token of it) has NaN bounds, and then ``mlp_above`` is False.
     """
     kinds = list(getattr(avg, "coords", {}).get("kind", []))
     if "mlp" not in kinds or "attn" not in kinds:
@@ -39,11 +39,14 @@ def rome_sites(avg: Any) -> dict[str, Any]:
 
     L = len(avg.coords["layer"])
     mlp = row("mlp", "last subject token", "mean")
+    attn = row("attn", "last token", "mean")
+    if not all(math.isfinite(v) for v in mlp + attn):
+        raise InputError("rome_sites needs finite means for the MLP at the last subject token and attention at the "
+                         f"last token; got {mlp} and {attn}. Average over facts the model answers correctly.")
     peak = max(range(L), key=lambda i: mlp[i])
     lo, hi = row("mlp", "last subject token", "ci_low")[peak], row("mlp", "last subject token", "ci_high")[peak]
     others = {c: (row("mlp", c, "ci_low")[peak], row("mlp", c, "ci_high")[peak])
               for c in ("first subject token", "further tokens")}
-    attn = row("attn", "last token", "mean")
     apeak = max(range(L), key=lambda i: attn[i])
     return {"layers": L, "mlp_peak": peak, "mlp_mean": mlp[peak], "mlp_ci": (lo, hi), "others": others,
             "mlp_early": peak < 2 * L / 3, "mlp_above": all(lo > h for _, h in others.values()),

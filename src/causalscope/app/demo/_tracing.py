@@ -52,7 +52,19 @@ def tracing_section(rep: Report, n_facts: int | None = None, samples: int = 10, 
              f"layers (late site). Here the MLP effect at the last subject token peaks at layer {s['mlp_peak']} of "
              f"{s['layers']} ({s['mlp_mean']:.3f}, interval {s['mlp_ci'][0]:.3f}-{s['mlp_ci'][1]:.3f}; first "
              f"subject token {f_lo:.3f}-{f_hi:.3f}, further tokens {u_lo:.3f}-{u_hi:.3f}), and the attention "
-             f"effect at the last token peaks at layer {s['attn_peak']} ({s['attn_mean']:.3f}). What differs from "
-             f"ROME: the early site sits in the lowest layers (the windows that include the first MLP), not in the "
-             f"middle, and is flat above them (docs/causal-tracing.md).")
+             f"effect at the last token peaks at layer {s['attn_peak']} ({s['attn_mean']:.3f}). {_against_rome(s)}")
     rep.figure(avg.plot(backend="plotly"), caption="Average indirect effect: restored minus corrupted p(answer).")
+
+
+def _against_rome(s: dict) -> str:
+    """What of ROME's two sites this average shows, from ``rome_sites``'s numbers (never a fixed claim)."""
+    L, peak = s["layers"], s["mlp_peak"]
+    where = "the lowest third" if peak < L / 3 else "the middle third" if peak < 2 * L / 3 else "the top third"
+    early = (f"The MLP peak lies in {where} of the layers" +
+             (", with its interval above the first subject token's and the further tokens'" if s["mlp_above"] else
+              ", but its interval overlaps the first subject token's or the further tokens'") +
+             ("; ROME's lies in the middle." if where != "the middle third" else ", as in ROME."))
+    late = (" The attention peak lies in the upper half, as in ROME." if s["attn_late"] else
+            " The attention peak lies in the lower half, unlike ROME.")
+    return early + late + " docs/causal-tracing.md compares the two."
+
